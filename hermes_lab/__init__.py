@@ -1,0 +1,1 @@
+"""The ``hermes-lab`` command: composes the subcommands each package owns."""

@@ -1,0 +1,58 @@
+"""Entry point of the ``hermes-lab`` console script.
+
+Each package owns its subcommands and registers them here; this module only
+composes them and turns user errors (:class:`HermesError`) into one clear
+line on stderr and exit status 2, instead of a traceback. Usage errors are
+click's own (exit status 2 with the usage line).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hermes_policy import __version__
+from hermes_policy import cli as policy_cli
+from hermes_policy.errors import HermesError
+
+app = typer.Typer(
+    name="hermes-lab",
+    help="Study and build KV-cache memory for streaming-video LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"hermes-lab {__version__}")
+        raise typer.Exit()
+
+
+policy_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status instead of raising for user errors."""
+    try:
+        app(args=argv, prog_name="hermes-lab")
+    except HermesError as e:
+        print(f"hermes-lab: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -1,0 +1,237 @@
+"""The compact per-layer KV cache.
+
+:class:`CompactCache` is a transformers ``DynamicCache`` (so any HF decoder
+can append to it unchanged) that also remembers, per layer, the position and
+the :class:`~hermes_policy.tokens.TokenMeta` of every cached row. Layers may
+hold different tokens and different counts; the registered attention function
+(:mod:`hermes_policy.attention`) masks right-aligned so that stays correct.
+
+Writes go through a small transaction so a failure never leaves a half-updated cache:
+
+* :meth:`begin` stages the positions/metadata of the tokens about to be appended;
+  the model's forward then appends their keys/values layer by layer;
+* :meth:`commit` makes the staged rows permanent in every layer;
+* :meth:`rollback` (also run by :meth:`transaction` on any exception, and by
+  :meth:`scratch` always) cuts every layer back to where :meth:`begin` found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from hermes_policy.rope import RotarySpec, dense_positions
+from hermes_policy.tokens import TokenMeta
+
+
+@dataclass
+class _Staged:
+    positions: torch.Tensor  # (A, n)
+    meta: TokenMeta  # n rows
+    lengths: list[int]  # per-layer committed length when staging began
+
+
+class CompactCache(DynamicCache):
+    """Per-layer keys, values, positions and token metadata.
+
+    Args:
+        num_layers: decoder layers of the model.
+        rotary: how positions map to key rotations (re-indexing needs it).
+
+    Shapes: layer ``l`` holds keys/values of shape (1, Hkv, S_l, D), positions
+    (A, S_l) long with A = ``rotary.n_axes``, and ``S_l`` metadata rows.
+    """
+
+    def __init__(self, num_layers: int, rotary: RotarySpec) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.rotary = rotary
+        self._positions = [torch.empty(rotary.n_axes, 0, dtype=torch.long) for _ in range(num_layers)]
+        self._meta = [TokenMeta.empty() for _ in range(num_layers)]
+        self._staged: _Staged | None = None
+
+    # ------------------------------------------------------------------ reading
+    def layer_len(self, layer: int) -> int:
+        """Committed rows in ``layer`` (staged rows not counted)."""
+        return self._positions[layer].shape[1]
+
+    def positions(self, layer: int) -> torch.Tensor:
+        """(A, S_l) positions of the committed rows of ``layer``."""
+        return self._positions[layer]
+
+    def meta(self, layer: int) -> TokenMeta:
+        return self._meta[layer]
+
+    def keys(self, layer: int) -> torch.Tensor:
+        """(1, Hkv, S_l, D) committed keys (after RoPE)."""
+        return self.layers[layer].keys[..., : self.layer_len(layer), :]
+
+    def values(self, layer: int) -> torch.Tensor:
+        return self.layers[layer].values[..., : self.layer_len(layer), :]
+
+    def key_positions(self, layer: int) -> torch.Tensor:
+        """(A, S) positions of every key the layer's attention sees now, staged rows included."""
+        if self._staged is None:
+            return self._positions[layer]
+        return torch.cat([self._positions[layer], self._staged.positions], dim=1)
+
+    def key_meta(self, layer: int) -> TokenMeta:
+        """Metadata of every key the layer's attention sees now, staged rows included."""
+        if self._staged is None:
+            return self._meta[layer]
+        return TokenMeta.cat([self._meta[layer], self._staged.meta])
+
+    def video_count(self, layer: int) -> int:
+        return int(self._meta[layer].is_video.sum())
+
+    @property
+    def next_position(self) -> int:
+        """One past the largest position held by any layer (0 when empty)."""
+        tops = [int(p.max()) + 1 for p in self._positions if p.numel()]
+        return max(tops, default=0)
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of key and value storage actually held (what the budget is about)."""
+        total = 0
+        for layer in self.layers:
+            if layer.is_initialized:
+                total += layer.keys.untyped_storage().nbytes() + layer.values.untyped_storage().nbytes()
+        return total
+
+    @property
+    def nbytes(self) -> int:
+        """All bytes held: keys, values, positions and token metadata."""
+        side = sum(p.untyped_storage().nbytes() + m.nbytes for p, m in zip(self._positions, self._meta))
+        return self.kv_bytes + side
+
+    def lengths(self) -> list[int]:
+        return [self.layer_len(i) for i in range(self.num_layers)]
+
+    # ------------------------------------------------------------ transactions
+    def begin(self, positions: torch.Tensor, meta: TokenMeta) -> None:
+        """Stage ``n`` rows about to be appended by one forward.
+
+        Args:
+            positions: (A, n) positions of the new tokens.
+            meta: their metadata (n rows).
+        """
+        if self._staged is not None:
+            raise RuntimeError("CompactCache.begin called while another write is staged")
+        if positions.shape != (self.rotary.n_axes, len(meta)):
+            raise ValueError(f"positions must be ({self.rotary.n_axes}, {len(meta)}), got {tuple(positions.shape)}")
+        self._staged = _Staged(positions.to(torch.long).cpu(), meta, self.lengths())
+
+    def commit(self) -> None:
+        """Make the staged rows permanent in every layer."""
+        staged = self._require_staged()
+        n = len(staged.meta)
+        for i in range(self.num_layers):
+            got = self.layers[i].get_seq_length() if i < len(self.layers) else 0
+            if got != staged.lengths[i] + n:
+                raise RuntimeError(f"layer {i} holds {got} rows, expected {staged.lengths[i] + n} after the forward")
+            self._positions[i] = torch.cat([self._positions[i], staged.positions], dim=1)
+            self._meta[i] = TokenMeta.cat([self._meta[i], staged.meta])
+        self._staged = None
+
+    def rollback(self) -> None:
+        """Cut every layer back to its length at :meth:`begin`, freeing the appended rows."""
+        staged = self._require_staged()
+        for i, n in enumerate(staged.lengths):
+            if i < len(self.layers) and self.layers[i].is_initialized and self.layers[i].get_seq_length() > n:
+                # clone() so the storage that held the discarded rows is really released
+                self.layers[i].keys = self.layers[i].keys[..., :n, :].clone()
+                self.layers[i].values = self.layers[i].values[..., :n, :].clone()
+        self._staged = None
+
+    @contextmanager
+    def transaction(self, positions: torch.Tensor, meta: TokenMeta) -> Iterator[None]:
+        """Stage, run the body (a forward), commit; roll back if the body raises."""
+        self.begin(positions, meta)
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    @contextmanager
+    def scratch(self, positions: torch.Tensor, meta: TokenMeta) -> Iterator[None]:
+        """Stage rows that are never kept (a question, a pseudo-query): always roll back."""
+        self.begin(positions, meta)
+        try:
+            yield
+        finally:
+            self.rollback()
+
+    def extend_scratch(self, positions: torch.Tensor, meta: TokenMeta) -> None:
+        """Add rows to the current scratch write (one decode step after the prefill)."""
+        staged = self._require_staged()
+        staged.positions = torch.cat([staged.positions, positions.to(torch.long).cpu()], dim=1)
+        staged.meta = TokenMeta.cat([staged.meta, meta])
+
+    def _require_staged(self) -> _Staged:
+        if self._staged is None:
+            raise RuntimeError("no write is staged on this CompactCache")
+        return self._staged
+
+    # ----------------------------------------------------------------- editing
+    def evict(self, layer: int, keep: torch.Tensor) -> None:
+        """Keep only rows ``keep`` of ``layer``, in the given order; the rest is freed.
+
+        Args:
+            keep: (K,) long indices into the layer's committed rows, usually ascending.
+        """
+        if self._staged is not None:
+            raise RuntimeError("cannot evict while a write is staged")
+        keep = keep.to(torch.long).cpu()
+        n = self.layer_len(layer)
+        if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= n):
+            raise IndexError(f"keep indices out of range for layer {layer} with {n} rows")
+        if keep.numel() == n and torch.equal(keep, torch.arange(n)):
+            return
+        kv = self.layers[layer]
+        device_keep = keep.to(kv.keys.device)
+        # index_select allocates fresh compact storage; the old tensors are dropped
+        kv.keys = kv.keys.index_select(-2, device_keep)
+        kv.values = kv.values.index_select(-2, device_keep)
+        self._positions[layer] = self._positions[layer].index_select(1, keep)
+        self._meta[layer] = self._meta[layer].select(keep)
+
+    def replace_row(self, layer: int, row: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Overwrite one committed row's key/value in place (e.g. a summary slot).
+
+        Args:
+            key, value: (1, Hkv, D) tensors.
+        """
+        kv = self.layers[layer]
+        kv.keys[..., row, :] = key.to(kv.keys.dtype)
+        kv.values[..., row, :] = value.to(kv.values.dtype)
+
+    def reindex(self, layer: int, new_positions: torch.Tensor | None = None) -> None:
+        """Move the layer's rows to new positions and rotate their keys to match.
+
+        Args:
+            new_positions: (A, S_l) target positions; default: dense ranks of the current ones.
+        """
+        if self._staged is not None:
+            raise RuntimeError("cannot re-index while a write is staged")
+        old = self._positions[layer]
+        new = dense_positions(old) if new_positions is None else new_positions.to(torch.long).cpu()
+        if new.shape != old.shape:
+            raise ValueError(f"new positions must have shape {tuple(old.shape)}")
+        delta = new - old
+        if old.numel() == 0 or not bool(delta.any()):
+            return
+        kv = self.layers[layer]
+        kv.keys = self.rotary.rotate(kv.keys, delta.to(kv.keys.device))
+        self._positions[layer] = new
+
+    def reindex_all(self) -> None:
+        """Dense re-index of every layer (eager re-indexing calls this after each prune)."""
+        for i in range(self.num_layers):
+            self.reindex(i)

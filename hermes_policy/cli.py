@@ -1,0 +1,124 @@
+"""``hermes-lab stream``: run a video through a model under a memory policy and ask questions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import torch
+import typer
+from tqdm import tqdm
+
+from hermes_policy.errors import HermesError, PolicyError, SessionError
+from hermes_policy.models import load_model
+from hermes_policy.policies import POLICIES, PolicySpec, make_policy
+from hermes_policy.session import Answer, SessionConfig, StreamingSession
+from hermes_policy.video import open_video
+
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TimedQuestion:
+    time: float
+    question: str
+
+    @classmethod
+    def parse(cls, text: str) -> "TimedQuestion":
+        """``"T:question"`` with T in seconds of stream time."""
+        head, sep, question = text.partition(":")
+        try:
+            t = float(head)
+        except ValueError:
+            t = -1.0
+        if not sep or t < 0 or not question.strip():
+            raise SessionError(f"--ask takes 'SECONDS:question', e.g. '30:What is happening?'; got {text!r}")
+        return cls(t, question.strip())
+
+
+def build_policy(name: str, budget: int | None, spec: Path | None):
+    if spec is not None:
+        return PolicySpec.load(spec).build()
+    params = {} if budget is None else {"budget": budget}
+    return make_policy(name, **params)
+
+
+def run_stream(
+    session: StreamingSession, source, questions: list[TimedQuestion], show_progress: bool = True
+) -> list[Answer]:
+    """Stream ``source`` into ``session``, asking each question once stream time reaches it."""
+    pending = sorted(questions, key=lambda q: q.time)
+    answers: list[Answer] = []
+    total = source.num_frames
+    bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not show_progress or (total or 0) <= 8,
+               desc="streaming", leave=False)
+    with bar:
+        for frame in source.frames():
+            while pending and pending[0].time < frame.time:
+                answers.append(session.ask(pending.pop(0).question))
+            session.ingest([frame], progress=None)
+            bar.update(1)
+    session.flush()
+    for q in pending:
+        if q.time != float("inf") and q.time > session.stream_time:
+            print(f"note: stream ended at {session.stream_time:.1f}s, asking the {q.time:g}s question there",
+                  file=sys.stderr)
+        answers.append(session.ask(q.question))
+    return answers
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's subcommands to the ``hermes-lab`` app."""
+
+    @app.command()
+    def stream(
+        model: Annotated[str, typer.Option(help="embedded, tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-llava-ov, "
+                                                 "tiny-embedded, or a HF id/path")] = "embedded",
+        video: Annotated[str, typer.Option(help="a video file, or synthetic:seed=S,frames=N[,fps=F,size=WxH]")] =
+        "synthetic:seed=1,frames=64",
+        policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(POLICIES))}")] = "full",
+        budget: Annotated[Optional[int], typer.Option(help="video tokens kept per layer")] = None,
+        spec: Annotated[Optional[Path], typer.Option(help="a PolicySpec JSON (overrides --policy/--budget)")] = None,
+        fps: Annotated[Optional[float], typer.Option(help="sampling rate in frames per second")] = None,
+        ask: Annotated[Optional[list[str]], typer.Option(help="'SECONDS:question', repeatable")] = None,
+        chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
+        max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 32,
+        reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
+        dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+        trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ) -> None:
+        """Stream a video through a model under a memory policy, asking questions along the way."""
+        if dtype not in DTYPES:
+            raise PolicyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        # without --ask, one question once the whole stream is in
+        questions = [TimedQuestion.parse(a) for a in ask] if ask else [TimedQuestion(float("inf"), "What is happening?")]
+        mem_policy = build_policy(policy, budget, spec)
+        config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
+        source = open_video(video, fps=fps)
+        adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+        session = StreamingSession(adapter, mem_policy, config)
+        answers = run_stream(session, source, questions)
+        result = {
+            "model": model,
+            "policy": mem_policy.name,
+            "budget": getattr(mem_policy, "budget", None),
+            "frames": session.frames_seen,
+            "kv_bytes": session.kv_bytes,
+            "answers": [a.to_dict() for a in answers],
+        }
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(f"{model} | policy {mem_policy.name} (budget {result['budget']}) | {session.frames_seen} frames "
+                   f"| KV {session.kv_bytes / 2**20:.2f} MiB")
+        for a in answers:
+            typer.echo(f"[{a.time:7.1f}s] Q: {a.question}\n           A: {a.answer}   "
+                       f"(TTFT {a.ttft_ms:.1f} ms, KV {a.kv_bytes / 2**20:.2f} MiB)")
+
+
+__all__ = ["HermesError", "TimedQuestion", "register", "run_stream"]

@@ -1,0 +1,212 @@
+"""What the runtime needs from a model family, and nothing more.
+
+A :class:`ModelAdapter` wraps one loaded HF model. It never re-implements the
+forward: it only turns frames and text into input embeddings with explicit
+positions (so streaming chunks get the positions a full forward would), and
+exposes the decoder stack, the LM head and the rotary layout the cache needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hermes_policy.rope import RotarySpec
+from hermes_policy.tokens import TokenMeta
+from hermes_policy.video import Frame
+
+#: Stands in for the video while rendering a chat template, then split on.
+VIDEO_PLACEHOLDER = "\u2063HERMES_VIDEO\u2063"
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant watching a live video stream. Answer briefly."
+
+
+@dataclass
+class EncodedChunk:
+    """Input embeddings for n new tokens, ready to prefill.
+
+    Attributes:
+        embeds: (n, hidden) input embeddings in the model dtype.
+        positions: (A, n) long positions (A = 1 for 1-D RoPE, 3 for M-RoPE).
+        meta: per-token metadata.
+    """
+
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    meta: TokenMeta
+
+    def __post_init__(self) -> None:
+        n = self.embeds.shape[0]
+        if self.positions.shape[1] != n or len(self.meta) != n:
+            raise ValueError(
+                f"chunk parts disagree: {n} embeddings, {self.positions.shape[1]} positions, {len(self.meta)} meta rows"
+            )
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def end_position(self) -> int:
+        """One past the largest position in the chunk."""
+        return int(self.positions.max()) + 1 if len(self) else 0
+
+    @classmethod
+    def cat(cls, parts: list["EncodedChunk"]) -> "EncodedChunk":
+        return cls(
+            torch.cat([p.embeds for p in parts]),
+            torch.cat([p.positions for p in parts], dim=1),
+            TokenMeta.cat([p.meta for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """The chat template cut around the video: prefix + video + between + question + suffix."""
+
+    prefix: str
+    suffix: str
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: PreTrainedTokenizerBase, system: str, video_open: str = "", video_close: str = ""
+    ) -> "PromptTemplate":
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": VIDEO_PLACEHOLDER}]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if not isinstance(rendered, str) or rendered.count(VIDEO_PLACEHOLDER) != 1:
+            raise ValueError("the tokenizer's chat template did not render the user message verbatim")
+        before, after = rendered.split(VIDEO_PLACEHOLDER)
+        return cls(prefix=before + video_open, suffix=video_close + "{question}" + after)
+
+    def question_text(self, question: str) -> str:
+        return self.suffix.replace("{question}", "\n" + question, 1)
+
+
+class ModelAdapter(ABC):
+    """One architecture family, wrapped for streaming.
+
+    Attributes:
+        name: the name it was loaded by.
+        model: the whole HF model (vision + language).
+        tokenizer: its tokenizer (with a chat template).
+        rotary: rotary layout of the language model.
+        frames_per_group: frames the vision encoder fuses into one temporal step
+            (2 for Qwen-VL's temporal patches, else 1). Ingest chunks are multiples of it.
+        video_open, video_close: text around the video in the prompt.
+    """
+
+    frames_per_group: int = 1
+    video_open: str = ""
+    video_close: str = ""
+
+    def __init__(self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.name = name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.rotary = self._rotary_spec()
+
+    # -------------------------------------------------------------- structure
+    @property
+    @abstractmethod
+    def text_model(self) -> nn.Module:
+        """The decoder stack: takes ``inputs_embeds``, ``position_ids``, ``past_key_values``."""
+
+    @property
+    @abstractmethod
+    def lm_head(self) -> nn.Module:
+        """Maps final hidden states (..., hidden) to vocabulary logits."""
+
+    @abstractmethod
+    def _rotary_spec(self) -> RotarySpec: ...
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config(decoder=True)
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.text_config.num_key_value_heads
+
+    @property
+    def num_heads(self) -> int:
+        return self.text_config.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        cfg = self.text_config
+        return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text_model.get_input_embeddings().weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_model.get_input_embeddings().weight.device
+
+    def set_attention(self, implementation: str) -> None:
+        """Switch the language model's attention; the vision encoder keeps its own."""
+        if "text_config" in getattr(self.model.config, "sub_configs", {}):
+            self.model.set_attn_implementation({"text_config": implementation})
+        else:
+            self.model.set_attn_implementation(implementation)
+
+    # ------------------------------------------------------------------ text
+    def template(self, system: str) -> PromptTemplate:
+        return PromptTemplate.from_tokenizer(self.tokenizer, system, self.video_open, self.video_close)
+
+    def encode_text(self, text: str, start: int) -> EncodedChunk:
+        """Embed text tokens at consecutive positions ``start, start+1, ...`` on every axis."""
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+        return self.encode_ids(ids, start)
+
+    def encode_ids(self, ids: torch.Tensor, start: int) -> EncodedChunk:
+        """Embed (n,) token ids at consecutive positions from ``start``."""
+        ids = ids.to(self.device)
+        with torch.no_grad():
+            embeds = self.text_model.get_input_embeddings()(ids)
+        n = ids.shape[0]
+        positions = torch.arange(start, start + n).expand(self.rotary.n_axes, n).clone()
+        return EncodedChunk(embeds, positions, TokenMeta.text(n))
+
+    def encode_question(self, text: str, start: int) -> EncodedChunk:
+        """The tokens that close the video and ask; a family may prepend special embeddings."""
+        return self.encode_text(text, start)
+
+    def position_ids(self, positions: torch.Tensor) -> torch.Tensor:
+        """Positions as the model's forward wants them: (1, n) for 1-D, (3, 1, n) for M-RoPE."""
+        p = positions.to(self.device)
+        return p[:, None, :] if self.rotary.n_axes > 1 else p
+
+    # ----------------------------------------------------------------- video
+    @abstractmethod
+    def encode_frames(self, frames: list[Frame], start: int) -> EncodedChunk:
+        """Embed frames (a multiple of ``frames_per_group``) starting at position ``start``.
+
+        Frame-level text the family uses (timestamps, delimiters) is included;
+        every returned token carries the frame it belongs to in its metadata.
+        """
+
+    @abstractmethod
+    def tokens_per_frame(self, height: int, width: int) -> int:
+        """Video tokens one frame group of this size adds to the cache (frame text included)."""
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "family": type(self).__name__,
+            "layers": self.num_layers,
+            "heads": self.num_heads,
+            "kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rope_axes": self.rotary.n_axes,
+            "frames_per_group": self.frames_per_group,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }

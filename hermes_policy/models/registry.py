@@ -1,0 +1,114 @@
+"""Model names -> adapters.
+
+Accepted names:
+
+* ``embedded``: SmolLM2-135M-Instruct + vision front end (CPU default);
+* ``tiny-*``: random-init miniatures of each family (tests, demos);
+* any HF hub id or local directory of a supported architecture, loaded with
+  ``from_pretrained`` and never with ``trust_remote_code`` unless asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from hermes_policy.errors import ModelError
+from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.tiny import TINY_MODELS
+
+#: model_type in a checkpoint's config.json -> the family that loads it
+SUPPORTED_ARCHITECTURES = {
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "llava_onevision": "LLaVA-OneVision",
+}
+
+
+def _builtin() -> dict[str, Callable[[torch.dtype | None], ModelAdapter]]:
+    from hermes_policy.models.embedded import load_embedded
+
+    table: dict[str, Callable[[torch.dtype | None], ModelAdapter]] = {
+        "embedded": lambda dtype: load_embedded(dtype or torch.bfloat16)
+    }
+    for name, build in TINY_MODELS.items():
+        table[name] = lambda dtype, build=build: build(dtype or torch.float32)
+    return table
+
+
+BUILTIN_MODELS = ("embedded", *TINY_MODELS)
+
+
+def supported_help() -> str:
+    families = ", ".join(f"{v} ({k})" for k, v in SUPPORTED_ARCHITECTURES.items())
+    return f"built-in names: {', '.join(BUILTIN_MODELS)}; or a HF id/path of: {families}"
+
+
+def load_model(
+    name: str,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+) -> ModelAdapter:
+    """Load a model by built-in name, HF hub id, or local path.
+
+    Raises:
+        ModelError: unknown name, unreachable checkpoint, or unsupported architecture.
+    """
+    builtin = _builtin()
+    if name in builtin:
+        adapter = builtin[name](dtype)
+    else:
+        adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    adapter.model.to(device)
+    if hasattr(adapter, "frontend"):
+        adapter.frontend.to(device)
+    return adapter
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def _read_config(name: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    if not Path(name).exists() and not _looks_like_hub_id(name):
+        raise ModelError(f"unknown model {name!r}: not a built-in name, an existing path or an 'org/name' hub id. "
+                         f"{supported_help()}")
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as e:  # transformers raises OSError/ValueError/HF errors; all mean "cannot load"
+        where = "local directory" if Path(name).exists() else "built-in name, local path or reachable hub id"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {name!r}: not a {where} ({reason}). {supported_help()}") from None
+
+
+def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> ModelAdapter:
+    """A real checkpoint: read its config first so unsupported ones fail before any weight loads."""
+    config = _read_config(name, trust_remote_code)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"model {name!r} has architecture {model_type!r}, which is not supported; {supported_help()}")
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+    kwargs = dict(trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        processor = AutoImageProcessor.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise ModelError(f"cannot load the weights, tokenizer or image processor of {name!r}: {reason}") from None
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        from hermes_policy.models.qwen_vl import QwenVLAdapter
+
+        return QwenVLAdapter(name, model, tokenizer, processor)
+    from hermes_policy.models.llava_ov import LlavaOneVisionAdapter
+
+    return LlavaOneVisionAdapter(name, model, tokenizer, processor.image_mean, processor.image_std)

@@ -1,0 +1,19 @@
+"""Memory policies: one per module, registered by name, configured by dataclass fields."""
+
+from hermes_policy.policies.base import POLICIES, Policy, keep_rows, make_policy, register_policy
+from hermes_policy.policies.full import FullPolicy
+from hermes_policy.policies.sink_window import SinkWindowPolicy
+from hermes_policy.policies.spec import PolicySpec
+from hermes_policy.policies.window import WindowPolicy
+
+__all__ = [
+    "POLICIES",
+    "FullPolicy",
+    "Policy",
+    "PolicySpec",
+    "SinkWindowPolicy",
+    "WindowPolicy",
+    "keep_rows",
+    "make_policy",
+    "register_policy",
+]

@@ -1,0 +1,115 @@
+"""The policy interface: what a memory policy sees and may do.
+
+A policy is a dataclass (its fields are its configuration, validated in
+``__post_init__``) registered by name. The session calls it at three points:
+
+* :meth:`Policy.validate` once the tokens per frame are known, before the
+  first chunk is written, so an impossible budget fails before any state changes;
+* :meth:`Policy.observers` during every forward: scoring policies (HERMES,
+  SnapKV) return observers that watch attention through the runtime's seam;
+* :meth:`Policy.after_chunk` after each ingested chunk: it decides, per
+  layer, which cached rows to keep, and calls ``cache.evict``.
+
+Budgets count *video tokens per layer* (tokens that belong to a frame); the
+system prefix and any other non-video rows are not charged against it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from hermes_policy.errors import BudgetError, PolicyError
+
+if TYPE_CHECKING:
+    from hermes_policy.attention import AttentionObserver
+    from hermes_policy.session import StreamingSession
+
+POLICIES: dict[str, type["Policy"]] = {}
+
+
+def register_policy(cls: type["Policy"]) -> type["Policy"]:
+    """Class decorator: make a policy constructible by its ``name``."""
+    if cls.name in POLICIES:
+        raise ValueError(f"policy {cls.name!r} is registered twice")
+    POLICIES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Policy(ABC):
+    """Base class: a budget in video tokens per layer (None = unlimited)."""
+
+    name: ClassVar[str]
+    budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and (not isinstance(self.budget, int) or self.budget <= 0):
+            raise BudgetError(f"{self.name}: budget must be a positive number of video tokens, got {self.budget!r}")
+
+    # ---------------------------------------------------------------- hooks
+    def validate(self, tokens_per_frame: int, num_layers: int) -> None:
+        """Reject a budget that cannot hold one whole frame (plus any reserved tokens)."""
+        need = tokens_per_frame + self.reserved_tokens()
+        for layer, budget in enumerate(self.layer_budgets(num_layers)):
+            if budget is not None and budget < need:
+                extra = f" plus {self.reserved_tokens()} reserved sink tokens" if self.reserved_tokens() else ""
+                raise BudgetError(
+                    f"{self.name}: a budget of {budget} video tokens (layer {layer}) cannot hold one frame "
+                    f"({tokens_per_frame} tokens){extra}; use --budget {need} or more"
+                )
+
+    def reserved_tokens(self) -> int:
+        """Video tokens the policy keeps regardless of the window (e.g. StreamingLLM sinks)."""
+        return 0
+
+    def layer_budgets(self, num_layers: int) -> list[int | None]:
+        """Budget of each layer; equal unless a subclass says otherwise."""
+        return [self.budget] * num_layers
+
+    def observers(self) -> Sequence["AttentionObserver"]:
+        """Attention observers to attach while the stream is ingested."""
+        return ()
+
+    @abstractmethod
+    def after_chunk(self, session: "StreamingSession") -> None:
+        """Evict what the policy does not want to keep, now that a chunk is cached."""
+
+    # -------------------------------------------------------------- helpers
+    def config(self) -> dict:
+        """The policy's resolved configuration, JSON-ready."""
+        return {"policy": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+def keep_rows(is_video: torch.Tensor, video_keep: torch.Tensor, keep_other: bool = True) -> torch.Tensor:
+    """Row indices to keep: chosen video rows plus (optionally) every non-video row.
+
+    Args:
+        is_video: (S,) bool over the layer's rows.
+        video_keep: (K,) indices into the *video* rows (0 = oldest video row).
+        keep_other: keep the non-video rows (system prefix) too.
+
+    Returns:
+        (K',) ascending row indices into the layer.
+    """
+    video_rows = torch.nonzero(is_video).flatten()
+    chosen = video_rows[video_keep]
+    if keep_other:
+        chosen = torch.cat([torch.nonzero(~is_video).flatten(), chosen])
+    return torch.sort(chosen).values
+
+
+def make_policy(name: str, **params) -> Policy:
+    """Build a registered policy by name; unknown names and bad parameters raise PolicyError."""
+    if name not in POLICIES:
+        raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
+    cls = POLICIES[name]
+    known = {f.name for f in fields(cls)}
+    unknown = set(params) - known
+    if unknown:
+        raise PolicyError(f"policy {name!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(known)}")
+    return cls(**params)

@@ -1,0 +1,99 @@
+"""PolicySpec: a memory policy as a JSON document.
+
+``hermes-lab derive`` writes one from measurements; ``--spec`` loads one. The
+document names a registered policy and its parameters, plus optional
+per-layer settings (tier, score parameters, budget share) for policies that
+use them, and free-form provenance.
+
+.. code-block:: json
+
+    {"format": "hermes-lab/policy-spec", "version": 1,
+     "policy": "sink-window", "params": {"budget": 512},
+     "layers": null, "source": {"method": "manual"}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hermes_policy.errors import PolicyError
+from hermes_policy.policies.base import POLICIES, Policy, make_policy
+
+FORMAT = "hermes-lab/policy-spec"
+VERSION = 1
+
+
+@dataclass
+class PolicySpec:
+    """A serialisable policy description.
+
+    Attributes:
+        policy: registered policy name.
+        params: constructor parameters of that policy.
+        layers: optional per-layer settings, one dict per decoder layer.
+        source: provenance (method, model, recording, ...).
+    """
+
+    policy: str
+    params: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise PolicyError(f"spec names unknown policy {self.policy!r}; available: {', '.join(sorted(POLICIES))}")
+        if self.layers is not None and not all(isinstance(x, dict) for x in self.layers):
+            raise PolicyError("spec 'layers' must be a list of objects, one per decoder layer")
+
+    def build(self) -> Policy:
+        params = dict(self.params)
+        if self.layers is not None:
+            params["layers"] = self.layers
+        return make_policy(self.policy, **params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PolicySpec":
+        if data.get("format") != FORMAT:
+            raise PolicyError(f"not a policy spec (expected format {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise PolicyError(f"policy spec version {data.get('version')!r} is not supported (expected {VERSION})")
+        return cls(
+            policy=data["policy"],
+            params=data.get("params") or {},
+            layers=data.get("layers"),
+            source=data.get("source") or {},
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash never leaves a truncated spec behind."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PolicySpec":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PolicyError(f"policy spec {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PolicyError(f"policy spec {path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise PolicyError(f"policy spec {path} must hold a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,319 @@
+"""StreamingSession: ingest a video chunk by chunk, ask at any moment.
+
+The session owns one :class:`~hermes_policy.cache.CompactCache` and one
+policy. Layout of what the cache ever sees::
+
+    [system prefix (sink)] [frame 0 tokens] [frame 1 tokens] ...    <- kept, then pruned by the policy
+                                             [question][answer]     <- scratch, always rolled back
+
+Positions are explicit everywhere: the session keeps the next free position,
+asks the adapter to lay chunks out from it, and passes ``position_ids`` to the
+decoder, so streaming reproduces the positions of one full forward and keeps
+them meaningful after eviction (gaps stay until re-indexing closes them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, streaming_context
+from hermes_policy.cache import CompactCache
+from hermes_policy.errors import SessionError
+from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, EncodedChunk, ModelAdapter
+from hermes_policy.policies.base import Policy
+from hermes_policy.policies.full import FullPolicy
+from hermes_policy.tokens import TokenMeta
+from hermes_policy.video import Frame
+
+OPTION_LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass
+class SessionConfig:
+    """How a session streams.
+
+    Attributes:
+        chunk_frames: frames prefilled per forward (rounded up to the model's frame groups).
+        max_new_tokens: greedy decode limit per answer.
+        system_prompt: the system message; its tokens are the always-kept prefix.
+        reindex: "lazy" compacts positions only when they near the model's
+            maximum (streaming); "eager" after every chunk that evicted (offline); "off" never.
+        reindex_headroom: lazy re-indexing fires when fewer positions than this remain.
+    """
+
+    chunk_frames: int = 4
+    max_new_tokens: int = 32
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    reindex: Literal["lazy", "eager", "off"] = "lazy"
+    reindex_headroom: int = 2048
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
+            raise SessionError(f"chunk_frames must be a positive integer, got {self.chunk_frames!r}")
+        if self.max_new_tokens < 1:
+            raise SessionError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.reindex not in ("lazy", "eager", "off"):
+            raise SessionError(f"reindex must be 'lazy', 'eager' or 'off', got {self.reindex!r}")
+        if self.reindex_headroom < 0:
+            raise SessionError("reindex_headroom must be >= 0")
+
+
+@dataclass
+class Answer:
+    """One answered question.
+
+    Attributes:
+        time: stream time (s) when the question was asked.
+        ttft_ms: question arrival to first generated token.
+        total_ms: question arrival to the last generated token.
+        kv_bytes: key/value bytes held by the compact cache when the question arrived.
+        cached_tokens: rows per layer at that moment.
+    """
+
+    question: str
+    answer: str
+    time: float
+    ttft_ms: float
+    total_ms: float
+    kv_bytes: int
+    new_tokens: int
+    cached_tokens: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "time": self.time,
+            "question": self.question,
+            "answer": self.answer,
+            "ttft_ms": round(self.ttft_ms, 3),
+            "kv_bytes": self.kv_bytes,
+        }
+
+
+def format_question(question: str, options: Sequence[str] | None) -> str:
+    """The question text; options become lettered lines with an instruction to answer by letter."""
+    if options is None:
+        return question
+    if not 2 <= len(options) <= len(OPTION_LETTERS):
+        raise SessionError(f"a multiple-choice question needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}")
+    lines = [f"{OPTION_LETTERS[i]}. {opt}" for i, opt in enumerate(options)]
+    return "\n".join([question, *lines, "Answer with the option's letter."])
+
+
+class StreamingSession:
+    """A video stream flowing into one model under one memory policy.
+
+    Args:
+        adapter: the wrapped model (see :func:`hermes_policy.models.load_model`).
+        policy: the memory policy; default ``full`` (no eviction).
+        config: streaming settings.
+    """
+
+    def __init__(
+        self, adapter: ModelAdapter, policy: Policy | None = None, config: SessionConfig | None = None
+    ) -> None:
+        self.adapter = adapter
+        self.policy = policy if policy is not None else FullPolicy()
+        self.config = config if config is not None else SessionConfig()
+        group = adapter.frames_per_group
+        self.chunk_frames = -(-self.config.chunk_frames // group) * group
+        adapter.set_attention(ATTENTION_NAME)
+        self.cache = CompactCache(adapter.num_layers, adapter.rotary)
+        self.template = adapter.template(self.config.system_prompt)
+        self.observers: list[AttentionObserver] = []
+        self.frames_seen = 0
+        self.stream_time = 0.0
+        self.tokens_per_frame: int | None = None
+        self.sink_len = 0
+        self.next_position = 0
+        self.timeline: list[dict] = []
+        self._pending: list[Frame] = []
+        self._stop_ids = self._stop_token_ids()
+
+    # ---------------------------------------------------------------- state
+    @property
+    def kv_bytes(self) -> int:
+        return self.cache.kv_bytes
+
+    @property
+    def pending_frames(self) -> int:
+        return len(self._pending)
+
+    def _stop_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.adapter.model.generation_config, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+        tok = self.adapter.tokenizer
+        if tok.eos_token_id is not None:
+            ids.add(tok.eos_token_id)
+        im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != tok.unk_token_id:
+            ids.add(im_end)
+        return ids
+
+    # -------------------------------------------------------------- forward
+    def _forward(self, chunk: EncodedChunk, phase: str, keep: bool, tag: str = "") -> torch.Tensor:
+        """Prefill ``chunk`` against the cache; returns last hidden states (1, n, hidden).
+
+        ``keep`` commits the rows; otherwise they are staged and must be
+        rolled back by the caller's :meth:`CompactCache.scratch`.
+        """
+        observers = [*self.policy.observers(), *self.observers]
+        with streaming_context(self.cache, phase, observers, tag), torch.no_grad():
+            out = self.adapter.text_model(
+                inputs_embeds=chunk.embeds[None].to(self.adapter.device),
+                position_ids=self.adapter.position_ids(chunk.positions),
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        return out.last_hidden_state
+
+    def _write(self, chunk: EncodedChunk, phase: str) -> None:
+        with self.cache.transaction(chunk.positions, chunk.meta):
+            self._forward(chunk, phase, keep=True)
+        self.next_position = max(self.next_position, chunk.end_position)
+
+    def _ensure_prefix(self) -> None:
+        if self.cache.layers and self.cache.layer_len(0) > 0:
+            return
+        prefix = self.adapter.encode_text(self.template.prefix, self.next_position)
+        self._write(prefix, "prefix")
+        self.sink_len = len(prefix)
+
+    # --------------------------------------------------------------- ingest
+    def ingest(self, frames: Iterable[Frame], progress=None) -> int:
+        """Feed frames; every ``chunk_frames`` of them are prefilled, then the policy prunes.
+
+        Frames that do not fill a chunk wait for the next call (or :meth:`flush`,
+        which :meth:`ask` runs first). Returns how many frames were taken.
+
+        Args:
+            progress: optional tqdm-like object; ``update(n)`` is called per chunk.
+        """
+        taken = 0
+        carried = len(self._pending)  # frames left over from earlier calls
+        try:
+            for frame in frames:
+                self._pending.append(frame)
+                taken += 1
+                if len(self._pending) >= self.chunk_frames:
+                    self._ingest_pending(self.chunk_frames)
+                    carried = 0
+                    if progress is not None:
+                        progress.update(self.chunk_frames)
+        except BaseException:
+            # the cache holds exactly the chunks that completed; frames of this
+            # call that were not written are dropped, so the session stays usable
+            del self._pending[carried:]
+            raise
+        return taken
+
+    def flush(self) -> None:
+        """Prefill frames still waiting for a full chunk."""
+        n = len(self._pending)
+        if n:
+            self._ingest_pending(n)
+
+    def _ingest_pending(self, n: int) -> None:
+        frames = self._pending[:n]
+        h, w = frames[0].image.shape[:2]
+        tokens_per_frame = self.adapter.tokens_per_frame(h, w)
+        if self.tokens_per_frame is None:
+            # before any write: an impossible budget leaves the session untouched
+            self.policy.validate(tokens_per_frame, self.adapter.num_layers)
+        elif tokens_per_frame != self.tokens_per_frame:
+            raise SessionError(
+                f"frame size changed mid-stream ({w}x{h} gives {tokens_per_frame} tokens per frame, "
+                f"the stream so far had {self.tokens_per_frame})"
+            )
+        self._ensure_prefix()
+        chunk = self.adapter.encode_frames(frames, self.next_position)
+        self._write(chunk, "ingest")
+        del self._pending[:n]
+        self.tokens_per_frame = tokens_per_frame
+        self.frames_seen += n
+        self.stream_time = frames[-1].time
+        before = self.cache.lengths()
+        self.policy.after_chunk(self)
+        evicted = self.cache.lengths() != before
+        self._maybe_reindex(evicted)
+        self.timeline.append(
+            {
+                "frames": self.frames_seen,
+                "time": self.stream_time,
+                "kv_bytes": self.cache.kv_bytes,
+                "tokens": self.cache.lengths(),
+            }
+        )
+
+    def _maybe_reindex(self, evicted: bool) -> None:
+        mode = self.config.reindex
+        near_limit = self.next_position + self.config.reindex_headroom >= self.adapter.rotary.max_position
+        if (mode == "eager" and evicted) or (mode == "lazy" and near_limit):
+            self.cache.reindex_all()
+            self.next_position = self.cache.next_position
+
+    # ------------------------------------------------------------------ ask
+    def _question_text(self, question: str, options: Sequence[str] | None) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise SessionError("the question is empty; ask something, e.g. 'What is happening?'")
+        if self.frames_seen == 0 and not self._pending:
+            raise SessionError("no frame has been streamed yet; ingest at least one frame before asking")
+        text = self.template.question_text(format_question(question.strip(), options))
+        self.flush()
+        return text
+
+    @torch.no_grad()
+    def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:
+        """(vocab,) float32 logits of the first answer token; the cache is left as it was."""
+        text = self._question_text(question, options)
+        chunk = self.adapter.encode_question(text, self.next_position)
+        with self.cache.scratch(chunk.positions, chunk.meta):
+            hidden = self._forward(chunk, "ask", keep=False)
+            return self.adapter.lm_head(hidden[0, -1]).float()
+
+    @torch.no_grad()
+    def ask(
+        self, question: str, options: Sequence[str] | None = None, max_new_tokens: int | None = None
+    ) -> Answer:
+        """Answer from the compact cache as it is now; the question and answer are not kept.
+
+        TTFT runs from here (after buffered frames are flushed, which is stream
+        work, not question work) to the first generated token.
+        """
+        text = self._question_text(question, options)
+        limit = max_new_tokens or self.config.max_new_tokens
+        kv_bytes, lengths = self.cache.kv_bytes, self.cache.lengths()
+        start = time.perf_counter()
+        chunk = self.adapter.encode_question(text, self.next_position)
+        generated: list[int] = []
+        with self.cache.scratch(chunk.positions, chunk.meta):
+            hidden = self._forward(chunk, "ask", keep=False)
+            position = chunk.end_position
+            token = int(self.adapter.lm_head(hidden[0, -1]).argmax())
+            ttft = time.perf_counter() - start
+            while token not in self._stop_ids:
+                generated.append(token)
+                if len(generated) >= limit:
+                    break
+                step = self.adapter.encode_ids(torch.tensor([token]), position)
+                self.cache.extend_scratch(step.positions, TokenMeta.text(1))
+                hidden = self._forward(step, "decode", keep=False)
+                position += 1
+                token = int(self.adapter.lm_head(hidden[0, -1]).argmax())
+        total = time.perf_counter() - start
+        answer = self.adapter.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        return Answer(
+            question=question,
+            answer=answer,
+            time=self.stream_time,
+            ttft_ms=ttft * 1000,
+            total_ms=total * 1000,
+            kv_bytes=kv_bytes,
+            new_tokens=len(generated),
+            cached_tokens=lengths,
+        )

@@ -1,0 +1,120 @@
+"""Turn a user-supplied video spec (a file path or a synthetic spec) into a VideoSource."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import TypedDict, TypeVar
+
+from hermes_policy.errors import VideoError
+from hermes_policy.video.decode import FileVideo
+from hermes_policy.video.frames import VideoSource, check_fps, check_max_frames
+from hermes_policy.video.synthetic import SyntheticVideo
+
+SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_FORM = "synthetic:seed=S,frames=N[,fps=F,size=WxH]"
+DEFAULT_FPS = 2.0
+DEFAULT_SIZE = (128, 128)
+_SYNTHETIC_HELP = (
+    f"expected {SYNTHETIC_FORM} "
+    "(seed: integer >= 0; frames: integer > 0; fps: number > 0, default 2; "
+    "size: WIDTHxHEIGHT, default 128x128)"
+)
+_KEYS = ("seed", "frames", "fps", "size")
+_REQUIRED = ("seed", "frames")
+
+T = TypeVar("T")
+
+
+class SyntheticSpec(TypedDict):
+    """Parsed synthetic spec; its keys are SyntheticVideo's keyword arguments."""
+
+    seed: int
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def open_video(
+    spec: str | os.PathLike[str],
+    fps: float | None = None,
+    max_frames: int | None = None,
+) -> VideoSource:
+    """Open a file path or a ``synthetic:...`` spec as a VideoSource.
+
+    ``fps`` is the sampling rate: for files it resamples (None = native rate),
+    for synthetic specs it overrides the spec's own ``fps``. ``max_frames``
+    caps how many frames the source yields.
+    """
+    text = os.fspath(spec)
+    if not text.startswith(SYNTHETIC_PREFIX):
+        return FileVideo(text, fps=fps, max_frames=max_frames)
+    params = parse_synthetic_spec(text)
+    if fps is not None:
+        params["fps"] = check_fps(fps, text)
+    cap = check_max_frames(max_frames, text)
+    if cap is not None:
+        # Safe to truncate: a shorter synthetic video is a prefix of the longer one.
+        params["frames"] = min(params["frames"], cap)
+    return SyntheticVideo(**params)
+
+
+def parse_synthetic_spec(spec: str) -> SyntheticSpec:
+    """Parse ``synthetic:seed=S,frames=N[,fps=F,size=WxH]``; raise VideoError on any mistake."""
+    if not spec.startswith(SYNTHETIC_PREFIX):
+        raise _bad(spec, f"must start with {SYNTHETIC_PREFIX!r}")
+    values: dict[str, str] = {}
+    for item in spec[len(SYNTHETIC_PREFIX) :].split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise _bad(spec, f"{item.strip()!r} is not key=value")
+        if key not in _KEYS:
+            raise _bad(spec, f"unknown key {key!r}")
+        if key in values:
+            raise _bad(spec, f"key {key!r} given twice")
+        values[key] = value
+    missing = [key for key in _REQUIRED if key not in values]
+    if missing:
+        raise _bad(spec, f"missing {', '.join(missing)}")
+
+    def parsed(key: str, parse: Callable[[str], T]) -> T:
+        try:
+            return parse(values[key])
+        except ValueError as exc:  # int('x'), float('abc') and our own range checks
+            raise _bad(spec, f"{key}={values[key]!r}: {exc}") from None
+
+    width, height = parsed("size", _parse_size) if "size" in values else DEFAULT_SIZE
+    return SyntheticSpec(
+        seed=parsed("seed", lambda v: _parse_int(v, minimum=0)),
+        frames=parsed("frames", lambda v: _parse_int(v, minimum=1)),
+        fps=parsed("fps", _parse_fps) if "fps" in values else DEFAULT_FPS,
+        width=width,
+        height=height,
+    )
+
+
+def _bad(spec: str, reason: str) -> VideoError:
+    return VideoError(f"bad synthetic spec {spec!r}: {reason}; {_SYNTHETIC_HELP}")
+
+
+def _parse_int(value: str, minimum: int) -> int:
+    number = int(value)  # ValueError for '1.5', 'abc'
+    if number < minimum:
+        raise ValueError(f"must be >= {minimum}")
+    return number
+
+
+def _parse_fps(value: str) -> float:
+    fps = float(value)
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError("must be a finite number > 0")
+    return fps
+
+
+def _parse_size(value: str) -> tuple[int, int]:
+    width, sep, height = value.lower().partition("x")
+    if not sep:
+        raise ValueError("must look like 128x128")
+    return _parse_int(width, minimum=1), _parse_int(height, minimum=1)

@@ -1,0 +1,87 @@
+"""Loading models by name and by path; unknown and unsupported models fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import huggingface_hub.constants
+import pytest
+import torch
+from transformers import LlamaConfig, Qwen2_5_VLConfig
+
+from hermes_policy import ModelError, StreamingSession
+from hermes_policy.models import load_model
+from hermes_policy.models.qwen_vl import QwenVLAdapter
+from hermes_policy.models.registry import BUILTIN_MODELS
+
+from conftest import _tiny
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_unknown_name_lists_what_is_supported():
+    with pytest.raises(ModelError) as e:
+        load_model("gpt-imaginary")
+    for name in BUILTIN_MODELS:
+        assert name in str(e.value)
+    assert "Qwen2.5-VL" in str(e.value)
+
+
+def test_unreachable_hub_id_is_a_clear_error(offline):
+    with pytest.raises(ModelError, match="cannot load model 'Qwen/Qwen2.5-VL-7B-Instruct'"):
+        load_model("Qwen/Qwen2.5-VL-7B-Instruct")
+
+
+def test_unsupported_architecture_fails_before_loading_weights(tmp_path):
+    LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="architecture 'llama'.*not supported"):
+        load_model(str(tmp_path))
+
+
+def test_real_checkpoint_config_is_read_up_to_the_weights(tmp_path, offline):
+    """A full-size Qwen2.5-VL-7B config (no weights here): dispatch works, then the missing weights are reported."""
+    Qwen2_5_VLConfig().save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    with pytest.raises(ModelError, match="weights"):
+        load_model(str(tmp_path))
+
+
+def test_trust_remote_code_is_off_by_default(monkeypatch, tmp_path):
+    seen = {}
+    import transformers
+
+    def fake(name, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake)
+    with pytest.raises(ModelError):
+        load_model(str(tmp_path))
+    assert seen["trust_remote_code"] is False
+    with pytest.raises(ModelError):
+        load_model(str(tmp_path), trust_remote_code=True)
+    assert seen["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen2-vl", "tiny-llava-ov"])
+def test_saved_checkpoint_loads_by_path_and_streams_identically(name, tmp_path, frames):
+    builtin = _tiny(name)
+    builtin.model.save_pretrained(tmp_path)
+    builtin.tokenizer.save_pretrained(tmp_path)
+    if isinstance(builtin, QwenVLAdapter):
+        builtin.image_processor.save_pretrained(tmp_path)
+    else:
+        from transformers import LlavaOnevisionImageProcessorPil
+
+        LlavaOnevisionImageProcessorPil().save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), dtype=torch.float32)
+    assert type(loaded) is type(builtin)
+    if isinstance(loaded, QwenVLAdapter):  # same pixels budget as the built-in tiny one
+        loaded.max_pixels = builtin.max_pixels
+    a, b = StreamingSession(builtin), StreamingSession(loaded)
+    a.ingest(frames[:4])
+    b.ingest(frames[:4])
+    assert torch.allclose(a.question_logits("What?"), b.question_logits("What?"), atol=1e-5)
