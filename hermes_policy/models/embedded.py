@@ -27,7 +27,7 @@ def load_embedded(dtype: torch.dtype = torch.bfloat16) -> FrontendLMAdapter:
         frontend = PatchProjector.load(TRAINED_FRONTEND_DIR)
         trained = True
     else:
-        norm = float(model.get_input_embeddings().weight.float().norm(dim=-1).mean())
+        norm = float(model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
         frontend = PatchProjector(FrontendConfig(hidden_size=model.config.hidden_size, grid=4, target_norm=norm))
         trained = False
     adapter = FrontendLMAdapter("embedded", model, tokenizer, frontend.to(dtype))

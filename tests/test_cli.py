@@ -1,0 +1,104 @@
+"""The ``hermes-lab`` command: JSON output, timed questions, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hermes_lab.cli import main
+from hermes_policy.cli import TimedQuestion
+from hermes_policy.errors import SessionError
+from hermes_policy.video import SyntheticVideo, write_mp4
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stream_json_answers_each_timed_question(capsys):
+    code, out, _ = run(
+        capsys, "stream", "--model", "tiny-qwen2-vl", "--video", "synthetic:seed=1,frames=16",
+        "--policy", "sink-window", "--budget", "24", "--ask", "2:What?", "--ask", "5.5:And now?",
+        "--max-new-tokens", "3", "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) == {"model", "policy", "budget", "frames", "kv_bytes", "answers"}
+    assert (result["model"], result["policy"], result["budget"], result["frames"]) == ("tiny-qwen2-vl", "sink-window", 24, 16)
+    assert [a["question"] for a in result["answers"]] == ["What?", "And now?"]
+    # a question at T is asked once the stream reaches T: the last frame before it is at most T
+    assert [a["time"] for a in result["answers"]] == [2.0, 5.5]
+    for a in result["answers"]:
+        assert set(a) == {"time", "question", "answer", "ttft_ms", "kv_bytes"} and a["ttft_ms"] > 0
+
+
+def test_stream_reads_a_video_file(capsys, tmp_path):
+    path = write_mp4(SyntheticVideo(seed=2, frames=6, width=64, height=64), tmp_path / "clip.mp4")
+    code, out, _ = run(capsys, "stream", "--model", "tiny-embedded", "--video", str(path), "--json",
+                       "--max-new-tokens", "2")
+    assert code == 0 and json.loads(out)["frames"] == 6
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--policy", "lru"], "unknown policy 'lru'"),
+        (["--policy", "sink-window", "--budget", "1"], "cannot hold one frame"),
+        (["--ask", "soon:What?"], "--ask takes 'SECONDS:question'"),
+        (["--ask", "3:   "], "--ask takes 'SECONDS:question'"),
+        (["--video", "synthetic:seed=1"], "frames"),
+        (["--reindex", "sometimes"], "reindex must be"),
+        (["--chunk-frames", "0"], "chunk_frames"),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, args, message):
+    code, out, err = run(capsys, "stream", "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4", *args)
+    assert code == 2
+    assert out == ""
+    lines = [line for line in err.splitlines() if line.startswith("hermes-lab: error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_corrupt_video_file_is_reported_and_left_alone(capsys, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01not a video" * 100)
+    before = bad.read_bytes()
+    code, _, err = run(capsys, "stream", "--model", "tiny-embedded", "--video", str(bad))
+    assert code == 2 and "broken.mp4" in err
+    assert bad.read_bytes() == before
+
+
+def test_timed_question_parsing():
+    assert TimedQuestion.parse("30:What is happening?") == TimedQuestion(30.0, "What is happening?")
+    assert TimedQuestion.parse("1.5: a: b") == TimedQuestion(1.5, "a: b")
+    for bad in ["", "What?", "-1:What?", "x:What?", "3:"]:
+        with pytest.raises(SessionError):
+            TimedQuestion.parse(bad)
+
+
+def test_version_and_help(capsys):
+    assert run(capsys, "--version")[0] == 0
+    code, out, _ = run(capsys, "stream", "--help")
+    assert code == 0 and "--budget" in out
+
+
+@pytest.mark.slow
+def test_done_means_command_on_the_embedded_model(capsys):
+    code, out, _ = run(
+        capsys, "stream", "--model", "embedded", "--video", "synthetic:seed=1,frames=64", "--policy", "sink-window",
+        "--budget", "512", "--ask", "30:What is happening?", "--max-new-tokens", "8", "--json",
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["frames"] == 64 and len(result["answers"]) == 1
+    answer = result["answers"][0]
+    assert answer["answer"].strip() and answer["time"] <= 30
+    # 30 layers x 3 KV heads x 64 dims x 2 (K, V) x 2 bytes (bf16) per cached row
+    per_row = 30 * 3 * 64 * 2 * 2
+    assert result["kv_bytes"] % per_row == 0
+    assert result["kv_bytes"] // per_row - 512 < 64, "only the budget plus the system prefix is held"
