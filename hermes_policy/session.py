@@ -268,6 +268,19 @@ class StreamingSession:
         return text
 
     @torch.no_grad()
+    def pseudo_query(self, prompt: str, tag: str) -> None:
+        """Run ``prompt`` against the cache as a question would be, for observers only.
+
+        HERMES scores tokens with such prompts after every chunk; probes record
+        them. Phase ``probe``; nothing is generated and nothing is kept.
+        """
+        if self.frames_seen == 0:
+            raise SessionError("no frame has been streamed yet; a pseudo-query needs a cache to look at")
+        chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
+        with self.cache.scratch(chunk.positions, chunk.meta):
+            self._forward(chunk, "probe", keep=False, tag=tag)
+
+    @torch.no_grad()
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:
         """(vocab,) float32 logits of the first answer token; the cache is left as it was."""
         text = self._question_text(question, options)

@@ -210,3 +210,15 @@ class ModelAdapter(ABC):
             "frames_per_group": self.frames_per_group,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
+
+
+class ConditionalGenerationAdapter(ModelAdapter):
+    """HF ``*ForConditionalGeneration`` VLMs: ``model.model.language_model`` plus ``model.lm_head``."""
+
+    @property
+    def text_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head

@@ -15,10 +15,9 @@ import math
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hermes_policy.models.base import EncodedChunk, ModelAdapter
+from hermes_policy.models.base import ConditionalGenerationAdapter, EncodedChunk
 from hermes_policy.models.frontend_lm import one_d_rotary
 from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
@@ -28,7 +27,7 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class LlavaOneVisionAdapter(ModelAdapter):
+class LlavaOneVisionAdapter(ConditionalGenerationAdapter):
     """``LlavaOnevisionForConditionalGeneration`` models."""
 
     def __init__(
@@ -42,14 +41,6 @@ class LlavaOneVisionAdapter(ModelAdapter):
         self.image_mean = np.asarray(image_mean, dtype=np.float32)
         self.image_std = np.asarray(image_std, dtype=np.float32)
         super().__init__(name, model, tokenizer)
-
-    @property
-    def text_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def lm_head(self) -> nn.Module:
-        return self.model.lm_head
 
     def _rotary_spec(self) -> RotarySpec:
         return one_d_rotary(self.text_model, self.text_config)

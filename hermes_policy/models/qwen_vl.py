@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hermes_policy.models.base import EncodedChunk, ModelAdapter
+from hermes_policy.models.base import ConditionalGenerationAdapter, EncodedChunk
 from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import Frame
 
 
-class QwenVLAdapter(ModelAdapter):
+class QwenVLAdapter(ConditionalGenerationAdapter):
     """Qwen2-VL / Qwen2.5-VL ``*ForConditionalGeneration`` models."""
 
     video_open = "<|vision_start|>"
@@ -55,14 +54,6 @@ class QwenVLAdapter(ModelAdapter):
         self.min_pixels = min_pixels or factor * factor
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
         super().__init__(name, model, tokenizer)
-
-    @property
-    def text_model(self) -> nn.Module:
-        return self.model.model.language_model
-
-    @property
-    def lm_head(self) -> nn.Module:
-        return self.model.lm_head
 
     def _rotary_spec(self) -> RotarySpec:
         rotary = self.text_model.rotary_emb

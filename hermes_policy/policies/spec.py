@@ -45,12 +45,16 @@ class PolicySpec:
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise PolicyError(f"spec names unknown policy {self.policy!r}; available: {', '.join(sorted(POLICIES))}")
+        # the policy name is checked when the spec is built, not here, so a spec
+        # can be written and inspected by tools that do not run it
+        if not isinstance(self.policy, str) or not self.policy:
+            raise PolicyError("spec 'policy' must be a non-empty policy name")
         if self.layers is not None and not all(isinstance(x, dict) for x in self.layers):
             raise PolicyError("spec 'layers' must be a list of objects, one per decoder layer")
 
     def build(self) -> Policy:
+        if self.policy not in POLICIES:
+            raise PolicyError(f"spec names unknown policy {self.policy!r}; available: {', '.join(sorted(POLICIES))}")
         params = dict(self.params)
         if self.layers is not None:
             params["layers"] = self.layers

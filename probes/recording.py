@@ -1,0 +1,180 @@
+"""Recordings: what a probe captured, on disk as safetensors + JSON (never pickle).
+
+Names follow TransformerLens: ``blocks.{L}.attn.{quantity}``. Index a
+recording as ``rec["frame_mass", 3]`` (layer 3) or ``rec["steps.frames"]``.
+
+Per-layer quantities (T steps, Q query kinds, H query heads, F frames of the
+stream, P token positions inside a frame):
+
+==========================  ==============  =====================================================
+name                        shape           meaning
+==========================  ==============  =====================================================
+``frame_mass``              (T, Q, H, F)    attention mass per frame, normalised over video tokens;
+                                            NaN for frames not yet streamed (or not cached)
+``position_mass``           (T, Q, H, P)    mass per position inside a frame (summed over frames),
+                                            normalised over video tokens
+``entropy``                 (T, Q, H)       entropy (nats) of the attention over video tokens
+``sink_mass``               (T, Q, H)       mass on tokens that belong to no frame (system prefix,
+                                            the query's own text); 1 - sink_mass is the video mass
+``periodicity``             (T, Q, H)       autocorrelation of per-token video mass at a lag of
+                                            one frame (P tokens): high = the same in-frame
+                                            positions are attended in every frame (anchors)
+``rows``                    (W, Q, H, S)    optional raw attention rows (mean over query tokens)
+                                            for the first W steps, NaN-padded to S keys
+==========================  ==============  =====================================================
+
+Step-level tensors: ``steps.frames`` (T,) frames streamed at each step,
+``steps.time`` (T,) stream time; ``frames.time`` (F,) each frame's time.
+``meta`` holds the model, video spec, fps, tokens per frame, chunk size, the
+query kinds (names of the Q axis), layer/head counts and the package version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT = "hermes-lab/recording"
+VERSION = 1
+TENSORS_FILE = "recording.safetensors"
+META_FILE = "recording.json"
+LAYER_QUANTITIES = ("frame_mass", "position_mass", "entropy", "sink_mass", "periodicity", "rows")
+_LAYER_NAME = re.compile(r"^blocks\.(\d+)\.attn\.(\w+)$")
+
+
+class RecordingError(ValueError):
+    """A recording that is missing, corrupt, or not of this format."""
+
+
+def layer_name(layer: int, quantity: str) -> str:
+    return f"blocks.{layer}.attn.{quantity}"
+
+
+@dataclass
+class Recording:
+    """Named tensors plus metadata.
+
+    Attributes:
+        tensors: name -> tensor (see module docstring for names and shapes).
+        meta: JSON-serialisable description of what was recorded.
+    """
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -------------------------------------------------------------- indexing
+    def __getitem__(self, key: str | tuple[str, int]) -> torch.Tensor:
+        name = layer_name(key[1], key[0]) if isinstance(key, tuple) else key
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise KeyError(f"recording has no {name!r}; it has e.g. {sorted(self.tensors)[:6]}") from None
+
+    def __contains__(self, key: str | tuple[str, int]) -> bool:
+        name = layer_name(key[1], key[0]) if isinstance(key, tuple) else key
+        return name in self.tensors
+
+    def names(self, pattern: str = "") -> list[str]:
+        """Tensor names containing ``pattern`` (a substring), sorted."""
+        return sorted(n for n in self.tensors if pattern in n)
+
+    def stack(self, quantity: str) -> torch.Tensor:
+        """One quantity for every layer, stacked on a new leading axis: (L, ...)."""
+        return torch.stack([self[quantity, layer] for layer in range(self.num_layers)])
+
+    def layers(self) -> Iterator[int]:
+        return iter(range(self.num_layers))
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.meta["num_layers"])
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.meta["num_heads"])
+
+    @property
+    def queries(self) -> list[str]:
+        return list(self.meta["queries"])
+
+    def query_index(self, query: str) -> int:
+        try:
+            return self.queries.index(query)
+        except ValueError:
+            raise KeyError(f"recording has no query kind {query!r}; it has {self.queries}") from None
+
+    # --------------------------------------------------------------- on disk
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/recording.{safetensors,json}`` atomically (a crash leaves the old one intact)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, staging / TENSORS_FILE)
+            meta = {"format": FORMAT, "version": VERSION, **self.meta}
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+            for name in (TENSORS_FILE, META_FILE):
+                directory.mkdir(exist_ok=True)
+                os.replace(staging / name, directory / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Recording":
+        directory = Path(directory)
+        meta_path, tensor_path = directory / META_FILE, directory / TENSORS_FILE
+        if not meta_path.is_file() or not tensor_path.is_file():
+            raise RecordingError(f"{directory} is not a recording (needs {META_FILE} and {TENSORS_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordingError(f"{meta_path} is not valid JSON: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise RecordingError(f"{meta_path} is not a hermes-lab recording")
+        if meta.get("version") != VERSION:
+            raise RecordingError(f"{meta_path} has version {meta.get('version')!r}; this build reads {VERSION}")
+        try:
+            tensors = load_file(tensor_path)
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise RecordingError(f"{tensor_path} is corrupt: {e}") from None
+        meta.pop("format"), meta.pop("version")
+        rec = cls(tensors, meta)
+        rec.validate()
+        return rec
+
+    def validate(self) -> None:
+        """Check that every per-layer tensor is present with consistent shapes."""
+        for key in ("num_layers", "num_heads", "queries", "tokens_per_frame"):
+            if key not in self.meta:
+                raise RecordingError(f"recording metadata lacks {key!r}")
+        q, h = len(self.queries), self.num_heads
+        for layer in range(self.num_layers):
+            for quantity in ("frame_mass", "entropy"):
+                if (quantity, layer) not in self:
+                    raise RecordingError(f"recording lacks {layer_name(layer, quantity)}")
+            fm = self["frame_mass", layer]
+            if fm.ndim != 4 or fm.shape[1:3] != (q, h):
+                raise RecordingError(f"{layer_name(layer, 'frame_mass')} has shape {tuple(fm.shape)}, expected (T, {q}, {h}, F)")
+        for name in self.tensors:
+            m = _LAYER_NAME.match(name)
+            if m and int(m.group(1)) >= self.num_layers:
+                raise RecordingError(f"{name} refers to a layer beyond num_layers={self.num_layers}")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in recording metadata")

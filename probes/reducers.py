@@ -1,0 +1,96 @@
+"""Online reducers: attention rows -> the small per-head summaries a recording keeps.
+
+Everything here is a pure function of one layer's attention rows and the
+metadata of its keys, so it can be tested on hand-made inputs and never
+needs more than (H, S) memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hermes_policy.tokens import TokenMeta
+
+EPS = 1e-12
+
+
+@dataclass
+class LayerReduction:
+    """Summaries of one layer's attention for one query kind at one step.
+
+    Attributes:
+        frame_mass: (H, F) mass per frame, normalised over video tokens (NaN for frames with no cached token).
+        position_mass: (H, P) mass per in-frame position, normalised over video tokens.
+        entropy: (H,) entropy in nats of the attention restricted to video tokens.
+        sink_mass: (H,) mass on tokens that belong to no frame.
+        periodicity: (H,) autocorrelation of per-token video mass at a lag of P tokens.
+        row: (H, S) the reduced row itself (kept only for the bounded raw window).
+    """
+
+    frame_mass: torch.Tensor
+    position_mass: torch.Tensor
+    entropy: torch.Tensor
+    sink_mass: torch.Tensor
+    periodicity: torch.Tensor
+    row: torch.Tensor
+
+
+def reduce_rows(attention: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_frame: int) -> LayerReduction:
+    """Reduce attention rows of one layer.
+
+    Args:
+        attention: (H, r, S) probabilities of r query rows over S keys.
+        meta: metadata of the S keys.
+        num_frames: F, frames in the stream so far (frame indices are < F).
+        tokens_per_frame: P, patch tokens per frame.
+
+    Returns:
+        the :class:`LayerReduction`; rows are averaged first (a query's tokens vote equally).
+    """
+    row = attention.float().mean(dim=1)  # (H, S)
+    heads = row.shape[0]
+    video = meta.is_video
+    video_row = row[:, video]  # (H, V)
+    video_mass = video_row.sum(dim=1)  # (H,)
+    p = video_row / video_mass.clamp_min(EPS)[:, None]
+
+    frames = meta.frame[video].long()
+    frame_mass = torch.zeros(heads, num_frames).index_add_(1, frames, p)
+    present = torch.zeros(num_frames, dtype=torch.bool)
+    present[frames] = True
+    frame_mass[:, ~present] = float("nan")
+
+    patch = meta.patch[video].long()
+    is_patch = patch >= 0
+    position_mass = torch.zeros(heads, tokens_per_frame).index_add_(1, patch[is_patch], p[:, is_patch])
+
+    entropy = -(p * torch.log(p.clamp_min(EPS))).sum(dim=1)
+    return LayerReduction(
+        frame_mass=frame_mass,
+        position_mass=position_mass,
+        entropy=entropy,
+        sink_mass=row[:, ~video].sum(dim=1),
+        periodicity=lag_autocorrelation(p, tokens_per_frame),
+        row=row,
+    )
+
+
+def lag_autocorrelation(x: torch.Tensor, lag: int) -> torch.Tensor:
+    """Pearson correlation of each row with itself shifted by ``lag``.
+
+    Args:
+        x: (H, V) sequences.
+
+    Returns:
+        (H,) correlations; NaN where the sequence is shorter than lag + 2 or constant.
+    """
+    if x.shape[1] < lag + 2:
+        return torch.full((x.shape[0],), float("nan"))
+    a, b = x[:, :-lag], x[:, lag:]
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    denom = (a.norm(dim=1) * b.norm(dim=1))
+    corr = (a * b).sum(dim=1) / denom.clamp_min(EPS)
+    return torch.where(denom > EPS, corr, torch.full_like(corr, float("nan")))
