@@ -14,6 +14,7 @@ import typer
 
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
+from probes import cli as probes_cli
 from hermes_policy.errors import HermesError
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ def _root(
 
 
 policy_cli.register(app)
+probes_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

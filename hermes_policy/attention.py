@@ -40,6 +40,19 @@ ATTENTION_NAME = "hermes"
 PHASES = ("prefix", "ingest", "ask", "decode", "probe")
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A run of new tokens that forms one independent query (e.g. one pseudo-query).
+
+    Tokens of a segment see the cache and the earlier tokens of their own
+    segment only, so several prompts can share one forward without seeing each other.
+    """
+
+    tag: str
+    start: int
+    stop: int
+
+
 @dataclass
 class AttentionEvent:
     """One layer's attention inputs during one forward.
@@ -53,6 +66,7 @@ class AttentionEvent:
         meta: metadata of those keys (S rows).
         scaling: softmax scale.
         tag: free-form label of the forward (e.g. which pseudo-query), set by the caller.
+        segments: independent queries packed in this forward (None: the new tokens are one sequence).
     """
 
     layer: int
@@ -64,6 +78,7 @@ class AttentionEvent:
     meta: TokenMeta
     scaling: float
     tag: str = ""
+    segments: tuple[Segment, ...] | None = None
     _memo: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -86,7 +101,7 @@ class AttentionEvent:
         q = self.n_query
         idx = tuple(range(q)) if rows is None else tuple(r % q for r in rows)
         if idx not in self._memo:
-            self._memo[idx] = attention_rows(self.query[0], self.key[0], idx, self.scaling)
+            self._memo[idx] = attention_rows(self.query[0], self.key[0], idx, self.scaling, self.segments)
         return self._memo[idx]
 
 
@@ -106,6 +121,7 @@ class StreamingContext:
     phase: str
     observers: tuple[AttentionObserver, ...] = ()
     tag: str = ""
+    segments: tuple[Segment, ...] | None = None
 
 
 _ACTIVE: contextvars.ContextVar[StreamingContext | None] = contextvars.ContextVar("hermes_streaming", default=None)
@@ -113,12 +129,16 @@ _ACTIVE: contextvars.ContextVar[StreamingContext | None] = contextvars.ContextVa
 
 @contextmanager
 def streaming_context(
-    cache: CompactCache, phase: str, observers: Sequence[AttentionObserver] = (), tag: str = ""
+    cache: CompactCache,
+    phase: str,
+    observers: Sequence[AttentionObserver] = (),
+    tag: str = "",
+    segments: Sequence[Segment] | None = None,
 ) -> Iterator[StreamingContext]:
-    """Make ``cache`` and ``observers`` visible to the attention function for one forward."""
+    """Make ``cache``, ``observers`` (and any packed ``segments``) visible to the attention function."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    ctx = StreamingContext(cache, phase, tuple(observers), tag)
+    ctx = StreamingContext(cache, phase, tuple(observers), tag, tuple(segments) if segments else None)
     token = _ACTIVE.set(ctx)
     try:
         yield ctx
@@ -126,32 +146,60 @@ def streaming_context(
         _ACTIVE.reset(token)
 
 
-def right_aligned_causal_mask(n_query: int, n_key: int, rows: Sequence[int] | None = None, device=None) -> torch.Tensor:
-    """(r, S) bool, True where query row i may attend key j (the q queries are the last q keys)."""
+def right_aligned_causal_mask(
+    n_query: int,
+    n_key: int,
+    rows: Sequence[int] | None = None,
+    device=None,
+    segments: Sequence[Segment] | None = None,
+) -> torch.Tensor:
+    """(r, S) bool, True where query row i may attend key j (the q queries are the last q keys).
+
+    With ``segments``, a new token additionally sees only new tokens of its own segment.
+    """
     rows_t = torch.arange(n_query, device=device) if rows is None else torch.as_tensor(rows, device=device)
-    last_visible = n_key - n_query + rows_t  # (r,)
-    return torch.arange(n_key, device=device)[None, :] <= last_visible[:, None]
+    offset = n_key - n_query
+    cols = torch.arange(n_key, device=device)[None, :]
+    mask = cols <= (offset + rows_t)[:, None]
+    if segments:
+        seg = torch.full((n_query,), -1, dtype=torch.long, device=device)
+        for i, segment in enumerate(segments):
+            seg[segment.start : segment.stop] = i
+        key_seg = torch.cat([torch.full((offset,), -2, dtype=torch.long, device=device), seg])
+        mask &= (key_seg[None, :] == -2) | (key_seg[None, :] == seg[rows_t][:, None])
+    return mask
 
 
-def attention_rows(query: torch.Tensor, key: torch.Tensor, rows: Sequence[int], scaling: float) -> torch.Tensor:
+def attention_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    rows: Sequence[int],
+    scaling: float,
+    segments: Sequence[Segment] | None = None,
+) -> torch.Tensor:
     """Softmax rows of attention for selected queries, grouped-query aware.
 
     Args:
         query: (Hq, q, D).
         key: (Hkv, S, D); Hq must be a multiple of Hkv.
         rows: r indices into the q queries.
+        segments: packed independent queries (see :class:`Segment`).
 
     Returns:
         (Hq, r, S) float32.
     """
-    hq, q, _ = query.shape
+    hq, q, d = query.shape
     hkv, s, _ = key.shape
+    group = hq // hkv
     index = torch.as_tensor(rows, device=query.device, dtype=torch.long)
-    qs = query.index_select(1, index).float()  # (Hq, r, D)
-    k = key.float().repeat_interleave(hq // hkv, dim=0)  # (Hq, S, D)
-    scores = torch.matmul(qs, k.transpose(-1, -2)) * scaling
-    mask = right_aligned_causal_mask(q, s, index.tolist(), device=query.device)
-    scores = scores.masked_fill(~mask, float("-inf"))
+    r = index.numel()
+    # grouped matmul: (Hkv, G*r, D) x (Hkv, D, S), no copy of the keys per query head. Like
+    # transformers' eager attention, scores are computed in the model dtype and softmaxed in float32.
+    qs = query.index_select(1, index).reshape(hkv, group * r, d)
+    scores = torch.matmul(qs, key.transpose(-1, -2).contiguous()).reshape(hq, r, s).float() * scaling
+    # only the new (last q) columns can be hidden from a new query row
+    mask = right_aligned_causal_mask(q, q, index.tolist(), device=query.device, segments=segments)
+    scores[..., s - q :].masked_fill_(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
@@ -162,10 +210,10 @@ def _flash_attn_available(query: torch.Tensor) -> bool:
 _HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
 
 
-def _attend(query, key, value, attention_mask, scaling, dropout):
+def _attend(query, key, value, attention_mask, scaling, dropout, segments=None):
     """(1, Hq, q, D) x (1, Hkv, S, D) -> (1, q, Hq, D), right-aligned causal."""
     q, s = query.shape[-2], key.shape[-2]
-    if attention_mask is None and _flash_attn_available(query):
+    if attention_mask is None and segments is None and _flash_attn_available(query):
         from flash_attn import flash_attn_func  # optional GPU extra; bottom-right causal since 2.1
 
         return flash_attn_func(
@@ -175,7 +223,7 @@ def _attend(query, key, value, attention_mask, scaling, dropout):
         raise ValueError(
             "hermes attention builds its own right-aligned causal mask; padding masks are not supported"
         )
-    mask = right_aligned_causal_mask(q, s, device=query.device) if q > 1 else None
+    mask = right_aligned_causal_mask(q, s, device=query.device, segments=segments) if q > 1 else None
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -209,8 +257,9 @@ def hermes_attention(
     if query.shape[0] != 1:
         raise ValueError("hermes attention streams one sequence at a time (batch size 1)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    out = _attend(query, key, value, attention_mask, scale, dropout)
     ctx = _ACTIVE.get()
+    segments = ctx.segments if ctx is not None else None
+    out = _attend(query, key, value, attention_mask, scale, dropout, segments)
     if ctx is not None and ctx.observers:
         layer = getattr(module, "layer_idx", None)
         if layer is None:
@@ -225,6 +274,7 @@ def hermes_attention(
             meta=ctx.cache.key_meta(layer),
             scaling=scale,
             tag=ctx.tag,
+            segments=segments,
         )
         for observer in ctx.observers:
             observer.observe(event)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, streaming_context
+from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, Segment, streaming_context
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import SessionError
 from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, EncodedChunk, ModelAdapter
@@ -156,14 +156,16 @@ class StreamingSession:
         return ids
 
     # -------------------------------------------------------------- forward
-    def _forward(self, chunk: EncodedChunk, phase: str, keep: bool, tag: str = "") -> torch.Tensor:
+    def _forward(
+        self, chunk: EncodedChunk, phase: str, keep: bool, tag: str = "", segments: list[Segment] | None = None
+    ) -> torch.Tensor:
         """Prefill ``chunk`` against the cache; returns last hidden states (1, n, hidden).
 
         ``keep`` commits the rows; otherwise they are staged and must be
         rolled back by the caller's :meth:`CompactCache.scratch`.
         """
         observers = [*self.policy.observers(), *self.observers]
-        with streaming_context(self.cache, phase, observers, tag), torch.no_grad():
+        with streaming_context(self.cache, phase, observers, tag, segments), torch.no_grad():
             out = self.adapter.text_model(
                 inputs_embeds=chunk.embeds[None].to(self.adapter.device),
                 position_ids=self.adapter.position_ids(chunk.positions),
@@ -268,17 +270,25 @@ class StreamingSession:
         return text
 
     @torch.no_grad()
-    def pseudo_query(self, prompt: str, tag: str) -> None:
-        """Run ``prompt`` against the cache as a question would be, for observers only.
+    def pseudo_queries(self, prompts: dict[str, str]) -> None:
+        """Run prompts against the cache as questions would be, for observers only.
 
         HERMES scores tokens with such prompts after every chunk; probes record
-        them. Phase ``probe``; nothing is generated and nothing is kept.
+        them. All prompts share one forward (phase ``probe``) as independent
+        :class:`Segment` s tagged by their key: each starts at the next free
+        position and sees the cache and itself only. Nothing is generated or kept.
         """
         if self.frames_seen == 0:
             raise SessionError("no frame has been streamed yet; a pseudo-query needs a cache to look at")
-        chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
-        with self.cache.scratch(chunk.positions, chunk.meta):
-            self._forward(chunk, "probe", keep=False, tag=tag)
+        parts, segments, start = [], [], 0
+        for tag, prompt in prompts.items():
+            chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
+            parts.append(chunk)
+            segments.append(Segment(tag, start, start + len(chunk)))
+            start += len(chunk)
+        packed = EncodedChunk.cat(parts)
+        with self.cache.scratch(packed.positions, packed.meta):
+            self._forward(packed, "probe", keep=False, segments=segments)
 
     @torch.no_grad()
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:

@@ -100,8 +100,8 @@ def capture(
             probe.begin_step(session.frames_seen + len(chunk), chunk[-1].time)
             session.ingest(chunk)
             session.flush()
-            for name in pseudo:
-                session.pseudo_query(PSEUDO_PROMPTS[name], tag=name)
+            if pseudo:
+                session.pseudo_queries({name: PSEUDO_PROMPTS[name] for name in pseudo})
             bar.update(len(chunk))
     if probe is None:
         raise SessionError(f"the video {source.name} yielded no frames")

@@ -23,7 +23,7 @@ import torch
 from hermes_policy.attention import AttentionEvent
 from hermes_policy.session import StreamingSession
 from probes.recording import Recording, layer_name
-from probes.reducers import LayerReduction, reduce_rows
+from probes.reducers import LayerReduction, reduce_rows, split
 
 PSEUDO_QUERIES = ("local", "global", "mixed")
 QUERY_KINDS = (*PSEUDO_QUERIES, "newest-frame", "question")
@@ -63,27 +63,38 @@ class AttentionProbe:
         self._step_times.append(time)
 
     # ---------------------------------------------------------------- observe
-    def _kind(self, event: AttentionEvent) -> tuple[str, list[int] | None] | None:
-        if event.phase == "probe" and event.tag in self.queries:
-            return event.tag, None
+    def _wanted(self, event: AttentionEvent) -> list[tuple[str, slice | list[int] | None]]:
+        """(query kind, rows) pairs this event holds for us."""
+        if event.phase == "probe":
+            if event.segments is None:
+                return [(event.tag, None)] if event.tag in self.queries else []
+            return [(s.tag, slice(s.start, s.stop)) for s in event.segments if s.tag in self.queries]
         if event.phase == "ask" and "question" in self.queries:
-            return "question", None
+            return [("question", None)]
         if event.phase == "ingest" and "newest-frame" in self.queries:
             frames = event.meta.frame[-event.n_query :]
-            newest = torch.nonzero(frames == frames[-1]).flatten().tolist()
-            return "newest-frame", newest
-        return None
+            return [("newest-frame", torch.nonzero(frames == frames[-1]).flatten().tolist())]
+        return []
 
     def observe(self, event: AttentionEvent) -> None:
         if not self._steps:
             return
-        kind = self._kind(event)
-        if kind is None:
+        wanted = self._wanted(event)
+        if not wanted:
             return
-        name, rows = kind
         num_frames = max(self.num_frames, int(event.meta.frame.max()) + 1)
-        reduction = reduce_rows(event.attention(rows), event.meta, num_frames, self.tokens_per_frame)
-        self._steps[-1][(self.queries.index(name), event.layer)] = reduction
+        if event.phase == "probe":
+            # one softmax over every packed prompt, then a mean per segment
+            everything = event.attention()
+            means = [everything[:, rows].mean(dim=1) for _, rows in wanted]  # rows are slices: views
+        else:
+            means = [event.attention(rows).mean(dim=1) for _, rows in wanted]
+        reduced = reduce_rows(torch.cat(means), event.meta, num_frames, self.tokens_per_frame)
+        keep_raw = len(self._steps) <= self.raw_steps
+        for (name, _), reduction in zip(wanted, split(reduced, len(wanted))):
+            if not keep_raw:
+                reduction.row = reduction.row[:, :0]  # raw rows only for the bounded window
+            self._steps[-1][(self.queries.index(name), event.layer)] = reduction
 
     # ------------------------------------------------------------ to tensors
     def recording(self, meta: dict) -> Recording:

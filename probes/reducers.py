@@ -18,15 +18,15 @@ EPS = 1e-12
 
 @dataclass
 class LayerReduction:
-    """Summaries of one layer's attention for one query kind at one step.
+    """Summaries of one layer's attention at one step, for N distributions (heads x query kinds).
 
     Attributes:
-        frame_mass: (H, F) mass per frame, normalised over video tokens (NaN for frames with no cached token).
-        position_mass: (H, P) mass per in-frame position, normalised over video tokens.
-        entropy: (H,) entropy in nats of the attention restricted to video tokens.
-        sink_mass: (H,) mass on tokens that belong to no frame.
-        periodicity: (H,) autocorrelation of per-token video mass at a lag of P tokens.
-        row: (H, S) the reduced row itself (kept only for the bounded raw window).
+        frame_mass: (N, F) mass per frame, normalised over video tokens (NaN for frames with no cached token).
+        position_mass: (N, P) mass per in-frame position, normalised over video tokens.
+        entropy: (N,) entropy in nats of the attention restricted to video tokens.
+        sink_mass: (N,) mass on tokens that belong to no frame.
+        periodicity: (N,) autocorrelation of per-token video mass at a lag of P tokens.
+        row: (N, S) the distribution itself (kept only for the bounded raw window).
     """
 
     frame_mass: torch.Tensor
@@ -37,19 +37,21 @@ class LayerReduction:
     row: torch.Tensor
 
 
-def reduce_rows(attention: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_frame: int) -> LayerReduction:
-    """Reduce attention rows of one layer.
+def reduce_rows(row: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_frame: int) -> LayerReduction:
+    """Reduce attention distributions of one layer.
 
     Args:
-        attention: (H, r, S) probabilities of r query rows over S keys.
+        row: (N, S) attention distributions over S keys, one per head (or per
+            head x query kind, flattened); a multi-token query is averaged over
+            its tokens first, so they vote equally.
         meta: metadata of the S keys.
         num_frames: F, frames in the stream so far (frame indices are < F).
         tokens_per_frame: P, patch tokens per frame.
 
     Returns:
-        the :class:`LayerReduction`; rows are averaged first (a query's tokens vote equally).
+        the :class:`LayerReduction`, every field with leading dimension N.
     """
-    row = attention.float().mean(dim=1)  # (H, S)
+    row = row.float()
     heads = row.shape[0]
     video = meta.is_video
     video_row = row[:, video]  # (H, V)
@@ -94,3 +96,10 @@ def lag_autocorrelation(x: torch.Tensor, lag: int) -> torch.Tensor:
     denom = (a.norm(dim=1) * b.norm(dim=1))
     corr = (a * b).sum(dim=1) / denom.clamp_min(EPS)
     return torch.where(denom > EPS, corr, torch.full_like(corr, float("nan")))
+
+
+def split(reduction: LayerReduction, parts: int) -> list[LayerReduction]:
+    """Undo a flattening of ``parts`` query kinds into the leading dimension: N = parts x H."""
+    fields = ("frame_mass", "position_mass", "entropy", "sink_mass", "periodicity", "row")
+    chunks = {f: getattr(reduction, f).chunk(parts, dim=0) for f in fields}
+    return [LayerReduction(**{f: chunks[f][i] for f in fields}) for i in range(parts)]

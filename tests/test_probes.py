@@ -63,7 +63,7 @@ def test_reducers_on_known_patterns():
     att[0, 0, :2] = 0.25  # head 0: half on the two sink tokens...
     att[0, 0, 2:] = 0.5 / 12  # ...and uniform over the 12 video tokens
     att[1, 0, 2 + 8] = 1.0  # head 1: everything on frame 3, position 0
-    r = reduce_rows(att, meta, num_frames=4, tokens_per_frame=4)
+    r = reduce_rows(att.mean(dim=1), meta, num_frames=4, tokens_per_frame=4)
     assert torch.allclose(r.sink_mass, torch.tensor([0.5, 0.0]))
     assert torch.allclose(r.frame_mass[0, [0, 1, 3]], torch.full((3,), 1 / 3))
     assert math.isnan(r.frame_mass[0, 2]) and math.isnan(r.frame_mass[1, 2])
@@ -109,9 +109,8 @@ def test_newest_frame_rows_are_the_newest_frame_only():
     original = probe.observe
 
     def spy(event):
-        kind = probe._kind(event)
-        if kind is not None:
-            seen.append((event.n_query, kind[1]))
+        for _, rows in probe._wanted(event):
+            seen.append((event.n_query, rows))
         original(event)
 
     probe.observe = spy
@@ -150,3 +149,35 @@ def test_failed_save_leaves_previous_recording_intact(tmp_path, monkeypatch):
         rec.save(tmp_path / "r")
     assert (tmp_path / "r" / "recording.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"], "no staging directory left behind"
+
+
+class TaggedGrabber:
+    def __init__(self):
+        self.rows = {}
+
+    def observe(self, event):
+        if event.phase != "probe":
+            return
+        for seg in event.segments:
+            self.rows[(seg.tag, event.layer)] = event.attention(list(range(seg.start, seg.stop)))
+
+
+def test_packed_pseudo_queries_equal_separate_forwards(tiny, frames):
+    """Segments in one forward see the cache and themselves only: same rows as one forward each."""
+    session = StreamingSession(tiny, config=SessionConfig(chunk_frames=4))
+    session.ingest(frames[:6])
+    session.flush()
+    packed, single = TaggedGrabber(), TaggedGrabber()
+    with attached(session, packed):
+        session.pseudo_queries(PSEUDO_PROMPTS)
+    with attached(session, single):
+        for tag, prompt in PSEUDO_PROMPTS.items():
+            session.pseudo_queries({tag: prompt})
+    assert packed.rows.keys() == single.rows.keys()
+    n_cache = session.cache.layer_len(0)
+    for key, rows in single.rows.items():
+        mixed = packed.rows[key]
+        # same mass on the cache; the packed row also spans the other segments' columns, all zero
+        assert torch.allclose(mixed[..., :n_cache], rows[..., :n_cache], atol=1e-5)
+        assert torch.allclose(mixed.sum(-1), torch.ones_like(mixed.sum(-1)), atol=1e-5)
+        assert torch.allclose(mixed[..., :n_cache].sum(-1) + 0, rows[..., :n_cache].sum(-1), atol=1e-5)

@@ -1,0 +1,112 @@
+"""``hermes-lab derive`` and ``hermes-lab figures``: recordings in, a policy spec or paper figures out.
+
+Both read a study directory written by :meth:`probes.recording.Recording.save`.
+Every mistake a user can make (no recording there, a corrupt one, an unknown
+method, query kind or format) raises :class:`analysis.errors.StudyError`, which
+the top-level CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from analysis.errors import StudyError
+from probes.recording import Recording, RecordingError
+
+
+def load_study(directory: Path) -> Recording:
+    """The recording in ``directory``, with format problems turned into :class:`StudyError`."""
+    if not directory.exists():
+        raise StudyError(f"study directory {directory} does not exist; pass the directory a probe recorded into")
+    if not directory.is_dir():
+        raise StudyError(f"--study takes the directory a probe recorded into, not a file: {directory}")
+    try:
+        return Recording.load(directory)
+    except RecordingError as e:
+        raise StudyError(str(e)) from None
+
+
+def parse_budget_weights(items: list[str] | None) -> dict[str, float] | None:
+    """``["long-term=2", ...]`` -> {"long-term": 2.0}."""
+    from analysis.derive import TIERS
+
+    if not items:
+        return None
+    out: dict[str, float] = {}
+    for item in items:
+        tier, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or tier not in TIERS or not weight >= 0:
+            raise StudyError(f"--budget-weight takes TIER=WEIGHT with TIER one of {', '.join(TIERS)}, got {item!r}")
+        out[tier] = weight
+    return out
+
+
+def _query(value: str | None) -> list[str] | None:
+    return None if not value else [q.strip() for q in value.split(",") if q.strip()]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's subcommands to the ``hermes-lab`` app."""
+
+    @app.command()
+    def derive(
+        study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
+        out: Annotated[Path, typer.Option(help="where to write the policy spec (JSON)")] = Path("policy.json"),
+        method: Annotated[str, typer.Option(help="measured (change points on the recording) | hermes-fixed")] =
+        "measured",
+        query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
+        None,
+        budget_weight: Annotated[Optional[list[str]], typer.Option(
+            help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
+    ) -> None:
+        """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
+        from analysis.derive import derive as derive_spec
+
+        if out.is_dir():
+            raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
+        rec = load_study(study)
+        spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight))  # type: ignore[arg-type]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spec.save(out)
+        tiers = spec.source["tiers"]
+        ranges = " | ".join(f"{t} " + ("none" if r is None else f"{r[0]}-{r[1]}") for t, r in tiers.items())
+        typer.echo(f"{spec.source.get('model')} ({method}, {len(spec.layers or [])} layers): {ranges} -> {out}")
+        failed = [name for name, ok in spec.source.get("checks", {}).items() if not ok]
+        if failed:
+            print(f"note: measured tiers disagree with HERMES's picture: {', '.join(failed)} is false",
+                  file=sys.stderr)
+
+    @app.command()
+    def figures(
+        study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
+        out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
+        format: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
+        "pdf,png,svg,html",
+        method: Annotated[str, typer.Option(help="tiers to show: measured | hermes-fixed")] = "measured",
+        query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
+        None,
+    ) -> None:
+        """Write paper figures (and their tidy data as parquet + csv) for a recorded study."""
+        from analysis.derive import derive_tiers
+        from analysis.figures import parse_formats, write_figures
+
+        formats = parse_formats(format)  # fail on a bad format before any work
+        if method not in ("measured", "hermes-fixed"):
+            raise StudyError(f"unknown --method {method!r}; use 'measured' or 'hermes-fixed'")
+        rec = load_study(study)
+        queries = _query(query)
+        tiers = derive_tiers(rec, "changepoint" if method == "measured" else "hermes-fixed", queries)
+        paths = write_figures(rec, out, formats, tiers=tiers, query=queries)
+        figs = sorted({p.stem for p in paths})
+        typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")
+
+
+__all__ = ["load_study", "parse_budget_weights", "register"]

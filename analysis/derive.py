@@ -1,0 +1,368 @@
+"""Memory tiers from measurements, and the HERMES policy spec they imply.
+
+Two ways to split a model's layers into sensory / working / long-term tiers:
+
+* ``hermes-fixed``: HERMES's released split by relative depth (sensory
+  ``i < 0.1·L``, long-term ``i >= 0.7·L``, working the rest);
+* ``measured`` (method ``changepoint``): the split that best explains this
+  model's recorded attention. Each layer gets a feature vector (recency:
+  ``newest10`` and the decay rate; anchors: position ``concentration`` and
+  ``periodicity``), standardised across layers; we search every pair of
+  change points ``0 < a < b < L`` (O(L²) with prefix sums) for the split into
+  three contiguous depth segments with the least within-segment squared
+  error. Tiers are ordered by depth by construction: the shallowest segment is
+  sensory, the middle working, the deepest long-term, each at least one layer.
+  Whether the data agree with that order (recency falling, anchors rising with
+  depth) is reported in ``checks`` rather than enforced, so a surprising model
+  shows up instead of being forced into shape.
+
+Heads are then assigned inside each layer to the tier whose centroid (mean
+standardised layer feature vector of that tier's layers) is nearest to the
+head's own features, standardised with the same per-feature layer statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from analysis.errors import StudyError
+from analysis.metrics import QuerySelector, anchor_structure, recency_index
+from hermes_policy.policies.spec import PolicySpec
+from probes.recording import Recording
+
+TIERS: tuple[str, str, str] = ("sensory", "working", "long-term")
+#: cross-layer smoothing weight per tier, as released by HERMES
+GAMMA: dict[str, float] = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
+FEATURES: tuple[str, ...] = ("newest10", "decay", "concentration", "periodicity")
+SENSORY_K = 20.0
+
+
+@dataclass(frozen=True)
+class TierAssignment:
+    """Tiers per layer (and optionally per head).
+
+    Attributes:
+        layers: tier name per decoder layer, ordered by depth (length L).
+        heads: per layer, the tier of each query head (L × H), or None.
+        method: how the split was made ("changepoint" or "hermes-fixed").
+        features: per-layer raw feature values used for the split (name -> L floats; empty if none).
+        cost: within-segment squared error of the chosen split (changepoint only).
+    """
+
+    layers: tuple[str, ...]
+    heads: tuple[tuple[str, ...], ...] | None = None
+    method: str = "hermes-fixed"
+    features: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if any(t not in TIERS for t in self.layers):
+            raise ValueError(f"tiers must be among {TIERS}")
+        order = [TIERS.index(t) for t in self.layers]
+        if order != sorted(order):
+            raise ValueError("tiers must be contiguous and ordered by depth: sensory, working, long-term")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def boundaries(self) -> tuple[int, int]:
+        """(first working layer, first long-term layer); equal to L where a tier is absent at the end."""
+        a = sum(t == "sensory" for t in self.layers)
+        return a, a + sum(t == "working" for t in self.layers)
+
+    def layers_in(self, tier: str) -> list[int]:
+        return [i for i, t in enumerate(self.layers) if t == tier]
+
+    def ranges(self) -> dict[str, tuple[int, int] | None]:
+        """Tier -> (first, last) layer, inclusive; None for an empty tier."""
+        out: dict[str, tuple[int, int] | None] = {}
+        for tier in TIERS:
+            idx = self.layers_in(tier)
+            out[tier] = (idx[0], idx[-1]) if idx else None
+        return out
+
+    def summary(self) -> str:
+        """One line, e.g. ``sensory 0-2 | working 3-19 | long-term 20-27``."""
+        parts = []
+        for tier, r in self.ranges().items():
+            parts.append(f"{tier} " + ("none" if r is None else f"{r[0]}-{r[1]}" if r[0] != r[1] else f"{r[0]}"))
+        return " | ".join(parts)
+
+    def head_tiers(self, num_heads: int) -> list[list[str]]:
+        """Per-head tiers; where none were measured every head takes its layer's tier."""
+        if self.heads is not None:
+            return [list(h) for h in self.heads]
+        return [[t] * num_heads for t in self.layers]
+
+
+# --------------------------------------------------------------------------- fixed split
+def hermes_fixed_tiers(num_layers: int) -> TierAssignment:
+    """HERMES's released split: layer i is sensory if i < 0.1·L, long-term if i >= 0.7·L, else working.
+
+    Compared in integers (10·i < L, 10·i >= 7·L) so that float rounding of 0.1·L
+    or 0.7·L can never move a boundary. L = 28: sensory 0-2, working 3-19,
+    long-term 20-27. L = 30: sensory 0-2, working 3-20, long-term 21-29.
+    """
+    if num_layers < 1:
+        raise StudyError(f"a model needs at least one layer to split into tiers, got {num_layers}")
+    tiers = tuple("sensory" if 10 * i < num_layers else "long-term" if 10 * i >= 7 * num_layers else "working"
+                  for i in range(num_layers))
+    return TierAssignment(tiers, method="hermes-fixed")
+
+
+# --------------------------------------------------------------------------- change points
+def standardise(x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+    """Z-score each feature (last axis) with the mean/std of ``ref`` (L, D) over its first axis.
+
+    A feature that is constant across layers carries no split information and
+    becomes 0 (not NaN); NaN entries become 0 (the mean) too.
+    """
+    ref = x if ref is None else ref
+    mean = ref.nanmean(dim=0)
+    std = torch.sqrt(((ref - mean) ** 2).nanmean(dim=0))
+    z = (x - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    z = torch.where(std > 0, z, torch.zeros_like(z))
+    return torch.nan_to_num(z, nan=0.0)
+
+
+def segment_costs(x: torch.Tensor) -> torch.Tensor:
+    """(L+1, L+1) cost[i, j] = squared error of rows i..j-1 of ``x`` (L, D) around their mean; inf for j <= i."""
+    x = x.to(torch.float64)
+    L = x.shape[0]
+    s1 = torch.cat([torch.zeros(1, x.shape[1], dtype=x.dtype), x.cumsum(0)])  # (L+1, D)
+    s2 = torch.cat([torch.zeros(1, dtype=x.dtype), (x * x).sum(1).cumsum(0)])  # (L+1,)
+    i, j = torch.meshgrid(torch.arange(L + 1), torch.arange(L + 1), indexing="ij")
+    n = (j - i).to(x.dtype)
+    diff = s1[None, :, :] - s1[:, None, :]  # sum over rows i..j-1
+    cost = s2[None, :] - s2[:, None] - (diff * diff).sum(-1) / n.clamp(min=1)
+    return torch.where(j > i, cost.clamp(min=0), torch.full_like(cost, math.inf))
+
+
+def best_two_changepoints(x: torch.Tensor) -> tuple[int, int, float]:
+    """Exhaustive search for 0 < a < b < L minimising the summed within-segment squared error.
+
+    Args:
+        x: (L, D) one (standardised) feature vector per layer, L >= 3.
+
+    Returns:
+        (a, b, cost): segments are rows [0, a), [a, b), [b, L). Ties go to the
+        smallest (a, b) in lexicographic order, so the result is deterministic.
+    """
+    L = x.shape[0]
+    if L < 3:
+        raise StudyError(f"three tiers need at least 3 layers, the recording has {L}")
+    c = segment_costs(x)
+    a = torch.arange(L + 1)
+    total = c[0, :, None] + c + c[:, L][None, :]  # total[a, b] = c[0,a] + c[a,b] + c[b,L]
+    ok = (a[:, None] >= 1) & (a[:, None] < a[None, :]) & (a[None, :] <= L - 1)
+    total = torch.where(ok, total, torch.full_like(total, math.inf))
+    flat = int(torch.argmin(total))
+    return flat // (L + 1), flat % (L + 1), float(total.flatten()[flat])
+
+
+# --------------------------------------------------------------------------- measured split
+def tier_features(rec: Recording, query: QuerySelector = None) -> tuple[list[str], torch.Tensor]:
+    """Per-head features for the split: (names, (L, H, D) raw values).
+
+    Features: ``newest10`` and ``decay`` (recency, :func:`recency_index`),
+    ``concentration`` and ``periodicity`` (anchors, :func:`anchor_structure`).
+    A feature the recording cannot provide (all NaN) is left out.
+    """
+    values = {**recency_index(rec, query), **anchor_structure(rec, query)}
+    names = [n for n in FEATURES if not torch.isnan(values[n]).all()]
+    if not names:
+        raise StudyError("the recording has no usable attention features (every frame mass is missing)")
+    return names, torch.stack([values[n] for n in names], dim=-1)
+
+
+def assign_heads(head_z: torch.Tensor, layer_z: torch.Tensor, layers: Sequence[str]) -> list[list[str]]:
+    """Nearest tier centroid per head.
+
+    Args:
+        head_z: (L, H, D) standardised head features.
+        layer_z: (L, D) standardised layer features.
+        layers: tier per layer (defines the centroids; empty tiers are not candidates).
+    """
+    present = [t for t in TIERS if t in layers]
+    centroids = torch.stack([layer_z[[i for i, t in enumerate(layers) if t == tier]].mean(0) for tier in present])
+    dist = ((head_z[:, :, None, :] - centroids[None, None]) ** 2).sum(-1)  # (L, H, tiers)
+    return [[present[int(j)] for j in row] for row in dist.argmin(-1)]
+
+
+def derive_tiers(rec: Recording, method: str = "changepoint", query: QuerySelector = None) -> TierAssignment:
+    """Tiers for the recorded model.
+
+    Args:
+        rec: a recording with at least ``frame_mass`` (anchors use ``position_mass``/``periodicity`` if present).
+        method: ``"changepoint"`` (measured, see module docstring) or ``"hermes-fixed"``.
+        query: the query kind(s) whose attention defines the features (default: all).
+    """
+    if method in ("hermes-fixed", "fixed"):
+        return hermes_fixed_tiers(rec.num_layers)
+    if method != "changepoint":
+        raise StudyError(f"unknown tier method {method!r}; use 'changepoint' or 'hermes-fixed'")
+    names, head_x = tier_features(rec, query)
+    layer_x = head_x.nanmean(dim=1)  # (L, D): a layer is the mean of its heads
+    layer_z = standardise(layer_x)
+    a, b, cost = best_two_changepoints(layer_z)
+    tiers = tuple(["sensory"] * a + ["working"] * (b - a) + ["long-term"] * (rec.num_layers - b))
+    heads = assign_heads(standardise(head_x, ref=layer_x), layer_z, tiers)
+    features = {n: tuple(float(v) for v in layer_x[:, d]) for d, n in enumerate(names)}
+    return TierAssignment(tiers, tuple(tuple(h) for h in heads), "changepoint", features, cost)
+
+
+def tier_checks(tiers: TierAssignment) -> dict[str, bool]:
+    """Whether measured features agree with HERMES's picture (recency falls, anchors rise with depth).
+
+    Compares tier means of each available feature in depth order; a check is
+    left out when its feature was not measured.
+    """
+    out: dict[str, bool] = {}
+    expect = {"newest10": -1, "decay": -1, "concentration": 1, "periodicity": 1}
+    for name, values in tiers.features.items():
+        means = []
+        for tier in TIERS:
+            idx = tiers.layers_in(tier)
+            vals = [values[i] for i in idx if not math.isnan(values[i])]
+            if vals:
+                means.append(sum(vals) / len(vals))
+        pairs = list(zip(means, means[1:]))
+        sign = expect[name]
+        out[f"{name}_{'falls' if sign < 0 else 'rises'}_with_depth"] = all(sign * (y - x) >= 0 for x, y in pairs)
+    return out
+
+
+# --------------------------------------------------------------------------- policy spec
+def score_row(family: str) -> tuple[str, str | None]:
+    """Which HERMES working-tier row applies to a model family: (row, note or None).
+
+    HERMES released rows for LLaVA-OneVision and Qwen2.5-VL. Our Qwen adapter
+    serves Qwen2-VL and Qwen2.5-VL alike, so both take the Qwen2.5-VL row; any
+    other family takes the LLaVA-OV row, and the note says so.
+    """
+    f = family.lower()
+    if "llava" in f:
+        return "llava-ov", None
+    if "qwen" in f:
+        note = None if "2.5" in f or "2_5" in f else f"family {family!r}: using HERMES's Qwen2.5-VL row"
+        return "qwen2.5-vl", note
+    return "llava-ov", f"HERMES has no score row for family {family!r}; using its LLaVA-OV row"
+
+
+def working_scores(row: str, p: float) -> tuple[float, float]:
+    """(alpha, k) for a working layer at relative depth p in [0, 1] of the working band."""
+    if row == "qwen2.5-vl":
+        return 0.75 - 0.6 * p, 20.0 - 12.0 * p
+    return 1.0 - 0.9 * p, 20.0 - 19.5 * p
+
+
+def budget_shares(tiers: Sequence[str], weights: Mapping[str, float] | None = None) -> list[float]:
+    """Per-layer share of the video-token budget, summing to 1.
+
+    Default: equal shares (HERMES keeps an equal number of video tokens per
+    layer). ``weights`` (tier -> relative weight, missing tiers 1) lets a
+    study give, e.g., long-term layers twice the tokens.
+    """
+    w = [float((weights or {}).get(t, 1.0)) for t in tiers]
+    if any(x < 0 or not math.isfinite(x) for x in w) or sum(w) <= 0:
+        raise StudyError(f"budget weights must be finite, non-negative and not all zero, got {dict(weights or {})}")
+    total = sum(w)
+    return [x / total for x in w]
+
+
+def policy_spec(
+    tiers: TierAssignment,
+    family: str,
+    method: str,
+    source: Mapping[str, Any] | None = None,
+    budget_weights: Mapping[str, float] | None = None,
+) -> PolicySpec:
+    """The ``hermes`` PolicySpec for a tier assignment.
+
+    Per layer: ``tier``, ``alpha`` and ``k`` of ``score = (1-α)·minmax(attn) +
+    α·minmax(exp(-k·d))`` (sensory α=1, k=20; long-term α=0, k=None; working
+    from the family's row at p = (i - first working) / (last - first working),
+    p = 0 for a one-layer band), ``budget_share`` and, when measured, ``heads``.
+    Values are rounded to 6 decimals so that 1 - 0.9 reads as 0.1 in the JSON.
+    """
+    row, note = score_row(family)
+    work = tiers.layers_in("working")
+    shares = budget_shares(tiers.layers, budget_weights)
+    layers: list[dict[str, Any]] = []
+    for i, tier in enumerate(tiers.layers):
+        if tier == "sensory":
+            alpha, k = 1.0, SENSORY_K
+        elif tier == "long-term":
+            alpha, k = 0.0, None
+        else:
+            p = (i - work[0]) / (work[-1] - work[0]) if len(work) > 1 else 0.0
+            alpha, k = working_scores(row, p)
+        entry: dict[str, Any] = {"layer": i, "tier": tier, "alpha": round(alpha, 6),
+                                 "k": None if k is None else round(k, 6), "budget_share": round(shares[i], 9)}
+        if tiers.heads is not None:
+            entry["heads"] = list(tiers.heads[i])
+        layers.append(entry)
+    src: dict[str, Any] = {"method": method, "family": family, "score_row": row,
+                           "budget": "equal" if not budget_weights else {"weights": dict(budget_weights)}}
+    if note:
+        src["score_note"] = note
+    src.update(source or {})
+    return PolicySpec(policy="hermes", params={"gamma": dict(GAMMA)}, layers=layers, source=src)
+
+
+def _json_safe(x: Any) -> Any:
+    """Floats with NaN/inf become None so the spec stays strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def derive(
+    rec: Recording,
+    method: Literal["measured", "hermes-fixed"] = "measured",
+    query: QuerySelector = None,
+    budget_weights: Mapping[str, float] | None = None,
+) -> PolicySpec:
+    """A ``hermes`` PolicySpec for the recorded model.
+
+    ``measured`` splits by change points on the recording (:func:`derive_tiers`);
+    ``hermes-fixed`` uses the released depth split and reads only the layer
+    count and family. ``source`` records the method, model, video, features
+    used, tier boundaries and ranges, and (measured) per-layer feature values
+    and the agreement checks.
+    """
+    if method == "measured":
+        tiers = derive_tiers(rec, "changepoint", query)
+    elif method == "hermes-fixed":
+        tiers = hermes_fixed_tiers(rec.num_layers)
+    else:
+        raise StudyError(f"unknown derive method {method!r}; use 'measured' or 'hermes-fixed'")
+    info = rec.meta.get("model_info") or {}
+    family = str(info.get("family") or rec.meta.get("family") or "unknown")
+    a, b = tiers.boundaries
+    source: dict[str, Any] = {
+        "method": method,
+        "model": rec.meta.get("model"),
+        "video": rec.meta.get("video"),
+        "fps": rec.meta.get("fps"),
+        "queries": rec.queries if query is None else ([query] if isinstance(query, str) else list(query)),
+        "features": list(tiers.features),
+        "boundaries": {"working": a, "long-term": b},
+        "tiers": {t: (list(r) if r else None) for t, r in tiers.ranges().items()},
+    }
+    if tiers.features:
+        source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
+        source["cost"] = tiers.cost
+        source["checks"] = tier_checks(tiers)
+    return policy_spec(tiers, family, method, _json_safe(source), budget_weights)
