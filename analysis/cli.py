@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
     def figures(
         study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
         out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
-        format: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
+        fmt: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
         "pdf,png,svg,html",
         method: Annotated[str, typer.Option(help="tiers to show: measured | hermes-fixed")] = "measured",
         query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from analysis.derive import derive_tiers
         from analysis.figures import parse_formats, write_figures
 
-        formats = parse_formats(format)  # fail on a bad format before any work
+        formats = parse_formats(fmt)  # fail on a bad format before any work
         if method not in ("measured", "hermes-fixed"):
             raise StudyError(f"unknown --method {method!r}; use 'measured' or 'hermes-fixed'")
         rec = load_study(study)

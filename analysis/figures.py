@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
+from matplotlib.colors import to_hex
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
@@ -91,7 +92,7 @@ def mpl_recency_depth(df: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(style.COLUMN_WIDTH_IN, 1.3 * len(metrics) + 0.5))
     axes = fig.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
     tiers = _layer_tiers(df)
-    line = matplotlib.colors.to_hex(style.cmap()(0.0))
+    line = to_hex(style.cmap()(0.0))
     for ax, metric in zip(axes, metrics):
         d = df[df["metric"] == metric].sort_values("layer")
         _shade_tiers(ax, tiers)
@@ -160,7 +161,7 @@ def plotly_recency_depth(df: pd.DataFrame) -> go.Figure:
     metrics = list(dict.fromkeys(df["metric"]))
     tiers = _layer_tiers(df)
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True)
-    line = matplotlib.colors.to_hex(style.cmap()(0.0))
+    line = to_hex(style.cmap()(0.0))
     for r, metric in enumerate(metrics, start=1):
         d = df[df["metric"] == metric].sort_values("layer")
         fig.add_trace(go.Scatter(x=d["layer"], y=d["head_max"], mode="lines", line={"width": 0},

@@ -94,7 +94,7 @@ def frames_streamed(rec: Recording) -> torch.Tensor:
     if "steps.frames" in rec:
         return rec["steps.frames"].to(torch.long).reshape(-1)
     require(rec, "frame_mass")
-    seen = torch.stack([(~torch.isnan(rec["frame_mass", layer])).any(dim=1).all(dim=1)
+    seen = torch.stack([(~torch.isnan(rec["frame_mass", layer])).any(dim=1).any(dim=1)
                         for layer in rec.layers()]).any(dim=0)  # (T, F)
     idx = torch.arange(seen.shape[-1]).expand_as(seen)
     return torch.where(seen, idx + 1, torch.zeros_like(idx)).amax(dim=-1)

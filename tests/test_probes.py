@@ -181,3 +181,21 @@ def test_packed_pseudo_queries_equal_separate_forwards(tiny, frames):
         assert torch.allclose(mixed[..., :n_cache], rows[..., :n_cache], atol=1e-5)
         assert torch.allclose(mixed.sum(-1), torch.ones_like(mixed.sum(-1)), atol=1e-5)
         assert torch.allclose(mixed[..., :n_cache].sum(-1) + 0, rows[..., :n_cache].sum(-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-embedded", "tiny-qwen2-vl"])
+def test_nnsight_trace_rows_match_eager(name):
+    from probes.nnsight_trace import trace_attention_rows
+
+    adapter = _tiny(name)
+    ids = adapter.tokenizer("Attention, traced ad hoc.", return_tensors="pt").input_ids
+    rows = trace_attention_rows(adapter.model, {"input_ids": ids}, rows=[-3, -2, -1])
+    adapter.set_attention("eager")
+    try:
+        with torch.no_grad():
+            eager = adapter.model(input_ids=ids, output_attentions=True).attentions
+    finally:
+        adapter.set_attention("hermes")
+    assert sorted(rows) == list(range(adapter.num_layers))
+    for layer, ours in rows.items():
+        assert torch.allclose(ours, eager[layer][0, :, -3:, :].float(), atol=1e-5)
