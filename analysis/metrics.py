@@ -6,10 +6,14 @@ functions wrap) and returns new tensors. Nothing is cached or mutated.
 
 Axis letters follow the recording format: L layers, T steps, Q query kinds,
 H heads, F frames of the stream, P token positions inside a frame, A frame
-ages. ``frames`` is always the (T,) count of frames streamed at each step, so
-frame ``f`` has age ``frames[t] - 1 - f`` at step ``t`` (age 0 = the newest
-frame) and normalised age ``d = age / (frames[t] - 1)`` in [0, 1], the same
-``d`` that HERMES's recency score ``exp(-k·d)`` uses.
+ages. In the ``*_from_*`` kernels ``frames`` is the (T,) count of frames
+streamed at each step, so frame ``f`` has age ``frames[t] - 1 - f`` at step
+``t`` (age 0 = the newest frame) and normalised age ``d = age / (frames[t] - 1)``
+in [0, 1], the same ``d`` that HERMES's recency score ``exp(-k·d)`` uses.
+
+The Recording-level functions first drop frame slots that never hold a token
+(:class:`FrameAxis`): Qwen-VL tags each fused pair of frames with the pair's
+first frame, so every other slot is empty, and ages there count pairs.
 
 NaN in ``frame_mass`` marks a frame that was not streamed yet or not cached;
 every reduction here skips NaN rather than treating it as zero mass.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -100,6 +105,45 @@ def frames_streamed(rec: Recording) -> torch.Tensor:
     return torch.where(seen, idx + 1, torch.zeros_like(idx)).amax(dim=-1)
 
 
+@dataclass(frozen=True)
+class FrameAxis:
+    """The frame axis as the metrics see it: only frame slots that ever hold tokens.
+
+    A model that encodes several frames into one temporal step (Qwen-VL fuses
+    pairs) tags all of that step's tokens with its first frame, so the
+    recording's frame axis has slots that are NaN at every step. Metrics drop
+    those slots, so ages and "the newest 10%" count *cached units* (frames, or
+    frame groups for Qwen-VL) rather than empty slots: age 0 is always the
+    newest unit. For one-frame-per-step models nothing changes.
+
+    Attributes:
+        slots: (F',) long, the frame indices that hold mass somewhere in the recording.
+        frames: (T,) long, how many of those slots were streamed at each step.
+    """
+
+    slots: torch.Tensor
+    frames: torch.Tensor
+
+
+def frame_axis(rec: Recording) -> FrameAxis:
+    """The :class:`FrameAxis` of a recording (one pass over every layer's frame mass)."""
+    require(rec, "frame_mass")
+    held = torch.stack([(~torch.isnan(rec["frame_mass", layer])).flatten(0, -2).any(dim=0)
+                        for layer in rec.layers()]).any(dim=0)  # (F,)
+    slots = torch.nonzero(held).flatten()
+    streamed = frames_streamed(rec)
+    return FrameAxis(slots, (slots[None, :] < streamed[:, None]).sum(-1))
+
+
+def per_layer_mass(rec: Recording, query: QuerySelector, fn) -> torch.Tensor:
+    """``fn(frame_mass, frames)`` per layer on the :class:`FrameAxis` (empty slots dropped); concatenated on axis 0.
+
+    ``fn`` gets a (1, T, Q', H, F') float64 slice and the (T,) streamed-slot counts.
+    """
+    axis = frame_axis(rec)
+    return per_layer(rec, "frame_mass", query, lambda x: fn(x[..., axis.slots], axis.frames))
+
+
 def frame_ages(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
     """(T, F) long: age of frame f at step t, or -1 where f was not streamed yet."""
     f = torch.arange(num_frames)
@@ -145,10 +189,13 @@ def age_profile_from_mass(frame_mass: torch.Tensor, frames: torch.Tensor, max_ag
 
 
 def age_profile(rec: Recording, query: QuerySelector = None, max_age: int | None = None) -> torch.Tensor:
-    """(L, H, A) mean attention mass vs frame age (age 0 = newest), over steps and the chosen query kinds."""
-    frames = frames_streamed(rec)
+    """(L, H, A) mean attention mass vs frame age (age 0 = newest), over steps and the chosen query kinds.
+
+    Ages count the units of :class:`FrameAxis` (frames, or fused frame groups).
+    """
+    frames = frame_axis(rec).frames
     A = int(frames.max().item()) if max_age is None else max_age + 1
-    return per_layer(rec, "frame_mass", query, lambda x: age_profile_from_mass(x, frames, A - 1))
+    return per_layer_mass(rec, query, lambda x, n: age_profile_from_mass(x, n, A - 1))
 
 
 # --------------------------------------------------------------------------- recency
@@ -219,10 +266,9 @@ def recency_index(rec: Recording, query: QuerySelector = None, newest_fraction: 
         ``decay``: (L, H) fitted k of ``mass ∝ exp(-k·d)`` (see :func:`decay_rate_from_mass`);
         ``newest10``: (L, H) share of mass on the newest ``ceil(newest_fraction·n)`` frames.
     """
-    frames = frames_streamed(rec)
     return {
-        "decay": per_layer(rec, "frame_mass", query, lambda x: decay_rate_from_mass(x, frames)),
-        "newest10": per_layer(rec, "frame_mass", query, lambda x: newest_share_from_mass(x, frames, newest_fraction)),
+        "decay": per_layer_mass(rec, query, decay_rate_from_mass),
+        "newest10": per_layer_mass(rec, query, lambda x, n: newest_share_from_mass(x, n, newest_fraction)),
     }
 
 
@@ -393,9 +439,9 @@ def temporal_bias(
     rec: Recording, query: QuerySelector = None, exclude_recent: float = 0.1, step: int = -1
 ) -> dict[str, torch.Tensor]:
     """Per-layer temporal bias at one step (default: the final one); see :func:`temporal_bias_from_mass`."""
-    frames = frames_streamed(rec)
+    frames = frame_axis(rec).frames
     T = len(frames)
     if not -T <= step < T:
         raise StudyError(f"step {step} is outside the recording's {T} steps")
-    at = per_layer(rec, "frame_mass", query, lambda x: x[:, step].nanmean(dim=1))  # (L, H, F)
+    at = per_layer_mass(rec, query, lambda x, n: x[:, step].nanmean(dim=1))  # (L, H, F')
     return temporal_bias_from_mass(at, int(frames[step]), exclude_recent)

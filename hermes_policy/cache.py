@@ -53,6 +53,8 @@ class CompactCache(DynamicCache):
         self._positions = [torch.empty(rotary.n_axes, 0, dtype=torch.long) for _ in range(num_layers)]
         self._meta = [TokenMeta.empty() for _ in range(num_layers)]
         self._staged: _Staged | None = None
+        #: free-form per-cache state a policy keeps between chunks (e.g. summary-slot counts)
+        self.policy_state: dict = {}
 
     # ------------------------------------------------------------------ reading
     def layer_len(self, layer: int) -> int:
@@ -211,6 +213,11 @@ class CompactCache(DynamicCache):
         kv = self.layers[layer]
         kv.keys[..., row, :] = key.to(kv.keys.dtype)
         kv.values[..., row, :] = value.to(kv.values.dtype)
+
+    def set_row_meta(self, layer: int, row: int, *, frame: int, patch: int, time: float) -> None:
+        """Relabel one committed row (e.g. a row repurposed as a summary slot)."""
+        meta = self._meta[layer]
+        meta.frame[row], meta.patch[row], meta.time[row] = frame, patch, time
 
     def reindex(self, layer: int, new_positions: torch.Tensor | None = None) -> None:
         """Move the layer's rows to new positions and rotate their keys to match.

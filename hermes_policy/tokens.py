@@ -82,8 +82,12 @@ class TokenMeta:
 
     @property
     def is_video(self) -> torch.Tensor:
-        """(S,) bool: the token belongs to a frame, so it counts against the video budget."""
-        return self.frame != NO_FRAME
+        """(S,) bool: the token belongs to a frame, so it counts against the video budget.
+
+        Negative frame values mark rows that are not frames: ``NO_FRAME`` text and
+        policy-owned slots (e.g. a summary token).
+        """
+        return self.frame >= 0
 
     @property
     def nbytes(self) -> int:

@@ -229,3 +229,30 @@ def test_synthetic_recording_is_a_valid_distribution():
     fm = rec.stack("frame_mass")
     torch.testing.assert_close(fm.nansum(-1), torch.ones(fm.shape[:-1]))
     torch.testing.assert_close(rec.stack("position_mass").sum(-1), torch.ones(fm.shape[:-1]))
+
+
+def _interleave_empty_slots(rec: Recording) -> Recording:
+    """The same attention as Qwen-VL records it: each fused frame pair tagged with its first frame (odd slots NaN)."""
+    tensors = dict(rec.tensors)
+    for layer in rec.layers():
+        fm = rec["frame_mass", layer]
+        wide = torch.full((*fm.shape[:-1], 2 * fm.shape[-1]), NAN)
+        wide[..., 0::2] = fm
+        tensors[layer_name(layer, "frame_mass")] = wide
+    tensors["steps.frames"] = 2 * rec["steps.frames"]
+    return Recording(tensors, rec.meta)
+
+
+def test_frame_slots_that_never_hold_tokens_do_not_count(study):
+    pairs = _interleave_empty_slots(study)
+    for key, value in recency_index(study).items():
+        torch.testing.assert_close(recency_index(pairs)[key], value, msg=key)
+    torch.testing.assert_close(age_profile(pairs), age_profile(study))
+    torch.testing.assert_close(temporal_bias(pairs)["slope"], temporal_bias(study)["slope"])
+    torch.testing.assert_close(entropy_summary(pairs)["sparsity"], entropy_summary(study)["sparsity"])
+
+
+def test_an_evicted_frame_keeps_its_age():
+    # frame 1 is evicted at the last step: frame 0 is still age 2 there, not age 1
+    rec = make_rec([[[[0.5, 0.5, NAN]]], [[[0.3, NAN, 0.7]]]], frames=[2, 3])
+    torch.testing.assert_close(age_profile(rec)[0, 0], torch.tensor([0.6, 0.5, 0.3], dtype=torch.float64))

@@ -2,6 +2,7 @@
 
 from hermes_policy.policies.base import POLICIES, Policy, keep_rows, make_policy, register_policy
 from hermes_policy.policies.full import FullPolicy
+from hermes_policy.policies.hermes import HermesPolicy
 from hermes_policy.policies.sink_window import SinkWindowPolicy
 from hermes_policy.policies.spec import PolicySpec
 from hermes_policy.policies.window import WindowPolicy
@@ -9,6 +10,7 @@ from hermes_policy.policies.window import WindowPolicy
 __all__ = [
     "POLICIES",
     "FullPolicy",
+    "HermesPolicy",
     "Policy",
     "PolicySpec",
     "SinkWindowPolicy",

@@ -1,0 +1,238 @@
+"""``hermes``: hierarchical KV memory, pruned per layer as the video streams (HERMES, arXiv 2601.14724).
+
+Each layer belongs to a tier (sensory / working / long-term) and keeps its own
+top-``budget`` video tokens under a score that mixes recency and attention from
+a pseudo-query:
+
+    score = (1 - alpha) * minmax(attn) + alpha * minmax(exp(-k * d)),   d = (T-1-i)/(T-1)
+
+with i the token's index among the layer's T video tokens (oldest first).
+``attn`` is the attention mass each cached token receives from the ``global``
+pseudo-query (long-term layers) or the ``mixed`` one (working layers), averaged
+over the prompt's tokens and the heads; sensory layers are pure recency
+(alpha = 1). Scores are smoothed across depth from the second-to-last layer
+down, ``s_l <- (1 - gamma) s_l + gamma s_{l+1}`` (linearly resampled when the
+layers hold different counts). Kept tokens stay in time order; the system
+prefix is always kept; pruning fires only when a layer is over its budget.
+
+In long-term layers the evicted tokens are folded into one **summary slot**:
+its value is the mean of the evicted values and its key the mean of the evicted
+keys, each first rotated to the slot's position. The slot takes the place (and
+position) of the oldest token ever evicted from that layer, and later folds
+update it as a running mean.
+
+Per-layer settings (tier, alpha, k, budget share) come from a PolicySpec
+(``hermes-lab derive``); without one, HERMES's fixed split and parameters are used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hermes_policy.attention import AttentionEvent
+from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.policies.base import Policy, register_policy
+from hermes_policy.tokens import NOT_A_PATCH
+
+TIERS = ("sensory", "working", "long-term")
+DEFAULT_GAMMA = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
+#: frame value that marks a long-term layer's summary slot (not a frame, never evicted)
+SUMMARY_FRAME = -2
+
+#: The pseudo-queries HERMES scores with, in our words.
+PROMPTS = {
+    "global": "Summarise everything that has happened in the video so far.",
+    "mixed": "Describe the current scene in detail and summarise what has happened so far.",
+}
+TIER_QUERY = {"working": "mixed", "long-term": "global"}
+
+#: working-band parameters as functions of the relative depth p inside the band
+WORKING_PARAMS = {
+    "llava-ov": lambda p: (1 - 0.9 * p, 20 - 19.5 * p),
+    "qwen2.5-vl": lambda p: (0.75 - 0.6 * p, 20 - 12 * p),
+}
+
+
+def fixed_layers(num_layers: int, family: str = "llava-ov") -> list[dict[str, Any]]:
+    """HERMES's fixed split: sensory below 0.1 L, long-term from 0.7 L, working between."""
+    if family not in WORKING_PARAMS:
+        raise PolicyError(f"unknown family {family!r} for HERMES parameters; use one of {sorted(WORKING_PARAMS)}")
+    tiers = ["sensory" if i < 0.1 * num_layers else "long-term" if i >= 0.7 * num_layers else "working"
+             for i in range(num_layers)]
+    working = [i for i, t in enumerate(tiers) if t == "working"]
+    layers = []
+    for i, tier in enumerate(tiers):
+        if tier == "sensory":
+            alpha, k = 1.0, 20.0
+        elif tier == "long-term":
+            alpha, k = 0.0, None
+        else:
+            p = (working.index(i) / (len(working) - 1)) if len(working) > 1 else 0.0
+            alpha, k = WORKING_PARAMS[family](p)
+        layers.append({"layer": i, "tier": tier, "alpha": alpha, "k": k, "budget_share": 1 / num_layers})
+    return layers
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else torch.zeros_like(x)
+
+
+def resample(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Linear interpolation of a (m,) profile onto n points (same start and end)."""
+    if x.numel() == n:
+        return x
+    if x.numel() == 1 or n == 1:
+        return x.mean().expand(n).clone()
+    return torch.nn.functional.interpolate(x[None, None], size=n, mode="linear", align_corners=True)[0, 0]
+
+
+class _PseudoQueryScores:
+    """Observer: per layer and pseudo-query, the mean attention each cached row receives."""
+
+    def __init__(self) -> None:
+        self.scores: dict[tuple[int, str], torch.Tensor] = {}
+
+    def observe(self, event: AttentionEvent) -> None:
+        if event.phase != "probe" or not event.segments:
+            return
+        rows = event.attention()  # (H, q, S): the cached rows come first
+        n_cached = event.n_key - event.n_query
+        for seg in event.segments:
+            if seg.tag in PROMPTS:
+                self.scores[(event.layer, seg.tag)] = rows[:, seg.start : seg.stop, :n_cached].mean(dim=(0, 1))
+
+
+@register_policy
+@dataclass
+class HermesPolicy(Policy):
+    """HERMES hierarchical memory.
+
+    Attributes:
+        budget: video tokens per layer (with budget shares: the mean per layer).
+        layers: per-layer dicts ``{tier, alpha, k, budget_share}`` (from a PolicySpec); None = fixed split.
+        gamma: cross-layer smoothing weight per tier.
+        family: which published working-band parameters the fixed split uses (``llava-ov`` or ``qwen2.5-vl``).
+        summary: fold evicted tokens of long-term layers into a summary slot.
+    """
+
+    name = "hermes"
+    layers: list[dict[str, Any]] | None = None
+    gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GAMMA))
+    family: str = "llava-ov"
+    summary: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.budget is None:
+            raise BudgetError("hermes: needs --budget (video tokens per layer)")
+        if set(self.gamma) != set(TIERS) or not all(0 <= g <= 1 for g in self.gamma.values()):
+            raise PolicyError(f"hermes: gamma must give a weight in [0, 1] for each of {TIERS}")
+        if self.family not in WORKING_PARAMS:
+            raise PolicyError(f"hermes: family must be one of {sorted(WORKING_PARAMS)}")
+        if self.layers is not None:
+            for entry in self.layers:
+                if entry.get("tier") not in TIERS:
+                    raise PolicyError(f"hermes: layer entry {entry} has no valid tier ({', '.join(TIERS)})")
+                if not 0 <= float(entry.get("alpha", -1)) <= 1:
+                    raise PolicyError(f"hermes: layer entry {entry} needs alpha in [0, 1]")
+                if float(entry["alpha"]) > 0 and entry.get("k") is None:
+                    raise PolicyError(f"hermes: layer entry {entry} mixes in recency (alpha > 0) but has no k")
+        self._scorer = _PseudoQueryScores()
+
+    # ------------------------------------------------------------- settings
+    def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:
+        layers = self.layers if self.layers is not None else fixed_layers(num_layers, self.family)
+        if len(layers) != num_layers:
+            raise PolicyError(f"hermes: the spec describes {len(layers)} layers but the model has {num_layers}")
+        return layers
+
+    def layer_budgets(self, num_layers: int) -> list[int | None]:
+        shares = [float(x.get("budget_share", 1 / num_layers)) for x in self.layer_settings(num_layers)]
+        total = sum(shares)
+        if total <= 0:
+            raise PolicyError("hermes: budget shares must sum to a positive number")
+        return [max(1, round(self.budget * num_layers * s / total)) for s in shares]
+
+    def observers(self):
+        return (self._scorer,)
+
+    # ---------------------------------------------------------------- prune
+    def after_chunk(self, session) -> None:
+        cache = session.cache
+        budgets = self.layer_budgets(cache.num_layers)
+        counts = [cache.video_count(i) for i in range(cache.num_layers)]
+        if all(c <= b for c, b in zip(counts, budgets)):
+            return
+        settings = self.layer_settings(cache.num_layers)
+        needed = {TIER_QUERY[s["tier"]] for s in settings if float(s["alpha"]) < 1}
+        self._scorer.scores.clear()
+        if needed:
+            session.pseudo_queries({q: PROMPTS[q] for q in PROMPTS if q in needed})
+        scores = self.layer_scores(session, settings)
+        for layer, (score, budget) in enumerate(zip(scores, budgets)):
+            if counts[layer] > budget:
+                self._evict(session, layer, score, budget, settings[layer]["tier"])
+
+    def layer_scores(self, session, settings: list[dict[str, Any]]) -> list[torch.Tensor]:
+        """Per layer, a (T_l,) score over its video tokens, smoothed across depth."""
+        cache = session.cache
+        raw = []
+        for layer, s in enumerate(settings):
+            video = torch.nonzero(cache.meta(layer).is_video).flatten()
+            t = video.numel()
+            alpha = float(s["alpha"])
+            score = torch.zeros(t)
+            if alpha > 0:
+                d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
+                score = score + alpha * minmax(torch.exp(-float(s["k"]) * d))
+            if alpha < 1:
+                attn = self._scorer.scores[(layer, TIER_QUERY[s["tier"]])][video]
+                score = score + (1 - alpha) * minmax(attn.float())
+            raw.append(score)
+        smoothed = list(raw)
+        for layer in range(len(raw) - 2, -1, -1):
+            g = float(self.gamma[settings[layer]["tier"]])
+            smoothed[layer] = (1 - g) * raw[layer] + g * resample(smoothed[layer + 1], raw[layer].numel())
+        return smoothed
+
+    def _evict(self, session, layer: int, score: torch.Tensor, budget: int, tier: str) -> None:
+        cache = session.cache
+        meta = cache.meta(layer)
+        video = torch.nonzero(meta.is_video).flatten()
+        keep_video = video[torch.topk(score, budget).indices]
+        others = torch.nonzero(~meta.is_video).flatten()
+        dropped = video[~torch.isin(video, keep_video)]
+        if self.summary and tier == "long-term" and dropped.numel():
+            others = self._fold_into_summary(session, layer, dropped, others)
+        cache.evict(layer, torch.sort(torch.cat([others, keep_video])).values)
+
+    def _fold_into_summary(self, session, layer: int, dropped: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """Fold ``dropped`` rows into the layer's summary slot; returns the non-video rows to keep."""
+        cache = session.cache
+        meta = cache.meta(layer)
+        slots = torch.nonzero(meta.frame == SUMMARY_FRAME).flatten()
+        counts = cache.policy_state.setdefault("summary_count", {})
+        if slots.numel():
+            slot, count = int(slots[0]), counts[layer]
+        else:
+            # the oldest dropped row becomes the slot, at its own position
+            slot, count = int(dropped[0]), 0
+            others = torch.cat([others, dropped[:1]])
+        positions = cache.positions(layer)
+        delta = positions[:, slot : slot + 1] - positions[:, dropped]  # (A, n): rotate each to the slot
+        keys = cache.rotary.rotate(cache.keys(layer)[:, :, dropped], delta)
+        values = cache.values(layer)[:, :, dropped]
+        n = dropped.numel()
+        old_k = cache.keys(layer)[:, :, slot].float() if count else 0.0
+        old_v = cache.values(layer)[:, :, slot].float() if count else 0.0
+        new_k = (old_k * count + keys.float().sum(dim=2)) / (count + n)
+        new_v = (old_v * count + values.float().sum(dim=2)) / (count + n)
+        cache.replace_row(layer, slot, new_k, new_v)
+        cache.set_row_meta(layer, slot, frame=SUMMARY_FRAME, patch=NOT_A_PATCH, time=math.nan)
+        counts[layer] = count + n
+        return others
