@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
         from analysis.derive import derive as derive_spec
+        from analysis.derive import format_ranges
 
         if out.is_dir():
             raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
@@ -76,13 +77,13 @@ def register(app: typer.Typer) -> None:
         spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight))  # type: ignore[arg-type]
         out.parent.mkdir(parents=True, exist_ok=True)
         spec.save(out)
-        tiers = spec.source["tiers"]
-        ranges = " | ".join(f"{t} " + ("none" if r is None else f"{r[0]}-{r[1]}") for t, r in tiers.items())
+        ranges = format_ranges(spec.source["tiers"])
         typer.echo(f"{spec.source.get('model')} ({method}, {len(spec.layers or [])} layers): {ranges} -> {out}")
         failed = [name for name, ok in spec.source.get("checks", {}).items() if not ok]
         if failed:
-            print(f"note: measured tiers disagree with HERMES's picture: {', '.join(failed)} is false",
-                  file=sys.stderr)
+            # not an error: a model may genuinely differ from HERMES's picture, but the user should look
+            print(f"note: these tiers contradict HERMES's picture ({', '.join(failed)}: false); "
+                  "check the recency_depth figure", file=sys.stderr)
 
     @app.command()
     def figures(

@@ -90,16 +90,21 @@ class TierAssignment:
 
     def summary(self) -> str:
         """One line, e.g. ``sensory 0-2 | working 3-19 | long-term 20-27``."""
-        parts = []
-        for tier, r in self.ranges().items():
-            parts.append(f"{tier} " + ("none" if r is None else f"{r[0]}-{r[1]}" if r[0] != r[1] else f"{r[0]}"))
-        return " | ".join(parts)
+        return format_ranges(self.ranges())
 
     def head_tiers(self, num_heads: int) -> list[list[str]]:
         """Per-head tiers; where none were measured every head takes its layer's tier."""
         if self.heads is not None:
             return [list(h) for h in self.heads]
         return [[t] * num_heads for t in self.layers]
+
+
+def format_ranges(ranges: Mapping[str, Sequence[int] | None]) -> str:
+    """``{"sensory": (0, 2), ...}`` -> ``sensory 0-2 | working 3-19 | long-term 20-27`` (a one-layer tier: ``5``)."""
+    def one(r: Sequence[int] | None) -> str:
+        return "none" if r is None else f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"
+
+    return " | ".join(f"{tier} {one(r)}" for tier, r in ranges.items())
 
 
 # --------------------------------------------------------------------------- fixed split

@@ -162,11 +162,14 @@ class CompactCache(DynamicCache):
         self.commit()
 
     @contextmanager
-    def scratch(self, positions: torch.Tensor, meta: TokenMeta) -> Iterator[None]:
-        """Stage rows that are never kept (a question, a pseudo-query): always roll back."""
+    def scratch(self, positions: torch.Tensor, meta: TokenMeta, payload=None) -> Iterator:
+        """Stage rows that are never kept (a question, a pseudo-query): always roll back.
+
+        Yields ``payload`` (e.g. the chunk whose rows these are), for ``with ... as chunk``.
+        """
         self.begin(positions, meta)
         try:
-            yield
+            yield payload
         finally:
             self.rollback()
 

@@ -15,7 +15,8 @@ them meaningful after eviction (gaps stay until re-indexing closes them).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -294,10 +295,22 @@ class StreamingSession:
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:
         """(vocab,) float32 logits of the first answer token; the cache is left as it was."""
         text = self._question_text(question, options)
-        chunk = self.adapter.encode_question(text, self.next_position)
-        with self.cache.scratch(chunk.positions, chunk.meta):
+        with self._policy_question(text), self.cache.scratch(*self._question_rows(text)) as chunk:
             hidden = self._forward(chunk, "ask", keep=False)
             return self.adapter.lm_head(hidden[0, -1]).float()
+
+    @contextmanager
+    def _policy_question(self, text: str) -> Iterator[None]:
+        """The policy's question-time hooks around a question's prefill and decode."""
+        try:
+            self.policy.before_ask(self, text)
+            yield
+        finally:
+            self.policy.after_ask(self)
+
+    def _question_rows(self, text: str) -> tuple[torch.Tensor, TokenMeta, EncodedChunk]:
+        chunk = self.adapter.encode_question(text, self.next_position)
+        return chunk.positions, chunk.meta, chunk
 
     @torch.no_grad()
     def ask(
@@ -312,9 +325,8 @@ class StreamingSession:
         limit = max_new_tokens or self.config.max_new_tokens
         kv_bytes, lengths = self.cache.kv_bytes, self.cache.lengths()
         start = time.perf_counter()
-        chunk = self.adapter.encode_question(text, self.next_position)
         generated: list[int] = []
-        with self.cache.scratch(chunk.positions, chunk.meta):
+        with self._policy_question(text), self.cache.scratch(*self._question_rows(text)) as chunk:
             hidden = self._forward(chunk, "ask", keep=False)
             position = chunk.end_position
             token = int(self.adapter.lm_head(hidden[0, -1]).argmax())

@@ -46,7 +46,7 @@ def test_derive_fixed_with_budget_weights(app, study, tmp_path):
     result = runner.invoke(app, ["derive", "--study", str(study), "--out", str(out), "--method", "hermes-fixed",
                                  "--budget-weight", "long-term=3"])
     assert result.exit_code == 0, result.output
-    assert "sensory 0-0 | working 1-5 | long-term 6-7" in result.stdout
+    assert "sensory 0 | working 1-5 | long-term 6-7" in result.stdout
     shares = [e["budget_share"] for e in json.loads(out.read_text())["layers"]]
     assert shares[7] == pytest.approx(3 * shares[0]) and sum(shares) == pytest.approx(1)
 

@@ -79,6 +79,15 @@ class Policy(ABC):
     def after_chunk(self, session: "StreamingSession") -> None:
         """Evict what the policy does not want to keep, now that a chunk is cached."""
 
+    def before_ask(self, session: "StreamingSession", question: str) -> None:
+        """Question-time work before the prefill (e.g. ReKV retrieval); counted in TTFT.
+
+        Whatever it changes in the cache must be undone by :meth:`after_ask`.
+        """
+
+    def after_ask(self, session: "StreamingSession") -> None:
+        """Undo :meth:`before_ask`; runs even when the question failed."""
+
     # -------------------------------------------------------------- helpers
     def config(self) -> dict:
         """The policy's resolved configuration, JSON-ready."""
