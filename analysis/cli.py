@@ -64,6 +64,8 @@ def register(app: typer.Typer) -> None:
         "measured",
         query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
+        budget: Annotated[Optional[int], typer.Option(
+            help="video tokens kept per layer (mean); needed to run the spec with `stream --spec`")] = None,
         budget_weight: Annotated[Optional[list[str]], typer.Option(
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
     ) -> None:
@@ -74,11 +76,14 @@ def register(app: typer.Typer) -> None:
         if out.is_dir():
             raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
         rec = load_study(study)
-        spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight))  # type: ignore[arg-type]
+        spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
+                           budget)
         out.parent.mkdir(parents=True, exist_ok=True)
         spec.save(out)
         ranges = format_ranges(spec.source["tiers"])
         typer.echo(f"{spec.source.get('model')} ({method}, {len(spec.layers or [])} layers): {ranges} -> {out}")
+        if budget is None:
+            print("note: the spec has no budget; pass --budget N to run it with `stream --spec`", file=sys.stderr)
         failed = [name for name, ok in spec.source.get("checks", {}).items() if not ok]
         if failed:
             # not an error: a model may genuinely differ from HERMES's picture, but the user should look

@@ -288,8 +288,15 @@ def policy_spec(
     method: str,
     source: Mapping[str, Any] | None = None,
     budget_weights: Mapping[str, float] | None = None,
+    budget: int | None = None,
 ) -> PolicySpec:
     """The ``hermes`` PolicySpec for a tier assignment.
+
+    ``params`` holds ``gamma`` (HERMES's per-tier smoothing), ``family`` (the
+    score row used, as the hermes policy names it) and, if given, ``budget``
+    (mean video tokens per layer). The hermes policy refuses to run without a
+    budget, and ``stream --spec`` takes the budget from the spec, so pass one
+    for a spec you mean to run.
 
     Per layer: ``tier``, ``alpha`` and ``k`` of ``score = (1-α)·minmax(attn) +
     α·minmax(exp(-k·d))`` (sensory α=1, k=20; long-term α=0, k=None; working
@@ -319,7 +326,12 @@ def policy_spec(
     if note:
         src["score_note"] = note
     src.update(source or {})
-    return PolicySpec(policy="hermes", params={"gamma": dict(GAMMA)}, layers=layers, source=src)
+    params: dict[str, Any] = {"gamma": dict(GAMMA), "family": row}
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise StudyError(f"the budget is video tokens per layer, a positive integer; got {budget!r}")
+        params["budget"] = budget
+    return PolicySpec(policy="hermes", params=params, layers=layers, source=src)
 
 
 def _json_safe(x: Any) -> Any:
@@ -338,8 +350,9 @@ def derive(
     method: Literal["measured", "hermes-fixed"] = "measured",
     query: QuerySelector = None,
     budget_weights: Mapping[str, float] | None = None,
+    budget: int | None = None,
 ) -> PolicySpec:
-    """A ``hermes`` PolicySpec for the recorded model.
+    """A ``hermes`` PolicySpec for the recorded model (``budget``: see :func:`policy_spec`).
 
     ``measured`` splits by change points on the recording (:func:`derive_tiers`);
     ``hermes-fixed`` uses the released depth split and reads only the layer
@@ -370,4 +383,4 @@ def derive(
         source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
         source["cost"] = tiers.cost
         source["checks"] = tier_checks(tiers)
-    return policy_spec(tiers, family, method, _json_safe(source), budget_weights)
+    return policy_spec(tiers, family, method, _json_safe(source), budget_weights, budget)

@@ -121,4 +121,38 @@ def register(app: typer.Typer) -> None:
                        f"(TTFT {a.ttft_ms:.1f} ms, KV {a.kv_bytes / 2**20:.2f} MiB)")
 
 
+    @app.command()
+    def bench(
+        model: Annotated[str, typer.Option(help="model name or HF id/path")] = "embedded",
+        video: Annotated[str, typer.Option(help="a synthetic spec (re-made per length) or a file (first N frames)")] =
+        "synthetic:seed=1,frames=64",
+        frames: Annotated[str, typer.Option(help="comma-separated stream lengths")] = "64,256,1024",
+        policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "full,sink-window,hermes",
+        budget: Annotated[Optional[int], typer.Option(help="video tokens per layer for budgeted policies")] = 512,
+        spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON for the hermes policy")] = None,
+        chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
+        dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
+        device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
+    ) -> None:
+        """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run."""
+        from hermes_policy.bench import format_table, parse_int_list, rows_json, run_cell
+
+        if dtype not in DTYPES:
+            raise PolicyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        lengths = parse_int_list(frames, "frames")
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        for name in names:  # fail on a bad policy before the (slow) model load
+            if name not in POLICIES:
+                raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
+        adapter = load_model(model, dtype=DTYPES[dtype], device=device)
+        rows = []
+        for n in lengths:
+            for name in names:
+                rows.append(run_cell(adapter, video, n, name, None if name == "full" else budget, spec, chunk_frames))
+                if not as_json:
+                    print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+        typer.echo(rows_json(rows) if as_json else format_table(rows))
+
+
 __all__ = ["HermesError", "TimedQuestion", "register", "run_stream"]

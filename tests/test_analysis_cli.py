@@ -44,8 +44,9 @@ def test_derive_measured_writes_a_spec_and_prints_the_tiers(app, study, tmp_path
 def test_derive_fixed_with_budget_weights(app, study, tmp_path):
     out = tmp_path / "policy.json"
     result = runner.invoke(app, ["derive", "--study", str(study), "--out", str(out), "--method", "hermes-fixed",
-                                 "--budget-weight", "long-term=3"])
+                                 "--budget-weight", "long-term=3", "--budget", "32"])
     assert result.exit_code == 0, result.output
+    assert PolicySpec.load(out).build().layer_budgets(8)[7] > 32  # long-term layers get more than the mean
     assert "sensory 0 | working 1-5 | long-term 6-7" in result.stdout
     shares = [e["budget_share"] for e in json.loads(out.read_text())["layers"]]
     assert shares[7] == pytest.approx(3 * shares[0]) and sum(shares) == pytest.approx(1)
@@ -86,3 +87,20 @@ def test_figures_command_rejects_a_bad_format_before_writing(app, study, tmp_pat
     result = runner.invoke(app, ["figures", "--study", str(study), "--out", str(out), "--format", "gif"])
     assert isinstance(result.exception, StudyError) and "unknown figure format gif" in str(result.exception)
     assert not out.exists()
+
+
+def test_package_exports_and_dependency_direction():
+    import ast
+    from pathlib import Path
+
+    import analysis
+    from analysis.figures import write_figures
+
+    assert analysis.write_figures is write_figures  # lazily exported
+    assert all(hasattr(analysis, name) for name in analysis.__all__)
+    # dashboard -> analysis -> probes -> hermes_policy: nothing here may import the dashboard
+    for path in Path(analysis.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "dashboard" for n in names), path

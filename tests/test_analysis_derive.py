@@ -174,7 +174,7 @@ def test_other_families_take_the_llava_row_and_say_so():
 def test_spec_shape_gamma_and_equal_budget():
     spec = policy_spec(hermes_fixed_tiers(30), "QwenVLAdapter", "hermes-fixed", {"model": "m"})
     assert spec.policy == "hermes"
-    assert spec.params == {"gamma": {"sensory": 0.1, "working": 0.3, "long-term": 0.4}}
+    assert spec.params == {"gamma": {"sensory": 0.1, "working": 0.3, "long-term": 0.4}, "family": "qwen2.5-vl"}
     assert [e["layer"] for e in spec.layers] == list(range(30))
     assert all("heads" not in e for e in spec.layers)  # fixed split: no per-head tiers
     assert all(e["budget_share"] == pytest.approx(1 / 30) for e in spec.layers)
@@ -214,3 +214,13 @@ def test_fixed_derive_reads_layer_count_and_family():
     assert spec.source["method"] == "hermes-fixed" and spec.source["features"] == []
     assert spec.source["tiers"] == {"sensory": [0, 0], "working": [1, 6], "long-term": [7, 9]}
     assert spec.source["score_row"] == "llava-ov" and "score_note" not in spec.source
+
+
+def test_a_spec_with_a_budget_builds_the_registered_hermes_policy():
+    rec = hermes_like_recording(8, heads=2)
+    spec = derive(rec, "measured", budget=64)
+    assert spec.params["budget"] == 64
+    policy = spec.build()
+    assert policy.name == "hermes" and policy.layer_budgets(8) == [64] * 8
+    with pytest.raises(StudyError, match="positive integer"):
+        derive(rec, "hermes-fixed", budget=0)
