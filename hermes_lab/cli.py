@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from analysis import cli as analysis_cli
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
 from probes import cli as probes_cli
@@ -43,6 +44,7 @@ def _root(
 
 policy_cli.register(app)
 probes_cli.register(app)
+analysis_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.models.base import ModelAdapter
-from hermes_policy.policies import PolicySpec, make_policy
+from hermes_policy.policies import make_policy
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
 from hermes_policy.video.spec import parse_synthetic_spec
@@ -93,9 +93,9 @@ def video_for(video: str, frames: int):
 
 def policy_for(name: str, budget: int | None, spec: Path | None):
     if name == "hermes" and spec is not None:
-        built = PolicySpec.load(spec)
-        built.params["budget"] = budget if budget is not None else built.params.get("budget")
-        return built.build()
+        from hermes_policy.cli import build_policy
+
+        return build_policy(name, budget, spec)
     if name == "full":
         return make_policy("full")
     if budget is None:

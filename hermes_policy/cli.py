@@ -41,7 +41,10 @@ class TimedQuestion:
 
 def build_policy(name: str, budget: int | None, spec: Path | None):
     if spec is not None:
-        return PolicySpec.load(spec).build()
+        loaded = PolicySpec.load(spec)
+        if budget is not None:  # --budget overrides (or supplies) the spec's budget
+            loaded.params["budget"] = budget
+        return loaded.build()
     params = {} if budget is None else {"budget": budget}
     return make_policy(name, **params)
 
@@ -81,7 +84,7 @@ def register(app: typer.Typer) -> None:
         "synthetic:seed=1,frames=64",
         policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(POLICIES))}")] = "full",
         budget: Annotated[Optional[int], typer.Option(help="video tokens kept per layer")] = None,
-        spec: Annotated[Optional[Path], typer.Option(help="a PolicySpec JSON (overrides --policy/--budget)")] = None,
+        spec: Annotated[Optional[Path], typer.Option(help="a PolicySpec JSON (overrides --policy; --budget overrides its budget)")] = None,
         fps: Annotated[Optional[float], typer.Option(help="sampling rate in frames per second")] = None,
         ask: Annotated[Optional[list[str]], typer.Option(help="'SECONDS:question', repeatable")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
