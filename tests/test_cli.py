@@ -102,3 +102,32 @@ def test_done_means_command_on_the_embedded_model(capsys):
     per_row = 30 * 3 * 64 * 2 * 2
     assert result["kv_bytes"] % per_row == 0
     assert result["kv_bytes"] // per_row - 512 < 64, "only the budget plus the system prefix is held"
+
+
+def test_bench_prints_one_row_per_policy_and_length(capsys):
+    code, out, _ = run(capsys, "bench", "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4",
+                       "--frames", "6,12", "--policies", "full,sink-window,hermes", "--budget", "8", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["policy"], r["frames"]) for r in rows] == [
+        (p, n) for n in (6, 12) for p in ("full", "sink-window", "hermes")
+    ]
+    for r in rows:
+        assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes"}
+        assert r["ttft_ms"] > 0 and r["kv_bytes"] > 0 and r["peak_rss_bytes"] > 2**20
+    by = {(r["policy"], r["frames"]): r for r in rows}
+    assert by[("full", 12)]["kv_bytes"] > by[("full", 6)]["kv_bytes"]
+    assert by[("sink-window", 12)]["kv_bytes"] == by[("sink-window", 6)]["kv_bytes"]
+
+
+def test_study_derive_figures_chain(capsys, tmp_path):
+    study = tmp_path / "study"
+    assert run(capsys, "study", "--model", "tiny-qwen2.5-vl", "--video", "synthetic:seed=5,frames=12,size=64x64",
+               "--queries", "both", "--out", str(study))[0] == 0
+    assert run(capsys, "derive", "--study", str(study), "--out", str(tmp_path / "p.json"), "--budget", "16")[0] == 0
+    assert run(capsys, "figures", "--study", str(study), "--out", str(tmp_path / "fig"), "--format", "png")[0] == 0
+    code, out, _ = run(capsys, "stream", "--model", "tiny-qwen2.5-vl", "--video", "synthetic:seed=5,frames=12,size=64x64",
+                       "--spec", str(tmp_path / "p.json"), "--json", "--max-new-tokens", "2")
+    assert code == 0 and json.loads(out)["policy"] == "hermes"
+    code, _, err = run(capsys, "derive", "--study", str(tmp_path / "nothing"), "--out", str(tmp_path / "q.json"))
+    assert code == 2 and "hermes-lab: error:" in err
