@@ -203,6 +203,14 @@ def attention_rows(
     return torch.softmax(scores, dim=-1)
 
 
+def _weighted_values(probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """(Hq, q, S) probabilities x (Hkv, S, D) values -> (1, q, Hq, D), grouped-query aware."""
+    hq, q, s = probs.shape
+    hkv, _, d = value.shape
+    grouped = probs.to(value.dtype).reshape(hkv, (hq // hkv) * q, s)
+    return torch.matmul(grouped, value).reshape(hq, q, d).transpose(0, 1)[None]
+
+
 def _flash_attn_available(query: torch.Tensor) -> bool:
     return query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and _HAS_FLASH_ATTN
 
@@ -259,8 +267,16 @@ def hermes_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     ctx = _ACTIVE.get()
     segments = ctx.segments if ctx is not None else None
-    out = _attend(query, key, value, attention_mask, scale, dropout, segments)
-    if ctx is not None and ctx.observers:
+    observed = ctx is not None and bool(ctx.observers)
+    probs = None
+    if observed and ctx.phase == "probe" and attention_mask is None:
+        # A probe forward exists only to be observed and observers read every row of it,
+        # so the probabilities are computed once (eager math) and give the output too.
+        probs = attention_rows(query[0], key[0], range(query.shape[-2]), scale, segments)  # (Hq, q, S)
+        out = _weighted_values(probs, value[0]).to(query.dtype)
+    else:
+        out = _attend(query, key, value, attention_mask, scale, dropout, segments)
+    if observed:
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             raise RuntimeError("attention module has no layer_idx; cannot route observations")
@@ -276,6 +292,8 @@ def hermes_attention(
             tag=ctx.tag,
             segments=segments,
         )
+        if probs is not None:
+            event._memo[tuple(range(query.shape[-2]))] = probs
         for observer in ctx.observers:
             observer.observe(event)
     return out, None

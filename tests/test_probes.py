@@ -199,3 +199,18 @@ def test_nnsight_trace_rows_match_eager(name):
     assert sorted(rows) == list(range(adapter.num_layers))
     for layer, ours in rows.items():
         assert torch.allclose(ours, eager[layer][0, :, -3:, :].float(), atol=1e-5)
+
+
+def test_observed_probe_forward_output_equals_the_fast_kernel(tiny, frames):
+    """A probe forward computes its output from the observed probabilities; it must equal sdpa's."""
+    session = StreamingSession(tiny, config=SessionConfig(chunk_frames=4))
+    session.ingest(frames[:6])
+    session.flush()
+    chunk = tiny.encode_question(session.template.question_text("What now?"), session.next_position)
+    outputs = {}
+    for phase in ("ask", "probe"):
+        grab = RowGrabber(phase)
+        with attached(session, grab), session.cache.scratch(chunk.positions, chunk.meta):
+            outputs[phase] = session._forward(chunk, phase, keep=False)
+        assert len(grab.rows) == tiny.num_layers
+    assert torch.allclose(outputs["ask"], outputs["probe"], atol=1e-5)

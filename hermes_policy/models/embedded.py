@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hermes_policy.models.frontend import FrontendConfig, PatchProjector
+from hermes_policy.models.frontend import FrontendConfig, PatchProjector, load_frontend
 from hermes_policy.models.frontend_lm import FrontendLMAdapter
 from hermes_policy.models.smollm2 import load_smollm2
 
@@ -24,7 +24,7 @@ def load_embedded(dtype: torch.dtype = torch.bfloat16) -> FrontendLMAdapter:
     """SmolLM2-135M-Instruct (bf16 by default: ~3x faster than fp32 on CPU) + front end."""
     model, tokenizer = load_smollm2(dtype=dtype)
     if (TRAINED_FRONTEND_DIR / "frontend.json").exists():
-        frontend = PatchProjector.load(TRAINED_FRONTEND_DIR)
+        frontend = load_frontend(TRAINED_FRONTEND_DIR)
         trained = True
     else:
         norm = float(model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())

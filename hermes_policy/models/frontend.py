@@ -84,15 +84,108 @@ class PatchProjector(nn.Module):
         feats = self.pixels(frames).to(self.proj.weight.device, self.proj.weight.dtype)
         return self.proj(feats) + self.cell_embed
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, directory / "frontend.safetensors")
-        (directory / "frontend.json").write_text(json.dumps(asdict(self.config), indent=2))
+    kind = "patch-projector"
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "PatchProjector":
-        directory = Path(directory)
-        module = cls(FrontendConfig(**json.loads((directory / "frontend.json").read_text())))
-        module.load_state_dict(load_file(directory / "frontend.safetensors"))
-        return module
+    def save(self, directory: str | Path) -> None:
+        save_frontend(self, directory)
+
+
+@dataclass(frozen=True)
+class ConvFrontendConfig:
+    """Shape of a :class:`ConvFrontend`.
+
+    Attributes:
+        hidden_size: LM embedding width.
+        input_size: frames are resized to input_size x input_size.
+        grid: output tokens form a grid x grid map (input_size / grid must be a power of two >= 2).
+        channels: conv widths, one stride-2 stage each, until the map is grid x grid.
+        target_norm: output embeddings are scaled to about this L2 norm (the LM's token norm).
+    """
+
+    hidden_size: int
+    input_size: int = 128
+    grid: int = 4
+    channels: tuple[int, ...] = (32, 64, 96, 128, 160)
+    target_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        stages = self.input_size // self.grid
+        if self.input_size % self.grid or stages & (stages - 1) or stages < 2:
+            raise ValueError("input_size / grid must be a power of two >= 2")
+        if len(self.channels) != stages.bit_length() - 1:
+            raise ValueError(f"need {stages.bit_length() - 1} conv stages to go from {self.input_size} to {self.grid}")
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+
+class ConvFrontend(nn.Module):
+    """A small trainable CNN: (F, H, W, 3) uint8 -> (F, grid**2, hidden), row-major over cells.
+
+    Stride-2 conv stages (GroupNorm + GELU) shrink the frame to a grid x grid
+    map, a learned per-cell embedding says where each token sits, and a 2-layer
+    MLP projects into the LM's embedding space (LLaVA-style).
+    """
+
+    kind = "conv"
+
+    def __init__(self, config: ConvFrontendConfig) -> None:
+        super().__init__()
+        self.config = config
+        torch.manual_seed(config.seed)
+        layers: list[nn.Module] = []
+        width = 3
+        for c in config.channels:
+            layers += [nn.Conv2d(width, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
+            width = c
+        self.encoder = nn.Sequential(*layers)
+        self.cell_embed = nn.Parameter(torch.zeros(config.tokens_per_frame, width))
+        self.proj = nn.Sequential(nn.Linear(width, config.hidden_size), nn.GELU(),
+                                  nn.Linear(config.hidden_size, config.hidden_size))
+        self.out_norm = nn.LayerNorm(config.hidden_size, elementwise_affine=False)
+        self.out_scale = nn.Parameter(torch.tensor(float(config.target_norm) / config.hidden_size**0.5))
+
+    def pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        size = self.config.input_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = self.pixels(frames).to(self.cell_embed.device, self.cell_embed.dtype)
+        x = self.encoder(x)  # (F, C, grid, grid)
+        x = x.flatten(2).transpose(1, 2) + self.cell_embed  # (F, grid**2, C)
+        # unit-variance tokens times a learned scale keep the LM's inputs at the norm it expects
+        return self.out_norm(self.proj(x)) * self.out_scale
+
+    def save(self, directory: str | Path) -> None:
+        save_frontend(self, directory)
+
+
+FRONTENDS = {"patch-projector": (PatchProjector, FrontendConfig), "conv": (ConvFrontend, ConvFrontendConfig)}
+
+
+def save_frontend(module: nn.Module, directory: str | Path, extra: dict | None = None) -> None:
+    """``frontend.safetensors`` + ``frontend.json`` (its kind and config) in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+              directory / "frontend.safetensors")
+    meta = {"kind": module.kind, "config": asdict(module.config), **(extra or {})}
+    (directory / "frontend.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_frontend(directory: str | Path) -> nn.Module:
+    """Inverse of :func:`save_frontend`."""
+    directory = Path(directory)
+    meta = json.loads((directory / "frontend.json").read_text())
+    cls, config_cls = FRONTENDS[meta["kind"]]
+    config = dict(meta["config"])
+    if "channels" in config:
+        config["channels"] = tuple(config["channels"])
+    module = cls(config_cls(**config))
+    module.load_state_dict(load_file(directory / "frontend.safetensors"))
+    return module.eval()

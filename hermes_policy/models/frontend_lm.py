@@ -13,7 +13,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import EncodedChunk, ModelAdapter
-from hermes_policy.models.frontend import PatchProjector
 from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import Frame
@@ -32,10 +31,14 @@ def one_d_rotary(model: nn.Module, config) -> RotarySpec:
 
 
 class FrontendLMAdapter(ModelAdapter):
-    """A ``LlamaForCausalLM``-style model plus a vision front end module."""
+    """A ``LlamaForCausalLM``-style model plus a vision front end module.
+
+    The front end maps (F, H, W, 3) uint8 frames to (F, T, hidden) embeddings and
+    has ``config.tokens_per_frame`` and ``config.hidden_size`` (see :mod:`frontend`).
+    """
 
     def __init__(
-        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, frontend: PatchProjector
+        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, frontend: nn.Module
     ) -> None:
         self.frontend = frontend.to(model.device).eval()
         super().__init__(name, model, tokenizer)

@@ -3,8 +3,11 @@
 from hermes_policy.policies.base import POLICIES, Policy, keep_rows, make_policy, register_policy
 from hermes_policy.policies.full import FullPolicy
 from hermes_policy.policies.hermes import HermesPolicy
+from hermes_policy.policies.rekv import ReKVPolicy
 from hermes_policy.policies.sink_window import SinkWindowPolicy
+from hermes_policy.policies.snapkv import SnapKVPolicy
 from hermes_policy.policies.spec import PolicySpec
+from hermes_policy.policies.uniform import UniformPolicy
 from hermes_policy.policies.window import WindowPolicy
 
 __all__ = [
@@ -13,7 +16,10 @@ __all__ = [
     "HermesPolicy",
     "Policy",
     "PolicySpec",
+    "ReKVPolicy",
     "SinkWindowPolicy",
+    "SnapKVPolicy",
+    "UniformPolicy",
     "WindowPolicy",
     "keep_rows",
     "make_policy",

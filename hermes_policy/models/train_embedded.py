@@ -1,0 +1,277 @@
+"""Training the embedded model's vision front end (``hermes-lab train-embedded``).
+
+SmolLM2-135M-Instruct stays frozen (bf16); only the :class:`ConvFrontend` (and
+its projector) learns, LLaVA-style, on synthetic streams whose ground truth is
+known. Two stages, because one answer letter per sample is far too little signal:
+
+1. ``align``: one frame, "Describe the current frame." -> a dense caption
+   ("red circle top left, blue square bottom right."), loss on every caption token.
+   Single frames make a copy-from-the-previous-frame shortcut impossible.
+2. ``qa``: clips of mixed length, a question at the end in the exact prompt
+   layout the streaming session uses (system prefix, frames, question), answered
+   by the word ("red") or, for multiple choice, by the letter; half the batch
+   keeps captioning the current frame so alignment is not forgotten, at a lower
+   learning rate.
+
+Everything is seeded; a checkpoint (front end, optimiser, step, RNG states) is
+written every ``checkpoint_every`` steps and ``--resume`` continues from the
+latest. The learning curve goes to ``curve.jsonl`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hermes_policy.data.questions import LETTERS, Question, questions_at
+from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, PromptTemplate
+from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend
+from hermes_policy.models.smollm2 import load_smollm2
+from hermes_policy.session import format_question
+from hermes_policy.video.events import FrameState
+from hermes_policy.video.synthetic import SyntheticVideo, render_state
+
+CAPTION_QUESTION = "Describe the current frame."
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of both stages (defaults are what produced the shipped adapter)."""
+
+    seed: int = 0
+    batch_size: int = 8
+    align_steps: int = 500
+    qa_steps: int = 700
+    align_lr: float = 1e-3
+    qa_lr: float = 3e-4
+    warmup: int = 30
+    min_clip: int = 4
+    max_clip: int = 16
+    caption_share: float = 0.5
+    mc_share: float = 0.5
+    eval_every: int = 100
+    eval_questions: int = 96
+    checkpoint_every: int = 50
+    frame_size: int = 128
+    fps: float = 2.0
+    grid: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_clip <= self.max_clip:
+            raise ValueError("need 1 <= min_clip <= max_clip")
+        if self.batch_size < 1 or self.align_steps < 0 or self.qa_steps < 0:
+            raise ValueError("batch_size must be >= 1 and step counts >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        return self.align_steps + self.qa_steps
+
+
+# ------------------------------------------------------------------ captions
+def _where(x: float, y: float) -> str:
+    row = "top" if y < 1 / 3 else "bottom" if y > 2 / 3 else "middle"
+    col = "left" if x < 1 / 3 else "right" if x > 2 / 3 else "centre"
+    return "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
+
+
+def caption(state: FrameState) -> str:
+    """Dense caption of one frame, objects left to right: 'red circle top left, blue square centre.'"""
+    if not state.objects:
+        return "nothing."
+    parts = [f"{o.colour} {o.shape} {_where(o.x, o.y)}" for o in sorted(state.objects, key=lambda o: o.x)]
+    return ", ".join(parts) + "."
+
+
+# ------------------------------------------------------------------- samples
+@dataclass
+class Sample:
+    """One training sequence: frames between a prompt prefix and a question, then the target."""
+
+    frames: list[np.ndarray]
+    question: str
+    target: str
+    category: str
+
+
+def _clip(rng: random.Random, cfg: TrainConfig, length: int) -> SyntheticVideo:
+    return SyntheticVideo(seed=rng.randrange(10**9), frames=length, fps=cfg.fps,
+                          width=cfg.frame_size, height=cfg.frame_size)
+
+
+def align_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
+    video = _clip(rng, cfg, rng.randint(1, 12))
+    state = video.events.state_at(video.events.num_frames - 1)  # a random moment of a random scene
+    return Sample([render_state(state, cfg.frame_size, cfg.frame_size)], CAPTION_QUESTION, caption(state), "caption")
+
+
+def qa_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
+    video = _clip(rng, cfg, rng.randint(cfg.min_clip, cfg.max_clip))
+    frames = [f.image for f in video.frames()]
+    log = video.events
+    last = log.num_frames - 1
+    if rng.random() < cfg.caption_share:
+        return Sample(frames, CAPTION_QUESTION, caption(log.state_at(last)), "caption")
+    candidates = questions_at(log, last, rng)
+    q = rng.choice(candidates)
+    if rng.random() < cfg.mc_share:
+        return Sample(frames, format_question(q.question, q.options), q.answer, q.category)
+    return Sample(frames, q.question, q.answer_text, q.category)
+
+
+# ------------------------------------------------------------------- batches
+class Batcher:
+    """Turns samples into padded ``inputs_embeds`` + labels in the streaming prompt layout."""
+
+    def __init__(self, model, tokenizer, frontend: torch.nn.Module) -> None:
+        self.model, self.tokenizer, self.frontend = model, tokenizer, frontend
+        self.template = PromptTemplate.from_tokenizer(tokenizer, DEFAULT_SYSTEM_PROMPT)
+        self.embed = model.get_input_embeddings()
+        self.prefix_ids = self._ids(self.template.prefix)
+        self.end_ids = self._ids("<|im_end|>")
+
+    def _ids(self, text: str) -> torch.Tensor:
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+
+    def __call__(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> inputs_embeds (B, L, hidden), attention_mask (B, L), labels (B, L) with -100 off-target."""
+        n_frames = [len(s.frames) for s in samples]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            visual = self.frontend(np.concatenate([np.stack(s.frames) for s in samples]))
+        visual = visual.to(self.embed.weight.dtype).split(n_frames)
+        rows, labels = [], []
+        for sample, vis in zip(samples, visual):
+            question = self._ids(self.template.question_text(sample.question))
+            target = torch.cat([self._ids(sample.target), self.end_ids])
+            text_before = self.embed(self.prefix_ids)
+            text_after = self.embed(torch.cat([question, target]))
+            rows.append(torch.cat([text_before, vis.flatten(0, 1), text_after]))
+            label = torch.full((rows[-1].shape[0],), -100)
+            label[-target.numel():] = target
+            labels.append(label)
+        length = max(r.shape[0] for r in rows)
+        hidden = rows[0].shape[1]
+        embeds = torch.zeros(len(rows), length, hidden, dtype=rows[0].dtype)
+        mask = torch.zeros(len(rows), length, dtype=torch.long)
+        label_t = torch.full((len(rows), length), -100)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            embeds[i, : r.shape[0]], mask[i, : r.shape[0]], label_t[i, : r.shape[0]] = r, 1, lab
+        return embeds, mask, label_t
+
+
+# ------------------------------------------------------------------ evaluate
+@torch.no_grad()
+def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, seed: int) -> dict[str, float]:
+    """Letter accuracy per category on held-out clips of ``length`` frames (one full forward each)."""
+    rng = random.Random(seed)
+    letter_ids = [batcher._ids(letter)[0].item() for letter in LETTERS]
+    correct: dict[str, list[int]] = {}
+    for _ in range(n):
+        video = SyntheticVideo(seed=10**9 + rng.randrange(10**6), frames=length, fps=cfg.fps,
+                               width=cfg.frame_size, height=cfg.frame_size)
+        frames = [f.image for f in video.frames()]
+        candidates = questions_at(video.events, length - 1, rng)
+        q: Question = rng.choice(candidates)
+        sample = Sample(frames, format_question(q.question, q.options), q.answer, q.category)
+        embeds, mask, labels = batcher([sample])
+        first = int((labels[0] != -100).nonzero()[0])
+        logits = model(inputs_embeds=embeds[:, :first], attention_mask=mask[:, :first]).logits[0, -1]
+        guess = LETTERS[int(torch.stack([logits[i] for i in letter_ids]).argmax())]
+        correct.setdefault(q.category, []).append(int(guess == q.answer))
+    return {c: sum(v) / len(v) for c, v in correct.items()} | {"n": n, "frames": length}
+
+
+# --------------------------------------------------------------------- train
+def _lr(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.align_steps:
+        base, start, span = cfg.align_lr, 0, cfg.align_steps
+    else:
+        base, start, span = cfg.qa_lr, cfg.align_steps, cfg.qa_steps
+    t = step - start
+    warm = min(1.0, (t + 1) / cfg.warmup)
+    return base * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, t / max(span, 1))))
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train; returns the directory of the final front end (``run_dir/final``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_smollm2(dtype=torch.bfloat16)
+    model.requires_grad_(False)
+    norm = float(model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
+    frontend = ConvFrontend(ConvFrontendConfig(hidden_size=model.config.hidden_size, input_size=cfg.frame_size,
+                                               grid=cfg.grid, target_norm=norm, seed=cfg.seed))
+    optimiser = torch.optim.AdamW(frontend.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+    step = 0
+    rng = random.Random(cfg.seed)
+    ckpt = run_dir / "checkpoint"
+    if resume and (ckpt / "state.pt").exists():
+        frontend = load_frontend(ckpt).train()
+        optimiser = torch.optim.AdamW(frontend.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+        state = torch.load(ckpt / "state.pt", weights_only=True)  # tensors and plain Python values only
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed at step {step}", file=sys.stderr)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    batcher = Batcher(model, tokenizer, frontend)
+    curve = open(run_dir / "curve.jsonl", "a")
+    bar = tqdm(total=cfg.total_steps, initial=step, desc="train-embedded", file=sys.stderr, disable=not progress)
+    started = time.perf_counter()
+    frontend.train()
+    while step < cfg.total_steps:
+        stage = "align" if step < cfg.align_steps else "qa"
+        make = align_sample if stage == "align" else qa_sample
+        samples = [make(rng, cfg) for _ in range(cfg.batch_size)]
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, cfg)
+        embeds, mask, labels = batcher(samples)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(frontend.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        record = {"step": step, "stage": stage, "loss": round(loss.item(), 4), "lr": _lr(step - 1, cfg),
+                  "seconds": round(time.perf_counter() - started, 1)}
+        if step % cfg.eval_every == 0 or step == cfg.total_steps:
+            frontend.eval()
+            record["eval"] = quick_eval(model, batcher, cfg, cfg.eval_questions, cfg.max_clip, seed=cfg.seed + 1)
+            frontend.train()
+        curve.write(json.dumps(record) + "\n")
+        curve.flush()
+        bar.update(1)
+        bar.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+            _checkpoint(frontend, optimiser, step, rng, ckpt)
+    bar.close()
+    final = run_dir / "final"
+    save_frontend(frontend.eval(), final, extra={"training": asdict(cfg), "steps": step})
+    return final
+
+
+def _checkpoint(frontend, optimiser, step: int, rng: random.Random, directory: Path) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint usable."""
+    staging = directory.with_name(directory.name + ".tmp")
+    save_frontend(frontend, staging)
+    torch.save({"optimiser": optimiser.state_dict(), "step": step, "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state()}, staging / "state.pt")
+    if directory.exists():
+        old = directory.with_name(directory.name + ".old")
+        directory.rename(old)
+        staging.rename(directory)
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    else:
+        staging.rename(directory)
