@@ -217,6 +217,27 @@ class CompactCache(DynamicCache):
         kv.keys[..., row, :] = key.to(kv.keys.dtype)
         kv.values[..., row, :] = value.to(kv.values.dtype)
 
+    def replace_layer(
+        self, layer: int, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, meta: TokenMeta
+    ) -> None:
+        """Replace everything ``layer`` holds (the cache has no insert; rebuilding stands in for it).
+
+        Args:
+            keys, values: (1, Hkv, S, D); positions: (A, S); meta: S rows.
+        """
+        if self._staged is not None:
+            raise RuntimeError("cannot rebuild a layer while a write is staged")
+        n = keys.shape[-2]
+        if values.shape != keys.shape or positions.shape != (self.rotary.n_axes, n) or len(meta) != n:
+            raise ValueError(
+                f"layer parts disagree: keys {tuple(keys.shape)}, values {tuple(values.shape)}, "
+                f"positions {tuple(positions.shape)}, {len(meta)} meta rows"
+            )
+        kv = self.layers[layer]
+        kv.keys, kv.values = keys, values
+        self._positions[layer] = positions.to(torch.long).cpu()
+        self._meta[layer] = meta
+
     def set_row_meta(self, layer: int, row: int, *, frame: int, patch: int, time: float) -> None:
         """Relabel one committed row (e.g. a row repurposed as a summary slot)."""
         meta = self._meta[layer]

@@ -265,7 +265,8 @@ def write_dataset(items: Iterable[VideoItem], path: str | Path) -> Path:
         path = path / DATASET_FILE
     lines = []
     for item in items:
-        record = {"video": _portable(item.video, path.parent), "questions": [question_to_dict(q) for q in item.questions]}
+        record = {"video": _portable(item.video, path.parent),
+                  "questions": [question_to_dict(q) for q in item.questions]}
         lines.append(json.dumps(record, ensure_ascii=False))
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
 

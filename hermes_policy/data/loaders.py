@@ -62,7 +62,6 @@ from hermes_policy.data.dataset import (
     DatasetError,
     VideoItem,
     check_videos_exist,
-    dataset_path,
     read_dataset,
     resolve_video,
 )
@@ -337,7 +336,6 @@ __all__ = [
     "OVO_BACKWARD",
     "OVO_FORWARD",
     "OVO_REAL_TIME",
-    "dataset_path",
     "detect_format",
     "load_annotations",
     "load_ovobench",

@@ -56,8 +56,7 @@ How it differs from ReKV as released:
 * ``retrieve_frames`` defaults to 8 frames per layer; ReKV tunes the number of
   retrieved frames per benchmark.
 
-Helpers that operate on a cache from outside (:func:`set_layer`) stand in for a
-``CompactCache`` method that does not exist yet.
+Loaded blocks are placed with :meth:`CompactCache.replace_layer`, which rebuilds a layer.
 """
 
 from __future__ import annotations
@@ -112,7 +111,9 @@ def block_mean_key(rotary: RotarySpec, keys: torch.Tensor, positions: torch.Tens
     return unrotate(rotary, keys, positions)[0].mean(dim=-2)
 
 
-def question_vector(rotary: RotarySpec, query: torch.Tensor, positions: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
+def question_vector(
+    rotary: RotarySpec, query: torch.Tensor, positions: torch.Tensor, num_kv_heads: int
+) -> torch.Tensor:
     """(Hkv, D) float32 mean question query per KV head.
 
     Args:
@@ -153,33 +154,13 @@ def shift_to(
     return keys, moved, int(moved.max()) + 1
 
 
-def set_layer(
-    cache: CompactCache, layer: int, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, meta: TokenMeta
-) -> None:
-    """Replace everything layer ``layer`` holds (the cache has no insert; rebuilding is its stand-in).
-
-    Candidate for a public ``CompactCache.replace_layer``; it writes the cache's
-    private per-layer position/metadata lists, the only way in today.
-
-    Args:
-        keys, values: (1, Hkv, S, D); positions: (A, S); meta: S rows.
-    """
-    if cache._staged is not None:
-        raise RuntimeError("cannot rebuild a layer while a write is staged")
-    n = keys.shape[-2]
-    if values.shape != keys.shape or positions.shape != (cache.rotary.n_axes, n) or len(meta) != n:
-        raise ValueError(
-            f"layer parts disagree: keys {tuple(keys.shape)}, values {tuple(values.shape)}, "
-            f"positions {tuple(positions.shape)}, {len(meta)} meta rows"
-        )
-    kv = cache.layers[layer]
-    kv.keys, kv.values = keys, values
-    cache._positions[layer] = positions
-    cache._meta[layer] = meta
-
-
 def rekv_state(cache: CompactCache) -> dict:
-    """The policy's per-cache state: ``blocks`` (per layer, a time-ordered list of :class:`Block`)."""
+    """The policy's per-cache state in ``cache.policy_state["rekv"]``.
+
+    Keys: ``blocks`` (per layer, a time-ordered list of :class:`Block`);
+    ``retrieved`` (per layer, the frames loaded for the latest question, kept for
+    inspection); ``saved`` (only between ``before_ask`` and ``after_ask``: what to put back).
+    """
     state = cache.policy_state.setdefault(_STATE, {})
     blocks = state.setdefault("blocks", [])
     while len(blocks) < cache.num_layers:
@@ -227,8 +208,9 @@ class ReKVPolicy(Policy):
         super().__post_init__()
         if self.budget is None:
             raise BudgetError("rekv: needs --budget (the local window, in video tokens per layer)")
-        if isinstance(self.retrieve_frames, bool) or not isinstance(self.retrieve_frames, int) or self.retrieve_frames < 1:
-            raise PolicyError(f"rekv: retrieve_frames must be a positive number of frames, got {self.retrieve_frames!r}")
+        n = self.retrieve_frames
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PolicyError(f"rekv: retrieve_frames must be a positive number of frames, got {n!r}")
 
     # ---------------------------------------------------------------- ingest
     def after_chunk(self, session) -> None:
@@ -339,8 +321,8 @@ class ReKVPolicy(Policy):
             parts_v.append(v)
             parts_p.append(p)
             parts_m.append(m)
-        set_layer(
-            cache, layer, torch.cat(parts_k, dim=-2), torch.cat(parts_v, dim=-2),
+        cache.replace_layer(
+            layer, torch.cat(parts_k, dim=-2), torch.cat(parts_v, dim=-2),
             torch.cat(parts_p, dim=1), TokenMeta.cat(parts_m),
         )
         return cursor
@@ -351,5 +333,5 @@ class ReKVPolicy(Policy):
         if saved is None:
             return
         for layer, (keys, values, positions, meta) in enumerate(saved["layers"]):
-            set_layer(session.cache, layer, keys, values, positions, meta)
+            session.cache.replace_layer(layer, keys, values, positions, meta)
         session.next_position = saved["next_position"]
