@@ -15,6 +15,7 @@ import typer
 from analysis import cli as analysis_cli
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
+from hermes_policy.data import cli as data_cli
 from probes import cli as probes_cli
 from hermes_policy.errors import HermesError
 
@@ -45,6 +46,7 @@ def _root(
 policy_cli.register(app)
 probes_cli.register(app)
 analysis_cli.register(app)
+data_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,6 +166,16 @@ class PolicyRecipe:
             raise BudgetError(f"budget must be a positive number of video tokens, got {self.budget!r}")
         if self.budget_ratio is not None and not (math.isfinite(self.budget_ratio) and self.budget_ratio > 0):
             raise BudgetError(f"budget ratio must be a number > 0, got {self.budget_ratio!r}")
+        # build one now, so a missing budget or a bad parameter fails before any model is loaded
+        if self.name == "full":
+            return
+        if self.budget is None and self.budget_ratio is None:
+            try:
+                self._build(None)
+            except BudgetError:
+                raise EvalError(f"policy {self.key!r} needs a budget: pass --budget-ratio R or --budget N") from None
+        else:
+            self._build(self.budget if self.budget is not None else 1 << 20)
 
     @property
     def key(self) -> str:
@@ -198,10 +208,7 @@ class PolicyRecipe:
         if self.budget_ratio is not None:
             want = max(1, round(self.budget_ratio * info.video_tokens))
             return fit_budget(self._build, want, info)
-        try:
-            return self._build(None)
-        except BudgetError:
-            raise EvalError(f"policy {self.key!r} needs a budget: pass --budget-ratio R or --budget N") from None
+        return self._build(None)  # the params' own budget (e.g. a spec's); checked in __post_init__
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.key, "policy": self.name, "budget": self.budget, "budget_ratio": self.budget_ratio,
@@ -488,13 +495,19 @@ def run_video(
     session = StreamingSession(adapter, policy, config)
     pending = sorted(enumerate(item.questions), key=lambda p: p[1].time)
     done = []
-    for frame in open_item(item, fps).frames():
-        while pending and frame.time > pending[0][1].time + TIME_TOLERANCE:
-            i, q = pending.pop(0)
-            done.append((i, q, *_ask(session, scorer, q)))
-        if not pending:
-            break  # the rest of the stream cannot change an answer
-        session.ingest([frame])
+    frames = open_item(item, fps).frames()
+    try:
+        for frame in frames:
+            while pending and frame.time > pending[0][1].time + TIME_TOLERANCE:
+                i, q = pending.pop(0)
+                done.append((i, q, *_ask(session, scorer, q)))
+            if not pending:
+                break  # the rest of the stream cannot change an answer
+            session.ingest([frame])
+    finally:
+        close = getattr(frames, "close", None)  # a generator: release a file's decoder now, not at collection
+        if close is not None:
+            close()
     for i, q in pending:  # asked at the end of the stream
         done.append((i, q, *_ask(session, scorer, q)))
     return done

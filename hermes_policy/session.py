@@ -241,6 +241,7 @@ class StreamingSession:
         self.frames_seen += n
         self.stream_time = frames[-1].time
         before = self.cache.lengths()
+        self.policy.on_frames(self, frames)
         self.policy.after_chunk(self)
         evicted = self.cache.lengths() != before
         self._maybe_reindex(evicted)

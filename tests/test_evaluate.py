@@ -12,7 +12,7 @@ import typer
 from conftest import _tiny
 from typer.testing import CliRunner
 
-from hermes_policy.data import DatasetError, Question, VideoItem, synthesize, write_dataset
+from hermes_policy.data import DatasetError, Question, VideoItem, load_annotations, synthesize, write_dataset
 from hermes_policy.data.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError
@@ -28,6 +28,7 @@ from hermes_policy.evaluate import (
 )
 from hermes_policy.policies import make_policy
 from hermes_policy.session import StreamingSession
+from hermes_policy.video import SyntheticVideo, write_mp4
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +162,26 @@ def test_questions_past_the_end_are_asked_at_the_end(items):
     assert seen == [(12, 5.5)] and result.rows[0].asked_at == 5.5 and result.accuracy("full") == 1.0
 
 
+def test_video_files_from_annotations_are_asked_on_time(tmp_path):
+    """An OVO-Bench-style file over a real mp4: container timestamps follow the same timing rule."""
+    write_mp4(SyntheticVideo(seed=4, frames=8, width=64, height=64), tmp_path / "clip.mp4")  # 2 fps
+    (tmp_path / "ovo.json").write_text(json.dumps([
+        {"id": i, "video": "clip.mp4", "task": "STU", "realtime": t, "question": f"Q{i}?", "options": ["a", "b"],
+         "gt": 0} for i, t in enumerate([1.0, 2.2, 3.5])]))
+    items = load_annotations(tmp_path / "ovo.json")
+    seen = []
+
+    def scorer(session, q):
+        seen.append(session.frames_seen)
+        return Scored(torch.tensor([0.0, 1.0]), 0.0)
+
+    adapter = _tiny("tiny-embedded")
+    result = evaluate(adapter, items, [PolicyRecipe("window", budget_ratio=0.5)], progress=False, scorer=scorer)
+    assert seen == [3, 5, 8]  # frames at 0, 0.5, ... s: those at or before each question's time
+    assert result.accuracy("window", "real-time") == 0.0 and {r.task for r in result.rows} == {"STU"}
+    assert {r.budget for r in result.rows} == {round(0.5 * 8 * adapter.tokens_per_frame(64, 64))}
+
+
 def test_budgets_from_ratio_are_fitted_to_what_the_policy_accepts():
     info = StreamInfo("v", frames=10, tokens_per_frame=16, frames_per_group=2, num_layers=4)
     assert info.video_tokens == 80
@@ -243,7 +264,7 @@ def test_eval_command_table_and_parquet_rows(tmp_path, items):
         (["--policy", "sink-window"], EvalError, "--budget-ratio"),
         (["--policy", "lru"], Exception, "unknown policy 'lru'"),
         (["--budget-ratio", "-1"], BudgetError, "budget ratio"),
-        (["--format", "ovobench"], DatasetError, "not valid JSON"),
+        (["--policy", "full", "--format", "ovobench"], DatasetError, "not valid JSON"),
     ],
 )
 def test_eval_command_errors(tmp_path, items, args, error, message):

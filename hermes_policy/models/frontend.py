@@ -122,30 +122,46 @@ class ConvFrontendConfig:
 
 
 class ConvFrontend(nn.Module):
-    """A small trainable CNN: (F, H, W, 3) uint8 -> (F, grid**2, hidden), row-major over cells.
+    """A small trainable vision front end: (F, H, W, 3) uint8 -> (F, grid**2, hidden), row-major over cells.
 
-    Stride-2 conv stages (GroupNorm + GELU) shrink the frame to a grid x grid
-    map, a learned per-cell embedding says where each token sits, and a 2-layer
-    MLP projects into the LM's embedding space (LLaVA-style).
+    Two paths are summed per grid cell:
+
+    * a pixel path: the cell average-pooled to 8 x 8 RGB, through a 2-layer MLP.
+      It hands colour and coarse shape to the LM directly, which a frozen LM
+      learns to read quickly;
+    * a conv path: stride-2 conv stages shrink the frame to a grid x grid map
+      that sees across cell borders (objects straddle cells), then a linear map.
+
+    A learned per-cell embedding says where each token sits. There is no output
+    normalisation: a first version that layer-normed the sum let the constant
+    part dominate (frames differed by ~3% of the norm) and never learned to see.
     """
 
     kind = "conv"
+    cell_pixels = 8
 
     def __init__(self, config: ConvFrontendConfig) -> None:
         super().__init__()
         self.config = config
+        gen_state = torch.random.get_rng_state()
         torch.manual_seed(config.seed)
         layers: list[nn.Module] = []
         width = 3
         for c in config.channels:
-            layers += [nn.Conv2d(width, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
+            layers += [nn.Conv2d(width, c, 3, stride=2, padding=1), nn.GELU()]
             width = c
         self.encoder = nn.Sequential(*layers)
-        self.cell_embed = nn.Parameter(torch.zeros(config.tokens_per_frame, width))
-        self.proj = nn.Sequential(nn.Linear(width, config.hidden_size), nn.GELU(),
-                                  nn.Linear(config.hidden_size, config.hidden_size))
-        self.out_norm = nn.LayerNorm(config.hidden_size, elementwise_affine=False)
-        self.out_scale = nn.Parameter(torch.tensor(float(config.target_norm) / config.hidden_size**0.5))
+        h = config.hidden_size
+        pixels = 3 * self.cell_pixels**2
+        self.pixel_mlp = nn.Sequential(nn.Linear(pixels, h), nn.GELU(), nn.Linear(h, h))
+        self.conv_proj = nn.Linear(width, h)
+        self.cell_embed = nn.Parameter(torch.randn(config.tokens_per_frame, h) * 0.02)
+        with torch.no_grad():
+            # start at about the LM's token-embedding norm so the frozen LM sees in-range inputs
+            for lin in (self.pixel_mlp[2], self.conv_proj):
+                lin.weight.mul_(config.target_norm / 4)
+                lin.bias.zero_()
+        torch.random.set_rng_state(gen_state)
 
     def pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -155,11 +171,12 @@ class ConvFrontend(nn.Module):
         return x
 
     def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = self.pixels(frames).to(self.cell_embed.device, self.cell_embed.dtype)
-        x = self.encoder(x)  # (F, C, grid, grid)
-        x = x.flatten(2).transpose(1, 2) + self.cell_embed  # (F, grid**2, C)
-        # unit-variance tokens times a learned scale keep the LM's inputs at the norm it expects
-        return self.out_norm(self.proj(x)) * self.out_scale
+        x = self.pixels(frames).to(self.cell_embed.device, self.cell_embed.dtype)  # (F, 3, S, S)
+        g, c = self.config.grid, self.cell_pixels
+        cells = F.adaptive_avg_pool2d(x, (g * c, g * c)).reshape(x.shape[0], 3, g, c, g, c)
+        cells = cells.permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], g * g, 3 * c * c)
+        conv = self.encoder(x).flatten(2).transpose(1, 2)  # (F, grid**2, C)
+        return self.pixel_mlp(cells) + self.conv_proj(conv) + self.cell_embed
 
     def save(self, directory: str | Path) -> None:
         save_frontend(self, directory)

@@ -3,6 +3,7 @@
 from hermes_policy.policies.base import POLICIES, Policy, keep_rows, make_policy, register_policy
 from hermes_policy.policies.full import FullPolicy
 from hermes_policy.policies.hermes import HermesPolicy
+from hermes_policy.policies.memstream import HermesMemStreamPolicy, MemStreamPolicy
 from hermes_policy.policies.rekv import ReKVPolicy
 from hermes_policy.policies.sink_window import SinkWindowPolicy
 from hermes_policy.policies.snapkv import SnapKVPolicy
@@ -13,7 +14,9 @@ from hermes_policy.policies.window import WindowPolicy
 __all__ = [
     "POLICIES",
     "FullPolicy",
+    "HermesMemStreamPolicy",
     "HermesPolicy",
+    "MemStreamPolicy",
     "Policy",
     "PolicySpec",
     "ReKVPolicy",

@@ -75,6 +75,9 @@ class Policy(ABC):
         """Attention observers to attach while the stream is ingested."""
         return ()
 
+    def on_frames(self, session: "StreamingSession", frames: list) -> None:
+        """The frames of a chunk that was just written (before :meth:`after_chunk`); e.g. to keep thumbnails."""
+
     @abstractmethod
     def after_chunk(self, session: "StreamingSession") -> None:
         """Evict what the policy does not want to keep, now that a chunk is cached."""
