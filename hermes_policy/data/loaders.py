@@ -48,7 +48,6 @@ prefix (only when the letter is the option's own).
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Mapping
@@ -66,6 +65,7 @@ from hermes_policy.data.dataset import (
     resolve_video,
 )
 from hermes_policy.session import OPTION_LETTERS
+from hermes_policy.jsonfile import read_json
 
 Format = Literal["auto", "jsonl", "streamingbench", "ovobench"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "streamingbench", "ovobench")
@@ -154,15 +154,7 @@ def _question(time: float, text: Any, options: list[str], index: int, category: 
 
 
 def _read_json_list(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"annotation file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
-    return data
+    return read_json(path, DatasetError, "annotation file", expect=list)
 
 
 def _group(pairs: list[tuple[str, BenchQuestion]]) -> list[VideoItem]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hermes_policy.errors import PolicyError
+from hermes_policy.jsonfile import read_json
 from hermes_policy.policies.base import POLICIES, Policy, make_policy
 
 FORMAT = "hermes-lab/policy-spec"
@@ -91,13 +92,4 @@ class PolicySpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "PolicySpec":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise PolicyError(f"policy spec {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PolicyError(f"policy spec {path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise PolicyError(f"policy spec {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, PolicyError, "policy spec", expect=dict))
