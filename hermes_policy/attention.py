@@ -25,6 +25,7 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -62,8 +63,8 @@ class AttentionEvent:
         phase: one of :data:`PHASES`.
         query: (1, Hq, q, D) queries of the new tokens (after RoPE).
         key, value: (1, Hkv, S, D) every key/value the layer attends to, new ones last.
-        positions: (A, S) positions of those keys.
-        meta: metadata of those keys (S rows).
+        cache: the cache being attended to; :attr:`positions` and :attr:`meta` of
+            the keys are read from it only when an observer asks (most events are skipped).
         scaling: softmax scale.
         tag: free-form label of the forward (e.g. which pseudo-query), set by the caller.
         segments: independent queries packed in this forward (None: the new tokens are one sequence).
@@ -74,12 +75,21 @@ class AttentionEvent:
     query: torch.Tensor
     key: torch.Tensor
     value: torch.Tensor
-    positions: torch.Tensor
-    meta: TokenMeta
-    scaling: float
+    cache: CompactCache = field(repr=False)
+    scaling: float = 1.0
     tag: str = ""
     segments: tuple[Segment, ...] | None = None
     _memo: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def positions(self) -> torch.Tensor:
+        """(A, S) positions of the keys."""
+        return self.cache.key_positions(self.layer)
+
+    @cached_property
+    def meta(self) -> TokenMeta:
+        """Metadata of the keys (S rows)."""
+        return self.cache.key_meta(self.layer)
 
     @property
     def n_query(self) -> int:
@@ -286,8 +296,7 @@ def hermes_attention(
             query=query.detach(),
             key=key.detach(),
             value=value.detach(),
-            positions=ctx.cache.key_positions(layer),
-            meta=ctx.cache.key_meta(layer),
+            cache=ctx.cache,
             scaling=scale,
             tag=ctx.tag,
             segments=segments,

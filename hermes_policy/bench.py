@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.models.base import ModelAdapter
-from hermes_policy.policies import make_policy
+from hermes_policy.policies import PolicySpec, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
 from hermes_policy.video.spec import parse_synthetic_spec
@@ -92,15 +92,12 @@ def video_for(video: str, frames: int):
 
 
 def policy_for(name: str, budget: int | None, spec: Path | None):
-    if name == "hermes" and spec is not None:
-        from hermes_policy.cli import build_policy
-
-        return build_policy(name, budget, spec)
-    if name == "full":
-        return make_policy("full")
-    if budget is None:
+    """The spec configures the policy it names; the others are built from ``name`` and ``budget``."""
+    if spec is not None and PolicySpec.load(spec).policy == name:
+        return policy_from_args(name, budget, spec)
+    if name != "full" and budget is None:
         raise BudgetError(f"bench: policy {name!r} needs --budget")
-    return make_policy(name, budget=budget)
+    return policy_from_args(name, None if name == "full" else budget)
 
 
 def run_cell(

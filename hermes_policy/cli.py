@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from hermes_policy.errors import HermesError, PolicyError, SessionError
 from hermes_policy.models import load_model
-from hermes_policy.policies import POLICIES, PolicySpec, make_policy
+from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
 from hermes_policy.video import open_video
 
@@ -37,16 +37,6 @@ class TimedQuestion:
         if not sep or t < 0 or not question.strip():
             raise SessionError(f"--ask takes 'SECONDS:question', e.g. '30:What is happening?'; got {text!r}")
         return cls(t, question.strip())
-
-
-def build_policy(name: str, budget: int | None, spec: Path | None):
-    if spec is not None:
-        loaded = PolicySpec.load(spec)
-        if budget is not None:  # --budget overrides (or supplies) the spec's budget
-            loaded.params["budget"] = budget
-        return loaded.build()
-    params = {} if budget is None else {"budget": budget}
-    return make_policy(name, **params)
 
 
 def run_stream(
@@ -100,7 +90,7 @@ def register(app: typer.Typer) -> None:
             raise PolicyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         # without --ask, one question once the whole stream is in
         questions = [TimedQuestion.parse(a) for a in ask] if ask else [TimedQuestion(float("inf"), "What is happening?")]
-        mem_policy = build_policy(policy, budget, spec)
+        mem_policy = policy_from_args(policy, budget, spec)
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
         adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
@@ -132,7 +122,7 @@ def register(app: typer.Typer) -> None:
         frames: Annotated[str, typer.Option(help="comma-separated stream lengths")] = "64,256,1024",
         policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "full,sink-window,hermes",
         budget: Annotated[Optional[int], typer.Option(help="video tokens per layer for budgeted policies")] = 512,
-        spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON for the hermes policy")] = None,
+        spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON; configures the --policies entry it names")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="torch device")] = "cpu",

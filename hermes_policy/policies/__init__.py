@@ -7,7 +7,7 @@ from hermes_policy.policies.memstream import HermesMemStreamPolicy, MemStreamPol
 from hermes_policy.policies.rekv import ReKVPolicy
 from hermes_policy.policies.sink_window import SinkWindowPolicy
 from hermes_policy.policies.snapkv import SnapKVPolicy
-from hermes_policy.policies.spec import PolicySpec
+from hermes_policy.policies.spec import PolicySpec, policy_from_args
 from hermes_policy.policies.uniform import UniformPolicy
 from hermes_policy.policies.window import WindowPolicy
 
@@ -26,5 +26,6 @@ __all__ = [
     "WindowPolicy",
     "keep_rows",
     "make_policy",
+    "policy_from_args",
     "register_policy",
 ]

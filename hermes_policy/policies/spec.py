@@ -93,3 +93,17 @@ class PolicySpec:
     @classmethod
     def load(cls, path: str | Path) -> "PolicySpec":
         return cls.from_dict(read_json(path, PolicyError, "policy spec", expect=dict))
+
+
+def policy_from_args(name: str, budget: int | None, spec: str | Path | None = None) -> Policy:
+    """A policy as the CLI takes it: ``--policy NAME [--budget N] [--spec FILE]``.
+
+    A spec builds its own policy and ``--budget`` overrides (or supplies) its budget;
+    without a spec, ``full`` takes no budget and every other policy takes ``--budget``.
+    """
+    if spec is not None:
+        loaded = PolicySpec.load(spec)
+        if budget is not None:
+            loaded.params["budget"] = budget
+        return loaded.build()
+    return make_policy(name) if budget is None else make_policy(name, budget=budget)
