@@ -15,7 +15,7 @@ from tqdm import tqdm
 from hermes_policy.errors import HermesError, PolicyError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.policies import POLICIES, policy_from_args
-from hermes_policy.session import Answer, SessionConfig, StreamingSession
+from hermes_policy.session import TIME_TOLERANCE, Answer, SessionConfig, StreamingSession, interleave
 from hermes_policy.video import open_video
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -43,23 +43,23 @@ def run_stream(
     session: StreamingSession, source, questions: list[TimedQuestion], show_progress: bool = True
 ) -> list[Answer]:
     """Stream ``source`` into ``session``, asking each question once stream time reaches it."""
-    pending = sorted(questions, key=lambda q: q.time)
     answers: list[Answer] = []
     total = source.num_frames
     bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not show_progress or (total or 0) <= 8,
                desc="streaming", leave=False)
     with bar:
-        for frame in source.frames():
-            while pending and pending[0].time < frame.time:
-                answers.append(session.ask(pending.pop(0).question))
-            session.ingest([frame], progress=None)
-            bar.update(1)
+        for kind, item in interleave(source.frames(), questions, lambda q: q.time):
+            if kind == "frame":
+                session.ingest([item])
+                bar.update(1)
+                continue
+            session.flush()  # the question sees every frame shown so far (ask would flush too)
+            # more than a frame interval past the last frame: only once the stream has ended
+            if item.time != float("inf") and item.time > session.stream_time + 1 / source.fps + TIME_TOLERANCE:
+                print(f"note: stream ended at {session.stream_time:.1f}s, asking the {item.time:g}s question there",
+                      file=sys.stderr)
+            answers.append(session.ask(item.question))
     session.flush()
-    for q in pending:
-        if q.time != float("inf") and q.time > session.stream_time:
-            print(f"note: stream ended at {session.stream_time:.1f}s, asking the {q.time:g}s question there",
-                  file=sys.stderr)
-        answers.append(session.ask(q.question))
     return answers
 
 

@@ -62,12 +62,17 @@ from hermes_policy.data.questions import CATEGORIES, Question
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import POLICIES, Policy, PolicySpec, make_policy
-from hermes_policy.session import OPTION_LETTERS, SessionConfig, StreamingSession, format_question
+from hermes_policy.session import (
+    OPTION_LETTERS,
+    TIME_TOLERANCE,
+    SessionConfig,
+    StreamingSession,
+    format_question,
+    interleave,
+)
 from hermes_policy.video import open_video
 from hermes_policy.video.frames import VideoSource
 
-#: seconds: a frame this close after a question's time still counts as shown by then
-TIME_TOLERANCE = 1e-3
 RESULTS_FORMAT = "hermes-lab/eval-results"
 CONFIG_FORMAT = "hermes-lab/eval-config"
 VERSION = 1
@@ -493,23 +498,21 @@ def run_video(
         kv_bytes, frames_seen, asked_at).
     """
     session = StreamingSession(adapter, policy, config)
-    pending = sorted(enumerate(item.questions), key=lambda p: p[1].time)
     done = []
     frames = open_item(item, fps).frames()
     try:
-        for frame in frames:
-            while pending and frame.time > pending[0][1].time + TIME_TOLERANCE:
-                i, q = pending.pop(0)
-                done.append((i, q, *_ask(session, scorer, q)))
-            if not pending:
+        for kind, entry in interleave(frames, list(enumerate(item.questions)), lambda p: p[1].time):
+            if kind == "frame":
+                session.ingest([entry])
+                continue
+            i, q = entry
+            done.append((i, q, *_ask(session, scorer, q)))
+            if len(done) == len(item.questions):
                 break  # the rest of the stream cannot change an answer
-            session.ingest([frame])
     finally:
         close = getattr(frames, "close", None)  # a generator: release a file's decoder now, not at collection
         if close is not None:
             close()
-    for i, q in pending:  # asked at the end of the stream
-        done.append((i, q, *_ask(session, scorer, q)))
     return done
 
 

@@ -15,10 +15,10 @@ them meaningful after eviction (gaps stay until re-indexing closes them).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 
@@ -31,7 +31,29 @@ from hermes_policy.policies.full import FullPolicy
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import Frame
 
+T = TypeVar("T")
 OPTION_LETTERS = "ABCDEFGHIJ"
+#: seconds: a frame this close after a question's time still counts as shown by then
+#: (container timestamps are rounded)
+TIME_TOLERANCE = 1e-3
+
+
+def interleave(
+    frames: Iterable[Frame], questions: Sequence[T], time: Callable[[T], float]
+) -> Iterator[tuple[Literal["frame", "ask"], Frame | T]]:
+    """Frames and timed questions in stream order: the one rule every command asks by.
+
+    A question at ``t`` comes before the first frame whose time is later than
+    ``t`` (so every frame shown at or before ``t`` is in); questions past the
+    end of the stream come after its last frame.
+    """
+    pending = sorted(questions, key=time)
+    for frame in frames:
+        while pending and frame.time > time(pending[0]) + TIME_TOLERANCE:
+            yield "ask", pending.pop(0)
+        yield "frame", frame
+    for question in pending:
+        yield "ask", question
 
 
 @dataclass
@@ -262,7 +284,8 @@ class StreamingSession:
             self.next_position = self.cache.next_position
 
     # ------------------------------------------------------------------ ask
-    def _question_text(self, question: str, options: Sequence[str] | None) -> str:
+    def _prepare_question(self, question: str, options: Sequence[str] | None) -> str:
+        """Validate and template a question, then flush buffered frames so it sees all of them."""
         if not isinstance(question, str) or not question.strip():
             raise SessionError("the question is empty; ask something, e.g. 'What is happening?'")
         if self.frames_seen == 0 and not self._pending:
@@ -295,7 +318,7 @@ class StreamingSession:
     @torch.no_grad()
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:
         """(vocab,) float32 logits of the first answer token; the cache is left as it was."""
-        text = self._question_text(question, options)
+        text = self._prepare_question(question, options)
         with self._policy_question(text), self.cache.scratch(*self._question_rows(text)) as chunk:
             hidden = self._forward(chunk, "ask", keep=False)
             return self.adapter.lm_head(hidden[0, -1]).float()
@@ -322,7 +345,7 @@ class StreamingSession:
         TTFT runs from here (after buffered frames are flushed, which is stream
         work, not question work) to the first generated token.
         """
-        text = self._question_text(question, options)
+        text = self._prepare_question(question, options)
         limit = max_new_tokens or self.config.max_new_tokens
         kv_bytes, lengths = self.cache.kv_bytes, self.cache.lengths()
         start = time.perf_counter()

@@ -77,9 +77,6 @@ class TokenMeta:
         """Rows ``index`` (a (K,) long tensor), as new compact tensors."""
         return TokenMeta(**{f.name: getattr(self, f.name).index_select(0, index) for f in fields(self)})
 
-    def head(self, n: int) -> "TokenMeta":
-        return TokenMeta(**{f.name: getattr(self, f.name)[:n].clone() for f in fields(self)})
-
     @property
     def is_video(self) -> torch.Tensor:
         """(S,) bool: the token belongs to a frame, so it counts against the video budget.
