@@ -150,32 +150,38 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train-embedded")
     def train_embedded(
-        run_dir: Annotated[Path, typer.Option(help="where checkpoints, curve.jsonl and the final adapter go")] =
+        run_dir: Annotated[Path, typer.Option(help="where checkpoints, curve.jsonl and the final model go")] =
         Path("runs/train-embedded"),
+        backbone: Annotated[str, typer.Option(help="scratch (the shipped `embedded`) or smollm2 "
+                                                   "(`embedded-smollm2`: frozen LM, front end only)")] = "scratch",
         resume: Annotated[bool, typer.Option(help="continue from the run directory's checkpoint")] = False,
         seed: Annotated[int, typer.Option()] = 0,
-        align_steps: Annotated[int, typer.Option(help="stage 1: frame captioning steps")] = 500,
-        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 700,
-        batch_size: Annotated[int, typer.Option()] = 8,
-        max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 16,
-        install: Annotated[bool, typer.Option(help="copy the result into the package as the embedded adapter")] =
+        align_steps: Annotated[int, typer.Option(help="stage 1: frame captioning steps")] = 300,
+        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 1500,
+        batch_size: Annotated[int, typer.Option()] = 32,
+        max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 24,
+        install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =
         False,
     ) -> None:
-        """Train the embedded model's vision front end on synthetic streams (one-time, ~1 h on 2 CPU cores)."""
+        """Train the embedded model on synthetic streams (one-time; ~1 h on 2 CPU cores, never part of CI)."""
         import shutil
 
-        from hermes_policy.models.embedded import TRAINED_FRONTEND_DIR
+        from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
         from hermes_policy.models.train_embedded import TrainConfig, train
 
-        cfg = TrainConfig(seed=seed, align_steps=align_steps, qa_steps=qa_steps, batch_size=batch_size,
-                          max_clip=max_clip)
+        try:
+            cfg = TrainConfig(backbone=backbone, seed=seed, align_steps=align_steps, qa_steps=qa_steps,
+                              batch_size=batch_size, max_clip=max_clip)
+        except ValueError as e:
+            raise HermesError(f"train-embedded: {e}") from None
         final = train(cfg, run_dir, resume=resume)
-        typer.echo(f"trained front end -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
+        typer.echo(f"trained -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
         if install:
-            TRAINED_FRONTEND_DIR.mkdir(parents=True, exist_ok=True)
-            for name in ("frontend.safetensors", "frontend.json"):
-                shutil.copy2(final / name, TRAINED_FRONTEND_DIR / name)
-            typer.echo(f"installed as the embedded adapter in {TRAINED_FRONTEND_DIR}")
+            target = EMBEDDED_DIR if backbone == "scratch" else SMOLLM2_FRONTEND_DIR
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(final, target, ignore=shutil.ignore_patterns("state.pt"))
+            typer.echo(f"installed as `{'embedded' if backbone == 'scratch' else 'embedded-smollm2'}` in {target}")
 
 
 __all__ = ["HermesError", "TimedQuestion", "register", "run_stream"]

@@ -20,7 +20,7 @@ Token ids are laid out so that they are easy to read in a debugger:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transformers is heavy to import; only type checkers need it here
@@ -33,6 +33,7 @@ __all__ = [
     "ENDOFTEXT",
     "IM_END",
     "IM_START",
+    "bpe_tokenizer",
     "byte_tokenizer",
 ]
 
@@ -100,8 +101,7 @@ def byte_tokenizer(special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFas
         ValueError: If a special token is empty.
     """
     # Imported here so that importing this module stays cheap.
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     extras: list[str] = []
     for token in special_tokens:
@@ -119,6 +119,40 @@ def byte_tokenizer(special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFas
     # it; add_prefix_space=False keeps encoding a pure function of the bytes,
     # which is what makes decode(encode(s)) == s hold exactly.
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return _chat_wrap(tokenizer, extras)
+
+
+def bpe_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE ChatML tokenizer on ``corpus`` (deterministic for a given corpus).
+
+    Every byte stays in the vocabulary, so any text still round-trips; the merges
+    only make text like the corpus short. The embedded model trained from
+    scratch uses one with ~1k entries: its prompts are a few dozen tokens
+    instead of a few hundred bytes.
+
+    Raises:
+        ValueError: if ``vocab_size`` cannot hold the 256 bytes and the specials.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    if vocab_size < BYTE_VOCAB_SIZE + len(DEFAULT_SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be >= {BYTE_VOCAB_SIZE + len(DEFAULT_SPECIAL_TOKENS)}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(DEFAULT_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return _chat_wrap(tokenizer, [])
+
+
+def _chat_wrap(tokenizer, extras: list[str]) -> PreTrainedTokenizerFast:
+    """ChatML specials, byte-level decoding and the transformers wrapper around a ``tokenizers`` BPE."""
+    from tokenizers import AddedToken, decoders, processors
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer.decoder = decoders.ByteLevel()
     # trim_offsets=False: offsets then cover exactly the bytes of each token.
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -126,8 +160,7 @@ def byte_tokenizer(special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFas
     tokenizer.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in (*DEFAULT_SPECIAL_TOKENS, *extras)]
     )
-
-    wrapped = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=IM_END,
         pad_token=ENDOFTEXT,
@@ -139,7 +172,6 @@ def byte_tokenizer(special_tokens: Sequence[str] = ()) -> PreTrainedTokenizerFas
         padding_side="right",
         clean_up_tokenization_spaces=False,  # would rewrite " ." -> "." and break round-trips
     )
-    return wrapped
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -2,7 +2,8 @@
 
 Accepted names:
 
-* ``embedded``: SmolLM2-135M-Instruct + vision front end (CPU default);
+* ``embedded``: the small video LM trained here from scratch (CPU default);
+* ``embedded-smollm2``: SmolLM2-135M-Instruct + its trained vision front end;
 * ``tiny-*``: random-init miniatures of each family (tests, demos);
 * any HF hub id or local directory of a supported architecture, loaded with
   ``from_pretrained`` and never with ``trust_remote_code`` unless asked.
@@ -28,17 +29,18 @@ SUPPORTED_ARCHITECTURES = {
 
 
 def _builtin() -> dict[str, Callable[[torch.dtype | None], ModelAdapter]]:
-    from hermes_policy.models.embedded import load_embedded
+    from hermes_policy.models.embedded import load_embedded, load_embedded_smollm2
 
     table: dict[str, Callable[[torch.dtype | None], ModelAdapter]] = {
-        "embedded": lambda dtype: load_embedded(dtype or torch.bfloat16)
+        "embedded": lambda dtype: load_embedded(dtype or torch.float32),
+        "embedded-smollm2": lambda dtype: load_embedded_smollm2(dtype or torch.bfloat16),
     }
     for name, build in TINY_MODELS.items():
         table[name] = lambda dtype, build=build: build(dtype or torch.float32)
     return table
 
 
-BUILTIN_MODELS = ("embedded", *TINY_MODELS)
+BUILTIN_MODELS = ("embedded", "embedded-smollm2", *TINY_MODELS)
 
 
 def supported_help() -> str:

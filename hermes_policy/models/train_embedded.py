@@ -1,8 +1,14 @@
-"""Training the embedded model's vision front end (``hermes-lab train-embedded``).
+"""Training the embedded model (``hermes-lab train-embedded``).
 
-SmolLM2-135M-Instruct stays frozen (bf16); only the :class:`ConvFrontend` (and
-its projector) learns, LLaVA-style, on synthetic streams whose ground truth is
-known. Two stages, because one answer letter per sample is far too little signal:
+Two backbones, one recipe, on synthetic streams whose ground truth is known:
+
+* ``scratch`` (what ships as ``embedded``): a ~5M-parameter Llama with its own
+  BPE tokenizer (:mod:`~hermes_policy.models.scratch`), trained jointly with
+  its :class:`ConvFrontend`;
+* ``smollm2`` (``embedded-smollm2``): SmolLM2-135M-Instruct frozen (bf16), only
+  the front end learns, LLaVA-style.
+
+Two stages, because one answer letter per sample is far too little signal:
 
 1. ``align``: one frame, "Describe the current frame." -> a dense caption
    ("red circle top left, blue square bottom right."), loss on every caption token.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,41 +42,57 @@ from tqdm import tqdm
 from hermes_policy.data.questions import LETTERS, Question, questions_at
 from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, PromptTemplate
 from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend
+from hermes_policy.models.byte_tokenizer import bpe_tokenizer
+from hermes_policy.models.scratch import ScratchConfig, build_scratch, load_scratch, save_scratch
 from hermes_policy.models.smollm2 import load_smollm2
 from hermes_policy.session import format_question
 from hermes_policy.video.events import FrameState
 from hermes_policy.video.synthetic import SyntheticVideo, render_state
 
 CAPTION_QUESTION = "Describe the current frame."
+BACKBONES = ("scratch", "smollm2")
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of both stages (defaults are what produced the shipped adapter)."""
+    """Hyper-parameters of both stages (defaults are what produced the shipped ``embedded`` model).
 
+    ``eval_lengths`` are the clip lengths (frames) of the held-out evaluation
+    logged in the curve; the longest is several times ``max_clip`` on purpose.
+    """
+
+    backbone: str = "scratch"
     seed: int = 0
-    batch_size: int = 8
-    align_steps: int = 500
-    qa_steps: int = 700
+    batch_size: int = 32
+    align_steps: int = 300
+    qa_steps: int = 1700
     align_lr: float = 1e-3
-    qa_lr: float = 3e-4
-    warmup: int = 30
-    min_clip: int = 4
-    max_clip: int = 16
-    caption_share: float = 0.5
+    qa_lr: float = 1e-3
+    warmup: int = 50
+    min_clip: int = 2
+    max_clip: int = 24
+    caption_share: float = 0.3
     mc_share: float = 0.5
     eval_every: int = 100
     eval_questions: int = 96
+    eval_lengths: tuple[int, ...] = (24, 96)
     checkpoint_every: int = 50
     frame_size: int = 128
     fps: float = 2.0
     grid: int = 4
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    tokenizer_corpus: int = 4000
 
     def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if not 1 <= self.min_clip <= self.max_clip:
             raise ValueError("need 1 <= min_clip <= max_clip")
         if self.batch_size < 1 or self.align_steps < 0 or self.qa_steps < 0:
             raise ValueError("batch_size must be >= 1 and step counts >= 0")
+        if isinstance(self.scratch, dict):  # read back from config.json
+            object.__setattr__(self, "scratch", ScratchConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                                 for k, v in self.scratch.items()}))
 
     @property
     def total_steps(self) -> int:
@@ -200,22 +223,72 @@ def _lr(step: int, cfg: TrainConfig) -> float:
     return base * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, t / max(span, 1))))
 
 
+def tokenizer_corpus(cfg: TrainConfig) -> list[str]:
+    """Text the scratch tokenizer's merges are learned from: the prompt, questions, options, captions.
+
+    Drawn from its own seeded generator, so the tokenizer is a pure function of the config.
+    """
+    rng = random.Random(cfg.seed + 7)
+    texts = [DEFAULT_SYSTEM_PROMPT, CAPTION_QUESTION]
+    for _ in range(cfg.tokenizer_corpus):
+        video = _clip(rng, cfg, rng.randint(1, cfg.max_clip))
+        last = video.events.num_frames - 1
+        texts.append(caption(video.events.state_at(last)))
+        for q in questions_at(video.events, last, rng):
+            texts += [format_question(q.question, q.options), q.answer_text]
+    return texts
+
+
+class _Run:
+    """What a training run learns, per backbone: the LM (frozen or not), tokenizer and front end."""
+
+    def __init__(self, cfg: TrainConfig, checkpoint: Path | None) -> None:
+        self.cfg = cfg
+        if cfg.backbone == "smollm2":
+            self.model, self.tokenizer = load_smollm2(dtype=torch.bfloat16)
+            self.model.requires_grad_(False)
+            if checkpoint is not None:
+                self.frontend = load_frontend(checkpoint).train()
+            else:
+                norm = float(self.model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
+                self.frontend = ConvFrontend(ConvFrontendConfig(
+                    hidden_size=self.model.config.hidden_size, input_size=cfg.frame_size, grid=cfg.grid,
+                    target_norm=norm, seed=cfg.seed))
+            self.trainable = list(self.frontend.parameters())
+        else:
+            if checkpoint is not None:
+                adapter = load_scratch(checkpoint, "embedded")
+                self.model, self.tokenizer, self.frontend = adapter.model, adapter.tokenizer, adapter.frontend
+            else:
+                self.tokenizer = bpe_tokenizer(tokenizer_corpus(cfg), cfg.scratch.vocab_size)
+                self.model, self.frontend = build_scratch(cfg.scratch, self.tokenizer, cfg.seed)
+            self.model.train()
+            self.frontend.train()
+            self.trainable = [*self.model.parameters(), *self.frontend.parameters()]
+
+    def train_mode(self, on: bool) -> None:
+        self.frontend.train(on)
+        if self.cfg.backbone == "scratch":
+            self.model.train(on)
+
+    def save(self, directory: Path, extra: dict | None = None) -> None:
+        if self.cfg.backbone == "smollm2":
+            save_frontend(self.frontend, directory, extra=extra)
+        else:
+            save_scratch(self.model, self.tokenizer, self.frontend, directory, extra=extra)
+
+
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train; returns the directory of the final front end (``run_dir/final``)."""
+    """Train; returns the directory of the final model (``run_dir/final``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_smollm2(dtype=torch.bfloat16)
-    model.requires_grad_(False)
-    norm = float(model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
-    frontend = ConvFrontend(ConvFrontendConfig(hidden_size=model.config.hidden_size, input_size=cfg.frame_size,
-                                               grid=cfg.grid, target_norm=norm, seed=cfg.seed))
-    optimiser = torch.optim.AdamW(frontend.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+    ckpt = run_dir / "checkpoint"
+    resuming = resume and (ckpt / "state.pt").exists()
+    run = _Run(cfg, ckpt if resuming else None)
+    optimiser = torch.optim.AdamW(run.trainable, lr=cfg.align_lr, weight_decay=0.01)
     step = 0
     rng = random.Random(cfg.seed)
-    ckpt = run_dir / "checkpoint"
-    if resume and (ckpt / "state.pt").exists():
-        frontend = load_frontend(ckpt).train()
-        optimiser = torch.optim.AdamW(frontend.parameters(), lr=cfg.align_lr, weight_decay=0.01)
+    if resuming:
         state = torch.load(ckpt / "state.pt", weights_only=True)  # tensors and plain Python values only
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
@@ -223,11 +296,11 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at step {step}", file=sys.stderr)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    batcher = Batcher(model, tokenizer, frontend)
+    batcher = Batcher(run.model, run.tokenizer, run.frontend)
     curve = open(run_dir / "curve.jsonl", "a")
-    bar = tqdm(total=cfg.total_steps, initial=step, desc="train-embedded", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"train-embedded ({cfg.backbone})", file=sys.stderr,
+               disable=not progress)
     started = time.perf_counter()
-    frontend.train()
     while step < cfg.total_steps:
         stage = "align" if step < cfg.align_steps else "qa"
         make = align_sample if stage == "align" else qa_sample
@@ -236,42 +309,44 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
             group["lr"] = _lr(step, cfg)
         embeds, mask, labels = batcher(samples)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+            loss = run.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(frontend.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(run.trainable, 1.0)
         optimiser.step()
         step += 1
         record = {"step": step, "stage": stage, "loss": round(loss.item(), 4), "lr": _lr(step - 1, cfg),
                   "seconds": round(time.perf_counter() - started, 1)}
         if step % cfg.eval_every == 0 or step == cfg.total_steps:
-            frontend.eval()
-            record["eval"] = quick_eval(model, batcher, cfg, cfg.eval_questions, cfg.max_clip, seed=cfg.seed + 1)
-            frontend.train()
+            run.train_mode(False)
+            record["eval"] = [quick_eval(run.model, batcher, cfg, cfg.eval_questions, n, seed=cfg.seed + 1)
+                              for n in cfg.eval_lengths]
+            run.train_mode(True)
         curve.write(json.dumps(record) + "\n")
         curve.flush()
         bar.update(1)
         bar.set_postfix(stage=stage, loss=f"{loss.item():.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-            _checkpoint(frontend, optimiser, step, rng, ckpt)
+            _checkpoint(run, optimiser, step, rng, ckpt)
     bar.close()
     final = run_dir / "final"
-    save_frontend(frontend.eval(), final, extra={"training": asdict(cfg), "steps": step})
+    run.train_mode(False)
+    run.save(final, extra={"training": asdict(cfg), "steps": step})
     return final
 
 
-def _checkpoint(frontend, optimiser, step: int, rng: random.Random, directory: Path) -> None:
+def _checkpoint(run: _Run, optimiser, step: int, rng: random.Random, directory: Path) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint usable."""
     staging = directory.with_name(directory.name + ".tmp")
-    save_frontend(frontend, staging)
+    if staging.exists():
+        shutil.rmtree(staging)
+    run.save(staging)
     torch.save({"optimiser": optimiser.state_dict(), "step": step, "rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state()}, staging / "state.pt")
     if directory.exists():
         old = directory.with_name(directory.name + ".old")
         directory.rename(old)
         staging.rename(directory)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         staging.rename(directory)
