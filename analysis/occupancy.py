@@ -1,0 +1,169 @@
+"""Cache occupancy: which frames each layer still holds, chunk by chunk, under a memory policy.
+
+:func:`run_occupancy` streams frames through a
+:class:`~hermes_policy.session.StreamingSession` one chunk at a time and, after
+each chunk (once the policy has pruned), reads what the compact cache really
+holds: per layer, the share of each frame's patch tokens still cached, the
+layer's row count, the KV bytes, and the summary slot of HERMES's long-term
+layers. It reads the cache only; the policy and session run unchanged.
+
+What is counted is what sits in the compact cache: ReKV-style policies that
+offload old frames to CPU blocks show them as evicted (they come back only at
+question time), which is also what ``kv_bytes`` counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hermes_policy.cache import CompactCache
+from hermes_policy.errors import SessionError
+from hermes_policy.models.base import ModelAdapter
+from hermes_policy.policies.base import Policy
+from hermes_policy.policies.hermes import SUMMARY_FRAME
+from hermes_policy.session import SessionConfig, StreamingSession
+from hermes_policy.video import Frame
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """What a streaming run's cache held after each chunk.
+
+    Attributes:
+        policy: the policy's resolved configuration (``Policy.config()``).
+        tokens_per_frame: patch tokens per frame (per frame group for Qwen-VL).
+        frames_per_group: frames the model fuses into one cached unit (Qwen-VL: 2).
+        frames: (T,) int64 frames streamed after each step.
+        time: (T,) float64 stream time (s) of each step's last frame.
+        held: (T, L, F) float32 share of frame f's patch tokens that layer l holds
+            after step t: 1 = all, 0 = all evicted; NaN for frames not streamed by
+            then and for frame slots that are not a cached unit (the second frame
+            of a fused Qwen-VL pair, whose tokens carry the pair's first frame).
+        tokens: (T, L) int64 rows per layer (system prefix and summary slot included).
+        kv_bytes: (T,) int64 key/value bytes held.
+        summary: (T, L) int64 evicted tokens folded into the layer's summary slot (0 = no slot).
+    """
+
+    policy: dict
+    tokens_per_frame: int
+    frames_per_group: int
+    frames: np.ndarray
+    time: np.ndarray
+    held: np.ndarray
+    tokens: np.ndarray
+    kv_bytes: np.ndarray
+    summary: np.ndarray
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.held.shape[1])
+
+    def layer_frame_counts(self, step: int = -1) -> np.ndarray:
+        """(L,) frames with at least one token held by each layer after ``step``."""
+        held = self.held[step]
+        return np.nansum(held > 0, axis=-1).astype(np.int64)
+
+
+def held_shares(cache: CompactCache, num_frames: int, tokens_per_frame: int) -> np.ndarray:
+    """(L, F) share of each frame's ``tokens_per_frame`` patch tokens that each layer holds now.
+
+    Only patch tokens (``patch >= 0``) count, so per-frame text (timestamps)
+    and policy-owned slots never inflate a share.
+    """
+    out = np.zeros((cache.num_layers, num_frames), dtype=np.float32)
+    for layer in range(cache.num_layers):
+        meta = cache.meta(layer)
+        frames = meta.frame[(meta.frame >= 0) & (meta.patch >= 0)].long()
+        counts = torch.bincount(frames, minlength=num_frames)[:num_frames]
+        out[layer] = counts.numpy() / tokens_per_frame
+    return out
+
+
+def summary_counts(cache: CompactCache) -> np.ndarray:
+    """(L,) evicted tokens folded into each layer's summary slot (0 where the layer has none).
+
+    A slot is a row tagged ``SUMMARY_FRAME``; the fold count is what the
+    hermes policy keeps in ``cache.policy_state["summary_count"]``.
+    """
+    folded = cache.policy_state.get("summary_count", {})
+    out = np.zeros(cache.num_layers, dtype=np.int64)
+    for layer in range(cache.num_layers):
+        if bool((cache.meta(layer).frame == SUMMARY_FRAME).any()):
+            out[layer] = int(folded.get(layer, 0))
+    return out
+
+
+def run_occupancy(
+    adapter: ModelAdapter,
+    policy: Policy,
+    frames: Sequence[Frame],
+    chunk_frames: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> Occupancy:
+    """Stream ``frames`` under ``policy`` and record the cache after every chunk.
+
+    Args:
+        adapter: the model.
+        policy: a fresh policy (policies keep per-stream state).
+        frames: the stream, in order.
+        chunk_frames: frames per prefill (rounded up to the model's frame groups).
+        progress: called as ``progress(frames_done, total)`` after each chunk.
+    """
+    if not frames:
+        raise SessionError("the video yielded no frames; nothing to stream")
+    session = StreamingSession(adapter, policy, SessionConfig(chunk_frames=chunk_frames))
+    size = session.chunk_frames
+    group = adapter.frames_per_group
+    total = len(frames)
+    held, tokens, kv, summary, steps, times = [], [], [], [], [], []
+    for start in range(0, total, size):
+        chunk = list(frames[start : start + size])
+        session.ingest(chunk)
+        session.flush()  # the last chunk may be short
+        assert session.tokens_per_frame is not None  # set by the first chunk
+        shares = held_shares(session.cache, total, session.tokens_per_frame)
+        streamed = np.arange(total) < session.frames_seen
+        unit = np.arange(total) % group == 0
+        shares[:, ~(streamed & unit)] = math.nan
+        held.append(shares)
+        tokens.append(session.cache.lengths())
+        kv.append(session.cache.kv_bytes)
+        summary.append(summary_counts(session.cache))
+        steps.append(session.frames_seen)
+        times.append(session.stream_time)
+        if progress is not None:
+            progress(session.frames_seen, total)
+    return Occupancy(
+        policy=policy.config(),
+        tokens_per_frame=int(session.tokens_per_frame or 0),
+        frames_per_group=group,
+        frames=np.asarray(steps, dtype=np.int64),
+        time=np.asarray(times, dtype=np.float64),
+        held=np.stack(held),
+        tokens=np.asarray(tokens, dtype=np.int64),
+        kv_bytes=np.asarray(kv, dtype=np.int64),
+        summary=np.stack(summary),
+    )
+
+
+def suggested_budget(tokens_per_frame: int, num_frames: int, share: float = 0.25) -> int:
+    """A budget (video tokens per layer) of whole frames holding about ``share`` of the stream, at least one frame.
+
+    A default for a demo: small enough that every pruning policy has to evict.
+    """
+    if tokens_per_frame < 1 or num_frames < 1:
+        raise SessionError("a budget needs at least one frame of at least one token")
+    frames = max(1, round(share * num_frames))
+    return frames * tokens_per_frame
+
+
+__all__ = ["Occupancy", "held_shares", "run_occupancy", "suggested_budget", "summary_counts"]
