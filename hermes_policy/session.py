@@ -153,6 +153,8 @@ class StreamingSession:
         self.tokens_per_frame: int | None = None
         self.sink_len = 0
         self.next_position = 0
+        #: video tokens written so far (every frame's rows, before any eviction)
+        self.video_tokens_seen = 0
         self.timeline: list[dict] = []
         self._pending: list[Frame] = []
         self._stop_ids = self._stop_token_ids()
@@ -165,6 +167,11 @@ class StreamingSession:
     @property
     def pending_frames(self) -> int:
         return len(self._pending)
+
+    def video_tokens_kept(self) -> float:
+        """Video tokens the cache holds now, averaged over layers (policy slots such as a summary token excluded)."""
+        n = self.cache.num_layers
+        return sum(self.cache.video_count(i) for i in range(n)) / n if n else 0.0
 
     def _stop_token_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -258,6 +265,7 @@ class StreamingSession:
         self._ensure_prefix()
         chunk = self.adapter.encode_frames(frames, self.next_position)
         self._write(chunk, "ingest")
+        self.video_tokens_seen += int(chunk.meta.is_video.sum())
         del self._pending[:n]
         self.tokens_per_frame = tokens_per_frame
         self.frames_seen += n
