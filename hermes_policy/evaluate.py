@@ -31,7 +31,21 @@ TTFT is the wall time of that scoring call after the flush: the policy's
 question-time hook, the question prefill and the LM head on its last token,
 up to the letter logits on the host; the same span ``session.ask`` times up to
 its first token, so no second forward is spent on timing. ``kv_bytes`` is
-what the compact cache held when the question arrived.
+what the compact cache held when the question arrived; ``peak_kv_bytes`` the
+most it held so far in that stream, sampled after every ingest call and at each
+question (rows a chunk adds and the policy prunes within the same call, and a
+question's scratch rows, are not seen). ``kept_fraction`` is the video tokens
+the cache holds (averaged over layers) over the video tokens streamed so far.
+
+Fidelity vs the full cache needs no labels: every question is also answered
+from the full cache (the rows of a listed ``full`` run, or of a hidden
+reference run with ``reference=True``); ``agrees_with_full`` compares the
+predicted letters and ``kl_vs_full`` is ``KL(p_full || p_run)`` with p the
+softmax over the option scores. A run's agreement and KL are their means over
+questions; the full run itself gets 1 and 0 by the same computation.
+
+Runs are labelled ``policy@budget`` as given (``hermes@0.3``, ``sink-window@512``;
+``full`` alone); :mod:`hermes_policy.sweep` builds sweeps and the resumable output folder.
 
 Budgets: a :class:`PolicyRecipe` with ``budget_ratio=r`` gets, per video,
 ``max(min_budget, round(r * video_tokens))`` where ``video_tokens = ceil(frames
@@ -44,13 +58,14 @@ layer holds a frame). An absolute ``budget`` is used as is.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +167,10 @@ class PolicyRecipe:
         budget: absolute video tokens per layer (wins over ``budget_ratio``).
         budget_ratio: fraction of each video's video tokens (see the module docstring).
         params: other constructor parameters (e.g. a PolicySpec's params and layers).
-        label: the name results are reported under (default ``name``).
+        label: the name results are reported under (default :attr:`key`).
         source: where it came from (e.g. a spec path), for the resolved config.
+        variant: tells two configurations of one policy apart (e.g. a spec file's stem):
+            the policy is reported as ``name[variant]``.
     """
 
     name: str
@@ -162,6 +179,7 @@ class PolicyRecipe:
     params: Mapping[str, Any] = field(default_factory=dict)
     label: str | None = None
     source: str | None = None
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in POLICIES:
@@ -183,19 +201,40 @@ class PolicyRecipe:
             self._build(self.budget if self.budget is not None else 1 << 20)
 
     @property
+    def policy_label(self) -> str:
+        """The policy as listed: ``name``, or ``name[variant]``."""
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
+
+    @property
+    def budget_given(self) -> int | float | None:
+        """The budget as given: absolute tokens, a ratio, a spec's own budget, or None (``full``, none given)."""
+        if self.name == "full":
+            return None
+        if self.budget is not None:
+            return self.budget
+        if self.budget_ratio is not None:
+            return self.budget_ratio
+        return self.params.get("budget")
+
+    @property
     def key(self) -> str:
-        return self.label or self.name
+        """The run's label: ``label`` if given, else e.g. ``hermes@0.3``, ``sink-window@512``, ``full``."""
+        if self.label:
+            return self.label
+        given = self.budget_given
+        return self.policy_label if given is None else f"{self.policy_label}@{format_budget(given)}"
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, budget: int | None = None, budget_ratio: float | None = None,
-                  label: str | None = None, source: str | None = None) -> "PolicyRecipe":
+                  label: str | None = None, source: str | None = None,
+                  variant: str | None = None) -> "PolicyRecipe":
         """A spec's policy; ``budget``/``budget_ratio`` override the spec's own budget."""
         params = dict(spec.params)
         if spec.layers is not None:
             params["layers"] = spec.layers
         if budget is not None or budget_ratio is not None:
             params.pop("budget", None)
-        return cls(spec.policy, budget, budget_ratio, params, label, source)
+        return cls(spec.policy, budget, budget_ratio, params, label, source, variant)
 
     def _build(self, budget: int | None) -> Policy:
         params = dict(self.params)
@@ -216,8 +255,25 @@ class PolicyRecipe:
         return self._build(None)  # the params' own budget (e.g. a spec's); checked in __post_init__
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.key, "policy": self.name, "budget": self.budget, "budget_ratio": self.budget_ratio,
+        return {"label": self.key, "policy": self.name, "policy_label": self.policy_label,
+                "budget": self.budget, "budget_ratio": self.budget_ratio, "budget_given": self.budget_given,
                 "params": dict(self.params), "source": self.source}
+
+
+def format_budget(budget: int | float) -> str:
+    """``512`` -> ``"512"``, ``0.3`` -> ``"0.3"`` (as a run label shows it)."""
+    return str(budget) if isinstance(budget, int) else f"{budget:g}"
+
+
+def takes_budget(name: str) -> bool:
+    """Whether a registered policy uses a budget at all (``full`` does not): a sweep runs it once."""
+    try:
+        make_policy(name, budget=1 << 20)
+    except BudgetError:
+        return False
+    except (HermesError, TypeError):  # another parameter is missing: it still has a budget field
+        return True
+    return True
 
 
 def stream_info(adapter: ModelAdapter, item: VideoItem, fps: float | None = None) -> StreamInfo:
@@ -325,11 +381,32 @@ class LetterScorer:
 # ----------------------------------------------------------------- results
 @dataclass
 class EvalRow:
-    """One question answered under one policy (one line of the rows dump)."""
+    """One question answered in one run (one row of ``rows.parquet``).
 
+    Attributes:
+        run: the run's label, e.g. ``hermes@0.3`` (unique within an evaluation).
+        policy: the policy as listed, ``name`` or ``name[variant]``.
+        policy_name: the registered policy name.
+        budget_setting: the budget as given (a ratio, or absolute tokens), None for ``full``.
+        budget: video tokens per layer this video got (None: unlimited).
+        reference: the row belongs to a hidden ``full`` run, streamed only as the fidelity reference.
+        kv_bytes: key/value bytes the compact cache held when the question arrived.
+        peak_kv_bytes: the largest ``kv_bytes`` of this stream so far (sampled after every ingest and at each question).
+        video_tokens: video tokens of the whole video.
+        video_tokens_seen: video tokens streamed in by the question's time.
+        video_tokens_kept: video tokens in the cache then, averaged over layers.
+        kept_fraction: ``video_tokens_kept / video_tokens_seen``.
+        scores: the scorer's per-option scores; ``option_probs`` is their softmax.
+        full_predicted, agrees_with_full, kl_vs_full: fidelity against the full-cache run's answer to the
+            same question (``KL(p_full || p_run)`` over the option distributions); None without a reference.
+    """
+
+    run: str
     policy: str
     policy_name: str
+    budget_setting: float | None
     budget: int | None
+    reference: bool
     video_index: int
     video: str
     question_index: int
@@ -345,10 +422,51 @@ class EvalRow:
     correct: bool
     ttft_ms: float
     kv_bytes: int
+    peak_kv_bytes: int
     video_tokens: int
+    video_tokens_seen: int
+    video_tokens_kept: float
+    kept_fraction: float
     letter_prob: float | None
     top_token: str | None
     scores: list[float]
+    option_probs: list[float]
+    full_predicted: str | None = None
+    agrees_with_full: bool | None = None
+    kl_vs_full: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvalRow":
+        """A row back from ``asdict`` (JSONL or parquet); unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        row = cls(**{k: v for k, v in d.items() if k in names})
+        row.scores, row.option_probs = list(row.scores), list(row.option_probs)
+        return row
+
+
+def option_probs(scores: Sequence[float] | torch.Tensor) -> list[float]:
+    """Softmax of option scores (float64): the answer-option distribution fidelity compares."""
+    return torch.softmax(torch.as_tensor(scores, dtype=torch.float64), dim=0).tolist()
+
+
+def option_kl(reference: Sequence[float] | torch.Tensor, other: Sequence[float] | torch.Tensor) -> float:
+    """``KL(p_ref || p_other)`` in nats, where p = softmax over the option scores."""
+    log_p = torch.log_softmax(torch.as_tensor(reference, dtype=torch.float64), dim=0)
+    log_q = torch.log_softmax(torch.as_tensor(other, dtype=torch.float64), dim=0)
+    return float((log_p.exp() * (log_p - log_q)).sum())
+
+
+def attach_fidelity(rows: Sequence[EvalRow], reference: str) -> None:
+    """Fill every row's ``full_predicted``, ``agrees_with_full`` and ``kl_vs_full`` from run ``reference``'s rows."""
+    ref = {(r.video_index, r.question_index): r for r in rows if r.run == reference}
+    for r in rows:
+        f = ref.get((r.video_index, r.question_index))
+        if f is None:
+            r.full_predicted = r.agrees_with_full = r.kl_vs_full = None
+            continue
+        r.full_predicted = f.predicted
+        r.agrees_with_full = r.predicted == f.predicted
+        r.kl_vs_full = option_kl(f.scores, r.scores)
 
 
 def _category_order(categories: set[str]) -> list[str]:
@@ -356,44 +474,97 @@ def _category_order(categories: set[str]) -> list[str]:
     return known + sorted(categories - set(known))
 
 
+def _num(x: float | None) -> float | None:
+    """NaN -> None, so the JSON stays strict."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
 @dataclass
 class EvalResult:
     """Per-question rows plus the summaries computed from them.
 
     Attributes:
-        rows: one per (policy, question), in evaluation order.
-        policies: policy labels, in the order given.
+        rows: one per (run, question), in evaluation order; a hidden reference run's rows included.
+        runs: the labels of the runs asked for, in order (a hidden reference run is not one of them).
         policy_configs: label -> resolved recipe (``PolicyRecipe.to_dict``) or ``{"label": ...}``.
+        reference: the label of the full-cache run fidelity is measured against (None: no fidelity).
+        model: the model's name, for the summaries.
     """
 
     rows: list[EvalRow]
-    policies: list[str]
+    runs: list[str]
     policy_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: str | None = None
+    model: str | None = None
+
+    @property
+    def policies(self) -> list[str]:
+        """Alias of :attr:`runs`."""
+        return self.runs
 
     @property
     def categories(self) -> list[str]:
         return _category_order({r.category for r in self.rows})
 
-    def _select(self, policy: str, category: str = "overall") -> list[EvalRow]:
-        return [r for r in self.rows if r.policy == policy and (category == "overall" or r.category == category)]
+    def _select(self, run: str, category: str = "overall") -> list[EvalRow]:
+        return [r for r in self.rows if r.run == run and (category == "overall" or r.category == category)]
 
-    def accuracy(self, policy: str, category: str = "overall") -> float:
+    def accuracy(self, run: str, category: str = "overall") -> float:
         """Fraction correct (``overall``: over all questions, i.e. micro-averaged); NaN if none."""
-        rows = self._select(policy, category)
+        rows = self._select(run, category)
         return sum(r.correct for r in rows) / len(rows) if rows else float("nan")
 
+    def agreement(self, run: str, category: str = "overall") -> float:
+        """Fraction of questions answered as the full cache answers them; NaN without a reference."""
+        rows = [r for r in self._select(run, category) if r.agrees_with_full is not None]
+        return sum(r.agrees_with_full for r in rows) / len(rows) if rows else float("nan")
+
+    def kl(self, run: str, category: str = "overall") -> float:
+        """Mean over questions of ``KL(p_full || p_run)`` (nats); NaN without a reference."""
+        return _mean([r.kl_vs_full for r in self._select(run, category) if r.kl_vs_full is not None])
+
+    def run_summary(self, run: str) -> dict[str, Any]:
+        """The ``--json`` object of one run: model, policy, budget (as given), accuracy overall and by category,
+        median TTFT, peak KV bytes (max over videos), mean kept fraction and fidelity vs the full cache."""
+        rows = self._select(run)
+        config = self.policy_configs.get(run, {})
+        by_category = {c: _num(self.accuracy(run, c)) for c in _category_order(set(CATEGORIES) | set(self.categories))}
+        return {
+            "model": self.model,
+            "policy": config.get("policy_label", run),
+            "budget": config.get("budget_given"),
+            "accuracy": _num(self.accuracy(run)),
+            "by_category": by_category,
+            "ttft_ms_median": statistics.median(r.ttft_ms for r in rows) if rows else None,
+            "peak_kv_bytes": max((r.peak_kv_bytes for r in rows), default=None),
+            "kept_fraction": _num(_mean([r.kept_fraction for r in rows])),
+            "fidelity": {"agreement": _num(self.agreement(run)), "kl": _num(self.kl(run))},
+        }
+
+    def to_json(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """What ``eval --json`` prints: one run's :meth:`run_summary`, or a list of them for a sweep."""
+        objects = [self.run_summary(run) for run in self.runs]
+        return objects[0] if len(objects) == 1 else objects
+
     def summary(self) -> list[dict[str, Any]]:
-        """Per policy and category (plus ``overall``): n, correct, accuracy, mean/median TTFT, mean KV bytes."""
+        """Per run and category (plus ``overall``): n, accuracy, TTFT, KV bytes, kept fraction, fidelity."""
         cells = []
-        for policy in self.policies:
+        for run in self.runs:
+            config = self.policy_configs.get(run, {})
             for category in [*self.categories, "overall"]:
-                rows = self._select(policy, category)
+                rows = self._select(run, category)
                 if not rows:
                     continue
                 ttft = [r.ttft_ms for r in rows]
                 budgets = [r.budget for r in rows if r.budget is not None]
                 cells.append({
-                    "policy": policy,
+                    "run": run,
+                    "policy": config.get("policy_label", run),
+                    "budget": config.get("budget_given"),
                     "category": category,
                     "n": len(rows),
                     "correct": sum(r.correct for r in rows),
@@ -401,22 +572,26 @@ class EvalResult:
                     "ttft_ms_mean": statistics.fmean(ttft),
                     "ttft_ms_median": statistics.median(ttft),
                     "kv_bytes_mean": statistics.fmean(r.kv_bytes for r in rows),
-                    "budget_mean": statistics.fmean(budgets) if budgets else None,
+                    "peak_kv_bytes": max(r.peak_kv_bytes for r in rows),
+                    "kept_fraction_mean": _num(_mean([r.kept_fraction for r in rows])),
+                    "budget_tokens_mean": statistics.fmean(budgets) if budgets else None,
+                    "agreement": _num(self.agreement(run, category)),
+                    "kl_mean": _num(self.kl(run, category)),
                 })
         return cells
 
     def to_dict(self) -> dict[str, Any]:
-        """The results document (no rows: they go to their own JSONL/parquet file)."""
-        summary = self.summary()
+        """The results document, ``results.json`` (no rows: they go to ``rows.parquet``)."""
         return {
             "format": RESULTS_FORMAT,
             "version": VERSION,
-            "policies": self.policies,
+            "model": self.model,
+            "runs": self.runs,
+            "reference": self.reference,
             "categories": self.categories,
             "questions": len({(r.video_index, r.question_index) for r in self.rows}),
-            "accuracy": {p: {c["category"]: c["accuracy"] for c in summary if c["policy"] == p}
-                         for p in self.policies},
-            "summary": summary,
+            "results": [self.run_summary(run) for run in self.runs],
+            "summary": self.summary(),
             "policy_configs": self.policy_configs,
         }
 
@@ -440,29 +615,49 @@ class EvalResult:
             raise EvalError(f"rows go to a .jsonl or .parquet file, got {path}")
         return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
-    def format_table(self) -> str:
-        """Accuracy per policy x category, overall, median TTFT and mean KV, as aligned text."""
-        cats = self.categories
-        counts = {c: len(self._select(self.policies[0], c)) for c in cats} if self.policies else {}
-        heads = [f"{c} (n={counts[c]})" for c in cats]
-        width = max([len("policy"), *map(len, self.policies)])
-        head = (f"{'policy':<{width}} {'budget':>8} " + " ".join(f"{h:>{max(len(h), 6)}}" for h in heads)
-                + f" {'overall':>8} {'TTFT med ms':>11} {'KV MiB':>8}")
-        lines = [head, "-" * len(head)]
-        by = {(c["policy"], c["category"]): c for c in self.summary()}
-        for p in self.policies:
-            overall = by.get((p, "overall"))
-            if overall is None:
-                continue
-            budget = "-" if overall["budget_mean"] is None else f"{overall['budget_mean']:.0f}"
-            accs = " ".join(f"{by[(p, c)]['accuracy'] if (p, c) in by else float('nan'):>{max(len(h), 6)}.3f}"
-                            for c, h in zip(cats, heads))
-            lines.append(f"{p:<{width}} {budget:>8} {accs} {overall['accuracy']:>8.3f} "
-                         f"{overall['ttft_ms_median']:>11.1f} {overall['kv_bytes_mean'] / 2**20:>8.2f}")
-        return "\n".join(lines)
+    def table(self, title: str | None = None):
+        """A :class:`rich.table.Table`: one row per run with accuracy per category and overall, agreement
+        and KL vs the full cache, median TTFT, peak KV MiB and the mean fraction of video tokens kept."""
+        from rich.table import Table
+
+        def cell(x: float | None, fmt: str) -> str:
+            return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+        cats = _category_order(set(CATEGORIES) | set(self.categories))
+        table = Table(title=title, title_justify="left")
+        table.add_column("policy")
+        table.add_column("budget", justify="right")
+        table.add_column("n", justify="right")
+        for c in cats:
+            table.add_column(c, justify="right")
+        for head in ("overall", "agree", "KL", "TTFT ms", "peak KV MiB", "kept %"):
+            table.add_column(head, justify="right")
+        for run in self.runs:
+            s = self.run_summary(run)
+            budget = "-" if s["budget"] is None else format_budget(s["budget"])
+            table.add_row(
+                s["policy"], budget, str(len(self._select(run))),
+                *(cell(s["by_category"][c], ".3f") for c in cats),
+                cell(s["accuracy"], ".3f"), cell(s["fidelity"]["agreement"], ".3f"), cell(s["fidelity"]["kl"], ".4f"),
+                cell(s["ttft_ms_median"], ".1f"),
+                cell(None if s["peak_kv_bytes"] is None else s["peak_kv_bytes"] / 2**20, ".2f"),
+                cell(None if s["kept_fraction"] is None else 100 * s["kept_fraction"], ".1f"),
+            )
+        return table
+
+    def format_table(self, title: str | None = None, width: int = 200) -> str:
+        """:meth:`table` rendered as plain text."""
+        from rich.console import Console
+
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+        console.print(self.table(title))
+        return console.export_text()
 
 
 # -------------------------------------------------------------- the harness
+REFERENCE_LABEL = "full"
+
+
 def _factories(policies: Mapping[str, PolicyFactory] | Sequence[PolicyRecipe]) -> dict[str, PolicyFactory]:
     if isinstance(policies, Mapping):
         out = dict(policies)
@@ -470,11 +665,58 @@ def _factories(policies: Mapping[str, PolicyFactory] | Sequence[PolicyRecipe]) -
         out = {}
         for recipe in policies:
             if recipe.key in out:
-                raise EvalError(f"policy label {recipe.key!r} is given twice; give one a label")
+                raise EvalError(f"run label {recipe.key!r} is given twice; give one a label")
             out[recipe.key] = recipe
     if not out:
         raise EvalError("no policy to evaluate")
     return out
+
+
+def _is_full(factory: PolicyFactory) -> bool:
+    return isinstance(factory, PolicyRecipe) and factory.name == "full" and not factory.params
+
+
+@dataclass
+class EvalPlan:
+    """What :func:`evaluate` will stream: every (run, video) unit, a hidden reference run included.
+
+    Attributes:
+        factories: run label -> factory, listed runs first, then the hidden reference (if one is added).
+        runs: the listed run labels.
+        reference: the label of the full-cache run (listed or hidden); None without fidelity.
+        videos: indices into ``items`` of the videos that have questions.
+    """
+
+    factories: dict[str, PolicyFactory]
+    runs: list[str]
+    reference: str | None
+    videos: list[int]
+
+    @property
+    def hidden(self) -> set[str]:
+        return set(self.factories) - set(self.runs)
+
+    @property
+    def units(self) -> list[tuple[str, int]]:
+        """``(run label, video index)`` in evaluation order: video by video, every run of a video in turn."""
+        return [(label, v) for v in self.videos for label in self.factories]
+
+
+def plan(items: Sequence[VideoItem], policy_factory: Mapping[str, PolicyFactory] | Sequence[PolicyRecipe],
+         reference: bool = True) -> EvalPlan:
+    """The units of an evaluation; a ``full`` reference is added (hidden) when fidelity needs one and none is listed."""
+    factories = _factories(policy_factory)
+    runs = list(factories)
+    ref = None
+    if reference:
+        ref = next((label for label, f in factories.items() if _is_full(f)), None)
+        if ref is None:
+            ref = REFERENCE_LABEL if REFERENCE_LABEL not in factories else f"{REFERENCE_LABEL}[reference]"
+            factories[ref] = PolicyRecipe("full", label=ref)
+    videos = [v for v, item in enumerate(items) if item.questions]
+    if not videos:
+        raise EvalError("the dataset has no questions to ask")
+    return EvalPlan(factories, runs, ref, videos)
 
 
 def _ask(session: StreamingSession, scorer: Scorer, q: Question) -> tuple[Scored, int, int, float]:
@@ -487,26 +729,50 @@ def _ask(session: StreamingSession, scorer: Scorer, q: Question) -> tuple[Scored
     return scored, kv_bytes, frames_seen, asked_at
 
 
+@dataclass
+class Asked:
+    """One question asked during :func:`run_video`, with the stream's state when it arrived.
+
+    Attributes:
+        index: the question's index in ``item.questions``.
+        kv_bytes: cache bytes at question time; ``peak_kv_bytes``: the stream's largest so far.
+        video_tokens_seen: video tokens streamed in; ``video_tokens_kept``: cached now (mean over layers).
+    """
+
+    index: int
+    question: Question
+    scored: Scored
+    kv_bytes: int
+    frames_seen: int
+    asked_at: float
+    peak_kv_bytes: int
+    video_tokens_seen: int
+    video_tokens_kept: float
+
+
 def run_video(
     adapter: ModelAdapter, item: VideoItem, policy: Policy, scorer: Scorer, config: SessionConfig,
     fps: float | None = None,
-) -> list[tuple[int, Question, Scored, int, int, float]]:
-    """Stream one video under one policy, asking its questions on time.
+) -> list[Asked]:
+    """Stream one video under one policy, asking its questions on time (in time order).
 
-    Returns:
-        per question (in time order): (index in ``item.questions``, question, scored,
-        kv_bytes, frames_seen, asked_at).
+    The peak KV bytes are sampled after every ingest call and at each question.
     """
     session = StreamingSession(adapter, policy, config)
-    done = []
+    done: list[Asked] = []
+    peak = 0
     frames = open_item(item, fps).frames()
     try:
         for kind, entry in interleave(frames, list(enumerate(item.questions)), lambda p: p[1].time):
             if kind == "frame":
                 session.ingest([entry])
+                peak = max(peak, session.kv_bytes)
                 continue
             i, q = entry
-            done.append((i, q, *_ask(session, scorer, q)))
+            scored, kv_bytes, frames_seen, asked_at = _ask(session, scorer, q)
+            peak = max(peak, kv_bytes)
+            done.append(Asked(i, q, scored, kv_bytes, frames_seen, asked_at, peak, session.video_tokens_seen,
+                              session.video_tokens_kept()))
             if len(done) == len(item.questions):
                 break  # the rest of the stream cannot change an answer
     finally:
@@ -514,6 +780,9 @@ def run_video(
         if close is not None:
             close()
     return done
+
+
+UnitRows = Mapping[tuple[str, int], Sequence[EvalRow]]
 
 
 def evaluate(
@@ -525,6 +794,10 @@ def evaluate(
     fps: float | None = None,
     scorer: Scorer | None = None,
     reindex: str = "lazy",
+    reference: bool = True,
+    done: UnitRows | None = None,
+    on_unit: Callable[[str, int, list[EvalRow]], None] | None = None,
+    model: str | None = None,
 ) -> EvalResult:
     """Stream every item under every policy and score its questions.
 
@@ -534,50 +807,77 @@ def evaluate(
         policy_factory: ``{label: factory}`` (a factory builds a fresh policy from a
             :class:`StreamInfo`, once per video), or a sequence of :class:`PolicyRecipe`.
         chunk_frames: frames per ingest forward.
-        progress: show a progress bar (stderr) over videos x policies.
+        progress: show a progress bar (stderr) over (run, video) units.
         fps: sampling rate of video files (None: their native rate); synthetic specs keep theirs.
         scorer: ``(session, question) -> Scored``; default :class:`LetterScorer`.
         reindex: the sessions' re-indexing mode.
+        reference: measure fidelity against the full cache: a listed ``full`` recipe's rows serve, else a
+            hidden ``full`` run is streamed too (its rows have ``reference=True``).
+        done: rows of (run label, video index) units already evaluated (a resumed run): not streamed again.
+        on_unit: called with ``(label, video index, rows)`` after each unit streamed here.
+        model: the model's name, for the summaries.
     """
-    factories = _factories(policy_factory)
+    work = plan(items, policy_factory, reference)
     scorer = scorer if scorer is not None else LetterScorer()
     config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1, reindex=reindex)  # type: ignore[arg-type]
-    todo = [(v, item) for v, item in enumerate(items) if item.questions]
-    if not todo:
-        raise EvalError("the dataset has no questions to ask")
+    done = done or {}
+    units = work.units
     rows: list[EvalRow] = []
-    bar = tqdm(total=len(todo) * len(factories), unit="stream", desc="evaluating", file=sys.stderr,
-               disable=not progress, leave=False)
+    bar = tqdm(total=len(units), initial=sum(u in done for u in units), unit="stream", desc="evaluating",
+               file=sys.stderr, disable=not progress, leave=False)
     with bar:
-        for v, item in todo:
-            info = stream_info(adapter, item, fps)
-            for label, factory in factories.items():
+        for v in work.videos:
+            item, info = items[v], None
+            for label, factory in work.factories.items():
+                if (label, v) in done:
+                    rows.extend(done[(label, v)])
+                    continue
+                if info is None:
+                    info = stream_info(adapter, item, fps)
                 policy = factory(info)
+                recipe = factory if isinstance(factory, PolicyRecipe) else None
+                given = None if recipe is None else recipe.budget_given
                 bar.set_postfix_str(f"{label} | video {v}")
-                for i, q, scored, kv_bytes, frames_seen, asked_at in run_video(adapter, item, policy, scorer,
-                                                                              config, fps):
+                unit = []
+                for a in run_video(adapter, item, policy, scorer, config, fps):
+                    q, scored = a.question, a.scored
                     pick = int(torch.argmax(scored.scores))  # first maximum: ties go to the earliest letter
                     predicted = OPTION_LETTERS[pick]
-                    rows.append(EvalRow(
-                        policy=label, policy_name=policy.name, budget=getattr(policy, "budget", None),
-                        video_index=v, video=item.video, question_index=i, qid=getattr(q, "qid", ""),
-                        task=question_task(q), category=q.category, time=q.time, asked_at=asked_at,
-                        frames_seen=frames_seen, question=q.question, answer=q.answer, predicted=predicted,
-                        correct=predicted == q.answer, ttft_ms=scored.ttft_ms, kv_bytes=kv_bytes,
-                        video_tokens=info.video_tokens, letter_prob=scored.letter_prob,
-                        top_token=scored.top_token, scores=[float(s) for s in scored.scores],
+                    scores = [float(s) for s in scored.scores]
+                    unit.append(EvalRow(
+                        run=label, policy=recipe.policy_label if recipe is not None else label,
+                        policy_name=policy.name, budget_setting=None if given is None else float(given),
+                        budget=getattr(policy, "budget", None), reference=label in work.hidden,
+                        video_index=v, video=item.video, question_index=a.index, qid=getattr(q, "qid", ""),
+                        task=question_task(q), category=q.category, time=q.time, asked_at=a.asked_at,
+                        frames_seen=a.frames_seen, question=q.question, answer=q.answer, predicted=predicted,
+                        correct=predicted == q.answer, ttft_ms=scored.ttft_ms, kv_bytes=a.kv_bytes,
+                        peak_kv_bytes=a.peak_kv_bytes, video_tokens=info.video_tokens,
+                        video_tokens_seen=a.video_tokens_seen, video_tokens_kept=a.video_tokens_kept,
+                        kept_fraction=(a.video_tokens_kept / a.video_tokens_seen if a.video_tokens_seen
+                                       else float("nan")),
+                        letter_prob=scored.letter_prob, top_token=scored.top_token, scores=scores,
+                        option_probs=option_probs(scores),
                     ))
+                if on_unit is not None:
+                    on_unit(label, v, unit)
+                rows.extend(unit)
                 bar.update(1)
+    if work.reference is not None:
+        attach_fidelity(rows, work.reference)
     configs = {label: (f.to_dict() if isinstance(f, PolicyRecipe) else {"label": label})
-               for label, f in factories.items()}
-    return EvalResult(rows, list(factories), configs)
+               for label, f in work.factories.items()}
+    return EvalResult(rows, work.runs, configs, work.reference, model)
 
 
 __all__ = [
     "CONFIG_FORMAT",
+    "REFERENCE_LABEL",
     "RESULTS_FORMAT",
     "TIME_TOLERANCE",
+    "Asked",
     "EvalError",
+    "EvalPlan",
     "EvalResult",
     "EvalRow",
     "LetterScorer",
@@ -586,10 +886,16 @@ __all__ = [
     "Scored",
     "Scorer",
     "StreamInfo",
+    "attach_fidelity",
     "evaluate",
     "fit_budget",
+    "format_budget",
     "letter_token_ids",
     "open_item",
+    "option_kl",
+    "option_probs",
+    "plan",
     "run_video",
     "stream_info",
+    "takes_budget",
 ]

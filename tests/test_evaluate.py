@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -46,9 +47,10 @@ def test_evaluate_full_and_sink_window(items):
     recipes = [PolicyRecipe("full"), PolicyRecipe("sink-window", budget_ratio=0.3)]
     result = evaluate(adapter, items, recipes, chunk_frames=4, progress=False)
     n = sum(len(it.questions) for it in items)
-    assert result.policies == ["full", "sink-window"] and len(result.rows) == 2 * n
-    cells = {(c["policy"], c["category"]): c for c in result.summary()}
-    for policy in result.policies:
+    assert result.runs == ["full", "sink-window@0.3"] and len(result.rows) == 2 * n
+    assert result.reference == "full" and not any(r.reference for r in result.rows)  # the listed full serves
+    cells = {(c["run"], c["category"]): c for c in result.summary()}
+    for policy in result.runs:
         for category, count in _counts(items).items():
             cell = cells[(policy, category)]
             assert cell["n"] == count and 0.0 <= cell["accuracy"] <= 1.0
@@ -56,17 +58,29 @@ def test_evaluate_full_and_sink_window(items):
         assert cells[(policy, "overall")]["ttft_ms_median"] > 0
     info = stream_info(adapter, items[0])
     assert (info.frames, info.video_tokens) == (12, 12 * adapter.tokens_per_frame(64, 64))
-    rows = [r for r in result.rows if r.policy == "sink-window"]
+    rows = [r for r in result.rows if r.run == "sink-window@0.3"]
     assert {r.budget for r in rows} == {max(info.tokens_per_frame, round(0.3 * info.video_tokens))}
-    full = {(r.video_index, r.question_index): r for r in result.rows if r.policy == "full"}
+    assert {(r.policy, r.budget_setting) for r in rows} == {("sink-window", 0.3)}
+    full = {(r.video_index, r.question_index): r for r in result.rows if r.run == "full"}
+    for f in full.values():  # the full cache keeps every video token, and only grows
+        assert f.kept_fraction == 1.0 and f.video_tokens_kept == f.video_tokens_seen
+        assert f.peak_kv_bytes == f.kv_bytes and (f.agrees_with_full, f.kl_vs_full) == (True, 0.0)
     for r in rows:  # same questions, same moments; the window never holds more than the full cache
         f = full[(r.video_index, r.question_index)]
-        assert (r.frames_seen, r.asked_at) == (f.frames_seen, f.time)
-        assert r.kv_bytes <= f.kv_bytes and len(r.scores) == 4 and r.predicted in "ABCD"
-        assert 0.0 <= r.letter_prob <= 1.0
+        assert (r.frames_seen, r.asked_at, r.video_tokens_seen) == (f.frames_seen, f.time, f.video_tokens_seen)
+        assert r.kv_bytes <= r.peak_kv_bytes <= f.peak_kv_bytes and len(r.scores) == 4 and r.predicted in "ABCD"
+        assert r.video_tokens_kept <= r.budget and r.kept_fraction == r.video_tokens_kept / r.video_tokens_seen
+        assert 0.0 <= r.letter_prob <= 1.0 and sum(r.option_probs) == pytest.approx(1.0)
+        assert r.full_predicted == f.predicted and r.agrees_with_full == (r.predicted == f.predicted)
+        assert r.kl_vs_full >= 0.0
+    # the stream outgrows the budget: late questions see a fraction of what streamed
+    assert min(r.kept_fraction for r in rows) < 1.0
     doc = result.to_dict()
-    assert doc["accuracy"]["full"]["overall"] == result.accuracy("full")
-    assert "full" in result.format_table() and "real-time (n=" in result.format_table()
+    assert [d["policy"] for d in doc["results"]] == ["full", "sink-window"]
+    assert doc["results"][0]["accuracy"] == result.accuracy("full")
+    assert doc["results"][1]["peak_kv_bytes"] == max(r.peak_kv_bytes for r in rows)
+    assert doc["results"][1]["fidelity"]["agreement"] == result.agreement("sink-window@0.3")
+    assert "full" in result.format_table() and "real-time" in result.format_table()
 
 
 def _memory_oracle(session: StreamingSession, q: Question) -> Scored:
@@ -97,6 +111,10 @@ def test_planted_oracle_separates_full_from_a_one_frame_window(items, name):
         assert result.accuracy("full", category) == 1.0
     # every question comes after frame 3, so a one-frame (group) window has always forgotten something
     assert result.accuracy("one-frame") == 0.0
+    # ... and so it never answers as the full cache does; the one-hot scores put KL at (e-1)/(e+3) each
+    assert result.agreement("full") == 1.0 and result.kl("full") == 0.0
+    assert result.agreement("one-frame") == 0.0
+    assert result.kl("one-frame") == pytest.approx((math.e - 1) / (math.e + 3))
 
 
 def test_letter_logits_decide_the_answer(items, monkeypatch):
@@ -117,9 +135,9 @@ def test_letter_logits_decide_the_answer(items, monkeypatch):
 
     monkeypatch.setattr(StreamingSession, "question_logits", planted)
     recipes = [PolicyRecipe("sink-window", budget=8)]
-    assert evaluate(adapter, unique, recipes, progress=False).accuracy("sink-window") == 1.0
+    assert evaluate(adapter, unique, recipes, progress=False, reference=False).accuracy("sink-window@8") == 1.0
     shift["value"] = 1
-    assert evaluate(adapter, unique, recipes, progress=False).accuracy("sink-window") == 0.0
+    assert evaluate(adapter, unique, recipes, progress=False, reference=False).accuracy("sink-window@8") == 0.0
 
 
 class _SpaceTokenizer:
@@ -176,9 +194,10 @@ def test_video_files_from_annotations_are_asked_on_time(tmp_path):
         return Scored(torch.tensor([0.0, 1.0]), 0.0)
 
     adapter = _tiny("tiny-embedded")
-    result = evaluate(adapter, items, [PolicyRecipe("window", budget_ratio=0.5)], progress=False, scorer=scorer)
+    result = evaluate(adapter, items, [PolicyRecipe("window", budget_ratio=0.5)], progress=False, scorer=scorer,
+                      reference=False)
     assert seen == [3, 5, 8]  # frames at 0, 0.5, ... s: those at or before each question's time
-    assert result.accuracy("window", "real-time") == 0.0 and {r.task for r in result.rows} == {"STU"}
+    assert result.accuracy("window@0.5", "real-time") == 0.0 and {r.task for r in result.rows} == {"STU"}
     assert {r.budget for r in result.rows} == {round(0.5 * 8 * adapter.tokens_per_frame(64, 64))}
 
 
@@ -220,42 +239,49 @@ def _app() -> typer.Typer:
 
 def test_eval_command_writes_results_config_and_rows(tmp_path, items):
     write_dataset(items, tmp_path)
-    out = tmp_path / "runs" / "results.json"
+    out = tmp_path / "runs" / "eval"
     result = CliRunner().invoke(_app(), [
         "eval", "--model", "tiny-embedded", "--data", str(tmp_path), "--policy", "full,sink-window",
         "--budget-ratio", "0.3", "--chunk-frames", "4", "--out", str(out), "--json",
     ])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout)  # a sweep of two runs: a list of two objects
+    assert [(p["policy"], p["budget"]) for p in printed] == [("full", None), ("sink-window", 0.3)]
+    assert "evaluating" not in result.stderr  # no progress bar in --json mode
     n = sum(len(it.questions) for it in items)
-    assert printed["results"]["policies"] == ["full", "sink-window"]
-    assert printed["config"]["questions"] == n and printed["config"]["data_format"] == "jsonl"
-    saved = json.loads(out.read_text())
-    assert saved["accuracy"] == printed["results"]["accuracy"]
-    config = json.loads((tmp_path / "runs" / "results.config.json").read_text())
-    assert [p["label"] for p in config["policies"]] == ["full", "sink-window"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "results.json", "rows.parquet"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["results"] == printed and saved["runs"] == ["full", "sink-window@0.3"]
+    assert {c["category"] for c in saved["summary"]} == {"real-time", "backward", "counting", "overall"}
+    config = json.loads((out / "config.json").read_text())
+    assert [p["label"] for p in config["policies"]] == ["full", "sink-window@0.3"]
     assert config["policies"][1]["budget_ratio"] == 0.3 and config["model_info"]["layers"] == 4
-    rows = [json.loads(line) for line in (tmp_path / "runs" / "results.rows.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 * n and {r["policy"] for r in rows} == {"full", "sink-window"}
+    assert config["questions"] == n and config["data_format"] == "jsonl" and config["settings"]["data_sha256"]
+    rows = pq.read_table(out / "rows.parquet").to_pylist()
+    assert len(rows) == 2 * n and {r["run"] for r in rows} == {"full", "sink-window@0.3"}
+    for column in ("budget", "peak_kv_bytes", "kept_fraction", "option_probs", "full_predicted",
+                   "agrees_with_full", "kl_vs_full"):
+        assert all(column in r for r in rows)
 
 
-def test_eval_command_table_and_parquet_rows(tmp_path, items):
+def test_eval_command_table_spec_and_limit(tmp_path, items):
     write_dataset(items, tmp_path / "d.jsonl")
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"format": "hermes-lab/policy-spec", "version": 1, "policy": "window",
                                 "params": {"budget": 999}}))
-    rows = tmp_path / "rows.parquet"
     result = CliRunner().invoke(_app(), [
         "eval", "--model", "tiny-embedded", "--data", str(tmp_path / "d.jsonl"), "--policy", "full",
-        "--spec", str(spec), "--budget", "8", "--rows", str(rows), "--max-videos", "1",
+        "--spec", str(spec), "--budget", "8", "--limit", "1", "--out", str(tmp_path / "out"),
     ])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert any(line.startswith("full ") for line in lines) and any(line.startswith("window ") for line in lines)
-    table = pq.read_table(rows).to_pylist()
-    assert {r["policy"] for r in table} == {"full", "window"}
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("│ full ") for line in lines) and any(line.startswith("│ window ") for line in lines)
+    for head in ("real-time", "backward", "counting", "overall", "agree", "KL", "TTFT ms", "peak KV MiB", "kept %"):
+        assert head in result.stdout
+    table = pq.read_table(tmp_path / "out" / "rows.parquet").to_pylist()
+    assert {r["run"] for r in table} == {"full", "window@8"}
     assert {r["budget"] for r in table if r["policy"] == "window"} == {8}  # --budget overrides the spec's
-    assert len(table) == 2 * len(items[0].questions)
+    assert len(table) == 2 * len(items[0].questions) and {r["video_index"] for r in table} == {0}
 
 
 @pytest.mark.parametrize(
@@ -263,12 +289,18 @@ def test_eval_command_table_and_parquet_rows(tmp_path, items):
     [
         (["--policy", "sink-window"], EvalError, "--budget-ratio"),
         (["--policy", "lru"], Exception, "unknown policy 'lru'"),
-        (["--budget-ratio", "-1"], BudgetError, "budget ratio"),
+        (["--policy", " , "], EvalError, "--policy is empty"),
+        (["--budget-ratio", "-1"], BudgetError, "(0, 1]"),
+        (["--budget-ratio", "1.5"], BudgetError, "(0, 1]"),
+        (["--budget-ratio", "0.3,abc"], EvalError, "every entry must be a float"),
         (["--policy", "full", "--format", "ovobench"], DatasetError, "not valid JSON"),
+        (["--policy", "full", "--limit", "0"], DatasetError, "--limit must be >= 1"),
     ],
 )
 def test_eval_command_errors(tmp_path, items, args, error, message):
     write_dataset(items, tmp_path)
-    result = CliRunner().invoke(_app(), ["eval", "--model", "tiny-embedded", "--data",
-                                         str(tmp_path / "dataset.jsonl"), *args])
+    # a model that does not exist: every argument error must come first, before any model loads
+    result = CliRunner().invoke(_app(), ["eval", "--model", "no-such-model", "--data",
+                                         str(tmp_path / "dataset.jsonl"), "--out", str(tmp_path / "o"), *args])
     assert isinstance(result.exception, error) and message in str(result.exception), result.output
+    assert not (tmp_path / "o").exists()

@@ -19,7 +19,6 @@ from hermes_policy.data.dataset import (
     DATASET_FILE,
     DatasetError,
     VideoItem,
-    atomic_write_text,
     summarize,
     synthesize,
     write_dataset,
@@ -91,38 +90,11 @@ def convert_command(
     typer.echo(_summary_line(path, items))
 
 
-def _policy_recipes(policy: str, budget: int | None, budget_ratio: float | None, spec: Path | None) -> list:
-    """``--policy`` names (+ ``--spec``) as recipes; the spec configures the entry of its own policy name."""
-    from hermes_policy.evaluate import PolicyRecipe
-    from hermes_policy.policies import PolicySpec
-
-    names = [p.strip() for p in policy.split(",") if p.strip()]
-    if len(set(names)) != len(names):
-        raise PolicyError(f"--policy names a policy twice: {policy!r}")
-    recipes = [PolicyRecipe(n, budget=budget, budget_ratio=None if budget is not None else budget_ratio)
-               for n in names]
-    if spec is not None:
-        loaded = PolicySpec.load(spec)
-        from_spec = PolicyRecipe.from_spec(loaded, budget, None if budget is not None else budget_ratio,
-                                           source=str(spec))
-        recipes = [from_spec if r.name == loaded.policy else r for r in recipes]
-        if loaded.policy not in names:
-            recipes.append(from_spec)
-    if not recipes:
-        raise PolicyError("--policy names no policy; e.g. --policy full,sink-window")
-    return recipes
-
-
-def _resolve_data(data: Path, format: str, video_root: Path | None, max_videos: int | None) -> tuple[list, str]:
+def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
     if not data.exists():
         raise DatasetError(f"--data {data} does not exist")
     fmt = detect_format(data) if format == "auto" else format
-    items = load_annotations(data, format=fmt, video_root=video_root)
-    if max_videos is not None:
-        if max_videos < 1:
-            raise DatasetError(f"--max-videos must be >= 1, got {max_videos}")
-        items = items[:max_videos]
-    return items, fmt
+    return load_annotations(data, format=fmt, video_root=video_root), fmt
 
 
 def _versions() -> dict[str, str]:
@@ -138,17 +110,19 @@ def _versions() -> dict[str, str]:
 def eval_command(
     data: Annotated[Path, typer.Option(help="dataset .jsonl, a folder holding dataset.jsonl, or a "
                                             "StreamingBench/OVO-Bench annotation JSON")],
+    out: Annotated[Path, typer.Option(help="output folder: config.json, rows.parquet, results.json; "
+                                           "rerun with the same settings to resume")],
     model: Annotated[str, typer.Option(help="embedded, tiny-*, or a HF id/path")] = "embedded",
-    policy: Annotated[str, typer.Option(help="comma-separated policy names")] = "full,sink-window",
-    budget_ratio: Annotated[Optional[float], typer.Option(help="per video: budget = round(R x its video tokens), "
-                                                                "at least one frame")] = None,
-    budget: Annotated[Optional[int], typer.Option(help="absolute video tokens per layer (overrides "
-                                                       "--budget-ratio)")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON: configures the --policy entry of its "
-                                                      "policy, or is added")] = None,
+    policy: Annotated[str, typer.Option(help="comma-separated policy names; a list is a sweep")] = "full,sink-window",
+    budget_ratio: Annotated[Optional[str], typer.Option(help="comma-separated fractions in (0, 1]: per video, "
+                                                             "budget = round(R x its video tokens), at least "
+                                                             "one frame")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="comma-separated absolute video tokens per layer")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON: the entry of its policy (a separate "
+                                                      "run NAME[stem] if --policy lists it too)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="evaluate only the first K videos")] = None,
     format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against")] = None,
-    max_videos: Annotated[Optional[int], typer.Option(help="evaluate only the first N videos")] = None,
     chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
     fps: Annotated[Optional[float], typer.Option(help="sampling rate of video files (synthetic specs keep "
                                                       "theirs)")] = None,
@@ -156,38 +130,59 @@ def eval_command(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="results JSON; OUT.config.json and OUT.rows.jsonl go "
-                                                     "beside it")] = None,
-    rows: Annotated[Optional[Path], typer.Option(help="per-question rows (.jsonl or .parquet); default "
-                                                      "beside --out")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object {config, results}")] = False,
+    max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
+                                                         "(a list for a sweep); no table, no progress bar")] = False,
 ) -> None:
-    """Streaming multiple-choice QA accuracy, TTFT and KV memory per policy and question category."""
+    """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
+    tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out."""
     from hermes_policy.cli import DTYPES
-    from hermes_policy.evaluate import CONFIG_FORMAT, VERSION, evaluate
+    from hermes_policy.evaluate import CONFIG_FORMAT, VERSION, EvalError, evaluate, plan
     from hermes_policy.models import load_model
+    from hermes_policy.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
 
+    # everything that can be wrong with the arguments fails before the (slow) model load
     if dtype not in DTYPES:
         raise PolicyError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
-    if rows is not None and rows.suffix not in (".jsonl", ".parquet"):
-        raise DatasetError(f"--rows takes a .jsonl or .parquet path, got {rows}")
-    # everything that can be wrong with the arguments fails before the (slow) model load
-    recipes = _policy_recipes(policy, budget, budget_ratio, spec)
-    items, fmt = _resolve_data(data, format, video_root, max_videos)
+    if max_videos is not None:
+        if limit is not None and limit != max_videos:
+            raise EvalError("--max-videos is the old name of --limit; pass only --limit")
+        limit = max_videos
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit must be >= 1, got {limit}")
+    outdir = EvalDir(out)
+    recipes = build_recipes(policy, budget, budget_ratio, spec)
+    all_items, fmt = _resolve_data(data, format, video_root)
+    items = all_items[:limit] if limit is not None else all_items
+    settings: dict[str, Any] = {
+        "model": model,
+        "data": str(data.resolve()),
+        "data_sha256": data_fingerprint(all_items),
+        "data_format": fmt,
+        "video_root": None if video_root is None else str(video_root.resolve()),
+        "policies": [{k: v for k, v in r.to_dict().items() if k != "source"} for r in recipes],
+        "chunk_frames": chunk_frames,
+        "fps": fps,
+        "reindex": reindex,
+        "dtype": dtype,
+        "scoring": "letter-logits (first answer token; see hermes_policy.evaluate)",
+    }
+    units = plan(items, recipes).units
+    done = outdir.resume(settings, units)
     adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
-    result = evaluate(adapter, items, recipes, chunk_frames=chunk_frames, progress=not as_json, fps=fps,
-                      reindex=reindex)
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "version": VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
         "model": model,
         "model_info": adapter.describe(),
-        "data": str(data.resolve()),
+        "data": settings["data"],
         "data_format": fmt,
-        "video_root": None if video_root is None else str(video_root.resolve()),
+        "video_root": settings["video_root"],
         "videos": len(items),
         "questions": sum(len(it.questions) for it in items),
+        "limit": limit,
         "policies": [r.to_dict() for r in recipes],
         "budget": budget,
         "budget_ratio": budget_ratio,
@@ -196,29 +191,26 @@ def eval_command(
         "reindex": reindex,
         "dtype": dtype,
         "device": device,
-        "scoring": "letter-logits (first answer token; see hermes_policy.evaluate)",
+        "scoring": settings["scoring"],
         "versions": _versions(),
         "argv": sys.argv[1:],
     }
-    results = result.to_dict()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stem = out.with_suffix("") if out.suffix == ".json" else out
-        config_path = stem.with_name(stem.name + ".config.json")
-        rows_path = rows if rows is not None else stem.with_name(stem.name + ".rows.jsonl")
-        results["config_file"], results["rows_file"] = config_path.name, str(rows_path)
-        atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
-        result.write_rows(rows_path)
-        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    elif rows is not None:
-        result.write_rows(rows)
+    outdir.start(config)
+    resume_note(len(done), len(units))
+    result = evaluate(adapter, items, recipes, chunk_frames=chunk_frames, progress=not as_json, fps=fps,
+                      reindex=reindex, done=done, on_unit=outdir.append, model=model)
+    outdir.finish(result)
     if as_json:
-        typer.echo(json.dumps({"config": config, "results": results}))
+        typer.echo(json.dumps(result.to_json()))
         return
-    typer.echo(f"{model} | {fmt} data {data} | {len(items)} videos, {config['questions']} questions")
-    typer.echo(result.format_table())
-    if out is not None:
-        typer.echo(f"wrote {out} (+ {results['config_file']}, {rows_path.name})")
+    from rich.console import Console
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console.print(f"{model} | {fmt} data {data} | {len(items)} videos, {config['questions']} questions "
+                  f"| fidelity vs {result.reference}", highlight=False, soft_wrap=True)
+    console.print(result.table())
+    console.print(f"wrote {outdir.path}/: {outdir.results_path.name}, {outdir.rows_path.name}, "
+                  f"{outdir.config_path.name}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
