@@ -15,10 +15,11 @@ question time), which is also what ``kv_bytes`` counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from hermes_policy.cache import CompactCache
@@ -155,6 +156,32 @@ def run_occupancy(
     )
 
 
+def compare(runs: Mapping[str, Occupancy], step: int = -1) -> pd.DataFrame:
+    """Policies side by side after one step: one row per run.
+
+    Columns: ``run``, ``policy``, ``frames`` (streamed by then), ``kv_bytes``,
+    ``rows_min`` / ``rows_max`` (rows per layer), ``frames_held`` (mean over
+    layers of the frames with at least one token held) and ``summary_tokens``
+    (evicted tokens folded into summary slots, all layers).
+    """
+    rows = []
+    for name, run in runs.items():
+        if not -run.num_steps <= step < run.num_steps:
+            raise SessionError(f"step {step} is outside run {name!r}'s {run.num_steps} steps")
+        rows.append({
+            "run": name,
+            "policy": run.policy.get("policy"),
+            "frames": int(run.frames[step]),
+            "kv_bytes": int(run.kv_bytes[step]),
+            "rows_min": int(run.tokens[step].min()),
+            "rows_max": int(run.tokens[step].max()),
+            "frames_held": float(run.layer_frame_counts(step).mean()),
+            "summary_tokens": int(run.summary[step].sum()),
+        })
+    return pd.DataFrame(rows, columns=["run", "policy", "frames", "kv_bytes", "rows_min", "rows_max", "frames_held",
+                                       "summary_tokens"])
+
+
 def suggested_budget(tokens_per_frame: int, num_frames: int, share: float = 0.25) -> int:
     """A budget (video tokens per layer) of whole frames holding about ``share`` of the stream, at least one frame.
 
@@ -166,4 +193,4 @@ def suggested_budget(tokens_per_frame: int, num_frames: int, share: float = 0.25
     return frames * tokens_per_frame
 
 
-__all__ = ["Occupancy", "held_shares", "run_occupancy", "suggested_budget", "summary_counts"]
+__all__ = ["Occupancy", "compare", "held_shares", "run_occupancy", "suggested_budget", "summary_counts"]

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from analysis import cli as analysis_cli
+from dashboard import cli as dashboard_cli
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
 from hermes_policy.data import cli as data_cli
@@ -47,6 +48,7 @@ policy_cli.register(app)
 probes_cli.register(app)
 analysis_cli.register(app)
 data_cli.register(app)
+dashboard_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

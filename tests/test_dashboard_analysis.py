@@ -25,7 +25,7 @@ from analysis.explore import (
 )
 from analysis.export import export_figures
 from analysis.metrics import age_profile
-from analysis.occupancy import run_occupancy, suggested_budget
+from analysis.occupancy import compare, run_occupancy, suggested_budget
 from analysis.synthetic import LONG_TERM, SENSORY, Pattern, hermes_like_recording, synthetic_recording
 from analysis.tidy import anchor_profile_data
 from hermes_policy.errors import BudgetError, SessionError
@@ -223,6 +223,23 @@ def test_hermes_folds_evicted_tokens_into_summary_slots(tiny):
     # fixed split of 4 layers: layer 3 is long-term; it alone has a summary slot holding the evicted tokens
     assert occ.summary[-1, 3] == 12 * tpf - 2 * tpf
     assert (occ.summary[:, :3] == 0).all()
+
+
+def test_compare_runs_side_by_side(tiny):
+    frames = list(open_video("synthetic:seed=1,frames=8,size=64x64").frames())
+    tpf = tiny.tokens_per_frame(64, 64)
+    runs = {"full": run_occupancy(tiny, make_policy("full"), frames),
+            "window": run_occupancy(tiny, make_policy("sink-window", budget=2 * tpf), frames)}
+    df = compare(runs)
+    assert df["run"].tolist() == ["full", "window"]
+    assert df["policy"].tolist() == ["full", "sink-window"]
+    assert df["frames"].tolist() == [8, 8]
+    assert df["frames_held"].tolist() == [8.0, 2.0]
+    assert df["kv_bytes"].iloc[0] > df["kv_bytes"].iloc[1]
+    assert df["rows_max"].iloc[0] - df["rows_max"].iloc[1] == 6 * tpf  # six frames fewer
+    assert compare(runs, step=0)["frames"].tolist() == [4, 4]
+    with pytest.raises(SessionError, match="step 5"):
+        compare(runs, step=5)
 
 
 def test_occupancy_errors_are_user_errors(tiny):

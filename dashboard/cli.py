@@ -1,0 +1,70 @@
+"""``hermes-lab dashboard``: start the Streamlit app, bound to 127.0.0.1 unless ``--host`` says otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dashboard.settings import DEFAULT_MODEL, DEFAULT_RUNS, DEFAULT_VIDEO, Settings
+from hermes_policy.errors import HermesError
+
+APP = Path(__file__).with_name("app.py")
+
+
+class DashboardError(HermesError):
+    """The dashboard cannot start as asked."""
+
+
+def streamlit_command(settings: Settings, host: str = "127.0.0.1", port: int = 8501,
+                      python: str = sys.executable) -> list[str]:
+    """The ``streamlit run`` command line: headless, no usage statistics, the app's own arguments after ``--``."""
+    if not 0 < port < 65536:
+        raise DashboardError(f"--port must be between 1 and 65535, got {port}")
+    if not host.strip():
+        raise DashboardError("--host must not be empty (the default, 127.0.0.1, serves this machine only)")
+    return [
+        python, "-m", "streamlit", "run", str(APP),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        # the app's pages are modules of this package; file watching would only reload it mid-run
+        "--server.fileWatcherType", "none",
+        "--", *settings.to_args(),
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``dashboard`` subcommand to the ``hermes-lab`` app."""
+
+    @app.command()
+    def dashboard(
+        study: Annotated[Optional[list[Path]], typer.Option(help="a recording directory to open; repeatable")] = None,
+        port: Annotated[int, typer.Option(help="port to serve on")] = 8501,
+        host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the app to your network")] =
+        "127.0.0.1",
+        model: Annotated[str, typer.Option(help="model selected at start (built-in name, HF id or path)")] =
+        DEFAULT_MODEL,
+        video: Annotated[str, typer.Option(help="video every page starts from (file or synthetic spec)")] =
+        DEFAULT_VIDEO,
+        runs: Annotated[Path, typer.Option(help="folder for recordings, uploads, specs and figures the app writes")] =
+        Path(DEFAULT_RUNS),
+    ) -> None:
+        """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask."""
+        settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs))
+        cmd = streamlit_command(settings, host, port)
+        typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)
+        try:
+            code = subprocess.call(cmd, env=os.environ.copy())
+        except KeyboardInterrupt:
+            code = 0
+        if code:
+            raise typer.Exit(code)
+
+
+__all__ = ["DashboardError", "register", "streamlit_command"]

@@ -1,0 +1,345 @@
+"""Everything the pages show, loaded or computed once and cached.
+
+* models: ``st.cache_resource`` (one shared instance per name; never copied);
+* recordings, arrays, tables and figures: ``st.cache_data``, keyed by plain
+  hashable arguments. A recording is named by a :class:`RecordingRef` (its path
+  plus the files' modification stamps), so an edited or re-recorded study is
+  read again while a rerun that changes nothing computes nothing.
+
+The computations themselves are ``analysis`` and ``hermes_policy`` functions;
+this module only calls them and converts results for plotting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from analysis import explore, occupancy as occ
+from analysis.cli import load_study
+from analysis.derive import TierAssignment, derive, derive_tiers
+from analysis.errors import StudyError
+from analysis.export import export_figures
+from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_head_tiers, plotly_recency_depth
+from analysis.tidy import age_heatmap_data, anchor_profile_data, head_tier_data
+from dashboard import plots
+from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.registry import load_model
+from hermes_policy.policies.spec import PolicySpec, policy_from_args
+from hermes_policy.video import Frame, VideoSource, open_video
+from probes.capture import StudyConfig, capture
+from probes.recording import META_FILE, TENSORS_FILE, Recording
+
+THUMB_HEIGHT = 48
+
+
+# --------------------------------------------------------------------------- models
+@st.cache_resource(show_spinner="Loading the model…", max_entries=3)
+def model(name: str) -> ModelAdapter:
+    """A model by built-in name, HF id or path (``trust_remote_code`` stays off)."""
+    return load_model(name)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def tokens_per_frame(model_name: str, video: str) -> int:
+    """Patch tokens per frame of ``video``'s first frame for the model."""
+    first = next(iter(open_video(video, max_frames=1).frames()))
+    h, w = first.image.shape[:2]
+    return int(model(model_name).tokens_per_frame(h, w))
+
+
+# --------------------------------------------------------------------------- recordings
+class RecordingRef(NamedTuple):
+    """A recording on disk, as a cache key: its directory and the stamps of its two files."""
+
+    path: str
+    stamp: tuple[int, int]
+
+
+def recording_ref(path: str | Path) -> RecordingRef:
+    """The ref of the recording in ``path``; :class:`StudyError` when there is none."""
+    p = Path(path)
+    files = [p / META_FILE, p / TENSORS_FILE]
+    if not p.is_dir() or not all(f.is_file() for f in files):
+        load_study(p)  # raises the same readable error the CLI gives
+    stats = [f.stat() for f in files]
+    return RecordingRef(str(p), (stats[0].st_mtime_ns ^ stats[0].st_size, stats[1].st_mtime_ns ^ stats[1].st_size))
+
+
+@st.cache_data(show_spinner="Reading the recording…", max_entries=8)
+def recording(ref: RecordingRef) -> Recording:
+    return load_study(Path(ref.path))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def recording_summary(ref: RecordingRef) -> dict:
+    """The recording's metadata, with its step table, for captions and widget ranges."""
+    rec = recording(ref)
+    steps = explore.steps_table(rec)
+    return {
+        "model": rec.meta.get("model", "?"),
+        "video": rec.meta.get("video"),
+        "fps": rec.meta.get("fps"),
+        "layers": rec.num_layers,
+        "heads": rec.num_heads,
+        "queries": rec.queries,
+        "tokens_per_frame": int(rec.meta.get("tokens_per_frame") or 0),
+        "frames": int(rec["frame_mass", 0].shape[-1]),
+        "steps": steps.to_dict("list"),
+        "raw_steps": explore.raw_steps(rec),
+    }
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")[:60]
+
+
+def made_recording_dir(runs: Path, model_name: str, video: str, config: StudyConfig) -> Path:
+    """Where the app stores a recording it made: one folder per (model, video, capture settings)."""
+    key = json.dumps([model_name, video, config.queries, config.chunk_frames, config.raw_steps])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return runs / "recordings" / f"{slug(model_name)}-{slug(video)}-{digest}"
+
+
+def list_recordings(studies: tuple[str, ...], runs: Path) -> list[str]:
+    """``--study`` directories first (even broken ones: picking one shows why), then recordings the app made."""
+    made = sorted((str(p.parent) for p in (runs / "recordings").glob(f"*/{META_FILE}")), reverse=True)
+    return list(dict.fromkeys([*studies, *made]))
+
+
+class ProgressSource:
+    """A :class:`VideoSource` that reports each frame it hands out: ``callback(frames_done, total or None)``.
+
+    The capture loop pulls frames as it ingests them, so this is its progress
+    without touching the loop.
+    """
+
+    def __init__(self, source: VideoSource, callback: Callable[[int, int | None], None]) -> None:
+        self._source, self._callback = source, callback
+        self.name, self.fps, self.num_frames, self.events = source.name, source.fps, source.num_frames, source.events
+
+    def frames(self) -> Iterator[Frame]:
+        for i, frame in enumerate(self._source.frames(), start=1):
+            self._callback(i, self.num_frames)
+            yield frame
+
+
+def make_recording(
+    runs: Path, model_name: str, video: str, config: StudyConfig, progress: Callable[[int, int | None], None]
+) -> Path:
+    """Record a study (as ``hermes-lab study`` does) into the runs folder; returns its directory."""
+    source = open_video(video)  # a bad spec or file fails before the model loads
+    adapter = model(model_name)
+    rec = capture(adapter, ProgressSource(source, progress), config, progress=False)
+    out = made_recording_dir(runs, model_name, video, config)
+    rec.save(out)
+    return out
+
+
+# --------------------------------------------------------------------------- explorer
+@st.cache_data(show_spinner=False, max_entries=64)
+def age_heatmap_figure(ref: RecordingRef, query: str, step: int | None, head: int | None, layer: int) -> go.Figure:
+    grid = explore.age_heatmap(recording(ref), query, step, head).numpy()
+    return plots.age_heatmap(grid, layer)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def thumbnails(video: str, fps: float | None, count: int, height: int = THUMB_HEIGHT) -> np.ndarray:
+    """(N, height, w, 3) uint8 thumbnails of the first ``count`` frames of ``video`` (N <= count).
+
+    Synthetic specs carry their own rate; files are sampled at the recording's ``fps``.
+    """
+    source = open_video(video, max_frames=count) if video.startswith("synthetic:") else \
+        open_video(video, fps=fps, max_frames=count)
+    thumbs = []
+    for frame in source.frames():
+        img = Image.fromarray(frame.image)
+        width = max(1, round(img.width * height / img.height))
+        thumbs.append(np.asarray(img.resize((width, height), Image.Resampling.BILINEAR)))
+    if not thumbs:
+        raise StudyError(f"the video {video} yielded no frames")
+    return np.stack(thumbs)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def frame_mass(ref: RecordingRef, layer: int, query: str, step: int, head: int | None) -> np.ndarray:
+    return explore.frame_mass(recording(ref), layer, query, step, head).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def frame_strip_figure(
+    ref: RecordingRef, layer: int, query: str, step: int, head: int | None, frame: int, with_thumbnails: bool
+) -> tuple[go.Figure, str | None]:
+    """The per-frame mass bar over the video's thumbnails; also a note when thumbnails are unavailable."""
+    mass = frame_mass(ref, layer, query, step, head)
+    thumbs, note = None, None
+    if with_thumbnails:
+        meta = recording_summary(ref)
+        try:
+            thumbs = thumbnails(str(meta["video"]), meta["fps"], meta["frames"])
+        except Exception as e:  # a moved or unreadable video must not hide the attention itself
+            note = f"no thumbnails: the recording's video {meta['video']!r} cannot be read here ({e})"
+    return plots.frame_strip(mass, thumbs, frame), note
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def frame_by_layer(ref: RecordingRef, frame: int, query: str, step: int, head: int | None) -> pd.DataFrame:
+    return explore.frame_by_layer(recording(ref), frame, query, step, head)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def frame_by_layer_figure(ref: RecordingRef, frame: int, query: str, step: int, head: int | None) -> go.Figure:
+    return plots.frame_by_layer(frame_by_layer(ref, frame, query, step, head), frame)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def tiers(ref: RecordingRef, method: str = "changepoint", queries: tuple[str, ...] | None = None) -> TierAssignment:
+    return derive_tiers(recording(ref), method, list(queries) if queries else None)
+
+
+def layer_tier(ref: RecordingRef, layer: int) -> str | None:
+    """The measured tier of a layer (None when the recording cannot be split, e.g. under 3 layers)."""
+    try:
+        return tiers(ref).layers[layer]
+    except StudyError:
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def position_profile_figure(ref: RecordingRef, layer: int, query: str, step: int | None, head: int | None) -> go.Figure:
+    profile = explore.position_profile(recording(ref), layer, query, step, head).numpy()
+    return plots.position_profile(profile, layer, layer_tier(ref, layer))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def raw_window_figure(ref: RecordingRef, layer: int, query: str, head: int | None) -> go.Figure:
+    rec = recording(ref)
+    rows = explore.raw_window(rec, layer, query, head).numpy()
+    return plots.raw_heatmap(rows, explore.steps_table(rec)["frames"].tolist()[: rows.shape[0]])
+
+
+# --------------------------------------------------------------------------- study
+#: on-screen figure name -> the analysis.figures renderer that draws it (for export)
+STUDY_RENDERERS = {"depth_profile": "recency_depth"}
+
+
+@st.cache_data(show_spinner="Measuring tiers and drawing figures…", max_entries=16)
+def study_tables(ref: RecordingRef, method: str, queries: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """The tidy tables behind every figure of the study page (what export writes)."""
+    rec = recording(ref)
+    q = list(queries)
+    t = tiers(ref, method, queries)
+    tables = {
+        "depth_profile": explore.depth_profile_data(rec, t, q),
+        "head_tiers": head_tier_data(t, rec.num_heads),
+        "age_heatmap": age_heatmap_data(rec, q),
+    }
+    if all(("position_mass", layer) in rec for layer in rec.layers()):
+        tables["anchor_profile"] = anchor_profile_data(rec, t, None, q)
+    return tables
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def study_figures(ref: RecordingRef, method: str, queries: tuple[str, ...]) -> dict[str, go.Figure]:
+    """The study page's figures, drawn by the same plotly renderers that export uses."""
+    renderers = {"depth_profile": plotly_recency_depth, "head_tiers": plotly_head_tiers,
+                 "age_heatmap": plotly_age_heatmap, "anchor_profile": plotly_anchor_profile}
+    return {name: plots.fit_width(renderers[name](df)) for name, df in study_tables(ref, method, queries).items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def specs(ref: RecordingRef, queries: tuple[str, ...], budget: int | None) -> dict[str, dict]:
+    """The measured and the HERMES-fixed PolicySpec, as JSON-ready dicts."""
+    rec = recording(ref)
+    return {method: derive(rec, method, list(queries), None, budget).to_dict()  # type: ignore[arg-type]
+            for method in ("measured", "hermes-fixed")}
+
+
+def spec_table(spec_dicts: dict[str, dict]) -> pd.DataFrame:
+    return explore.compare_specs({name: PolicySpec.from_dict(d) for name, d in spec_dicts.items()})
+
+
+def write_spec(spec_dict: dict, path: str | Path) -> Path:
+    """Write a PolicySpec JSON (atomically); its folder is created."""
+    out = Path(path)
+    if out.is_dir():
+        raise StudyError(f"{out} is a directory; give a file path for the spec, e.g. {out / 'policy.json'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    PolicySpec.from_dict(spec_dict).save(out)
+    return out
+
+
+def export_study(ref: RecordingRef, method: str, queries: tuple[str, ...], out_dir: str | Path,
+                 formats: tuple[str, ...]) -> list[Path]:
+    """Export the study page's figures exactly as shown (same tables), in the chosen formats."""
+    return export_figures(study_tables(ref, method, queries), out_dir, formats, STUDY_RENDERERS)
+
+
+# --------------------------------------------------------------------------- occupancy
+def spec_stamp(spec: str | None) -> int | None:
+    """A cache key part for a spec file: changes when the file does (None: no spec)."""
+    if not spec:
+        return None
+    p = Path(spec)
+    return p.stat().st_mtime_ns if p.is_file() else -1
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def occupancy(
+    model_name: str, video: str, policy: str, budget: int | None, spec: str | None, stamp: int | None,
+    chunk_frames: int,
+) -> occ.Occupancy:
+    """Stream ``video`` under one policy and record the cache after each chunk (``stamp``: see :func:`spec_stamp`)."""
+    frames = list(open_video(video).frames())
+    built = policy_from_args(policy, budget, spec or None)
+    return occ.run_occupancy(model(model_name), built, frames, chunk_frames)
+
+
+# --------------------------------------------------------------------------- uploads
+VIDEO_TYPES = ("mp4", "mkv", "webm", "mov", "avi")
+
+
+def save_upload(runs: Path, name: str, content: bytes) -> Path:
+    """Store an uploaded video under the runs folder by content hash (same bytes, same file)."""
+    suffix = Path(name).suffix.lower()
+    if suffix.lstrip(".") not in VIDEO_TYPES:
+        raise StudyError(f"{name!r} is not a video file this app takes ({', '.join(VIDEO_TYPES)})")
+    if not content:
+        raise StudyError(f"{name!r} is empty (0 bytes)")
+    out = runs / "uploads" / f"{hashlib.sha256(content).hexdigest()[:16]}{suffix}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        out.write_bytes(content)
+    return out
+
+
+def video_frames(video: str, fps: float | None, max_frames: int) -> list[Frame]:
+    """Decoded frames of a spec or file (VideoError for a bad one, with the file named).
+
+    Not cached here: the live page keeps them in its session state for as long
+    as the stream runs, and decoded frames are too large to unpickle per rerun.
+    """
+    source = open_video(video, fps=fps, max_frames=max_frames)
+    frames = list(source.frames())
+    if not frames:
+        raise StudyError(f"the video {video} yielded no frames")
+    return frames
+
+
+__all__ = [
+    "RecordingRef", "ProgressSource", "age_heatmap_figure", "export_study", "frame_by_layer", "frame_by_layer_figure",
+    "frame_mass", "frame_strip_figure", "list_recordings", "make_recording", "made_recording_dir", "model",
+    "occupancy", "position_profile_figure", "raw_window_figure", "recording", "recording_ref", "recording_summary",
+    "save_upload", "spec_stamp", "spec_table", "specs", "study_figures", "study_tables", "thumbnails",
+    "tokens_per_frame", "video_frames", "write_spec",
+]

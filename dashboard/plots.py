@@ -1,0 +1,199 @@
+"""Plotly figures for the dashboard, in the paper's colours (:mod:`analysis.style`).
+
+Pure functions from arrays or tidy tables to ``go.Figure``; they draw, they do
+not compute. Heatmaps use the shared sequential map, tiers the shared tier
+palette, and lines/bars colours sampled from the same map, so a screenshot
+reads like the paper figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib.colors import to_hex
+from plotly.subplots import make_subplots
+
+from analysis import style
+
+#: the map's darkest colour, used for single series (as analysis.figures does)
+LINE = to_hex(style.cmap()(0.0))
+#: a bright colour of the same map for what is selected
+HIGHLIGHT = to_hex(style.cmap()(0.85))
+
+
+def layout(height_in: float, title: str | None = None) -> dict:
+    """The paper layout at screen size, with the width left to the page (charts stretch)."""
+    out = style.plotly_layout(height_in, title=title)
+    out.pop("width")
+    out["autosize"] = True
+    return out
+
+
+def fit_width(fig: go.Figure) -> go.Figure:
+    """Let a figure built for a fixed paper width stretch to its column."""
+    fig.update_layout(width=None, autosize=True)
+    return fig
+
+
+def palette(n: int) -> list[str]:
+    """``n`` distinct colours sampled from the shared map (the bright yellow end left out: unreadable on white)."""
+    return [to_hex(style.cmap()(0.85 * i / max(n - 1, 1))) for i in range(n)]
+
+
+def _counts(n: int) -> dict:
+    """Axis settings for a count axis (layers, frames, positions): whole-number ticks only."""
+    return {"dtick": 1} if n <= 24 else {"tickformat": "d"}
+
+
+def _heatmap(z: np.ndarray, x, y, title: str, hover: str, zmin=None, zmax=None) -> go.Heatmap:
+    return go.Heatmap(z=z, x=x, y=y, colorscale=style.plotly_colorscale(), zmin=zmin, zmax=zmax,
+                      colorbar={"title": {"text": title}}, hovertemplate=hover + "<extra></extra>")
+
+
+# --------------------------------------------------------------------------- explorer
+def age_heatmap(grid: np.ndarray, layer: int | None = None) -> go.Figure:
+    """Layers × frame ages (0 = newest) of attention mass; ``layer`` is outlined.
+
+    Args:
+        grid: (L, A) mass, NaN where an age never occurs.
+    """
+    L, A = grid.shape
+    fig = go.Figure(_heatmap(grid, list(range(A)), list(range(L)), "mass",
+                             "layer %{y}<br>age %{x}<br>mass %{z:.4f}"))
+    if layer is not None:
+        fig.add_shape(type="rect", x0=-0.5, x1=A - 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                      line={"color": HIGHLIGHT, "width": 2}, fillcolor="rgba(0,0,0,0)")
+    fig.update_layout(**layout(2.6, "Attention mass by frame age"))
+    fig.update_xaxes(title_text="frame age (0 = newest)", **_counts(A))
+    fig.update_yaxes(title_text="layer", autorange="reversed", **_counts(L))
+    return fig
+
+
+def thumbnail_strip(thumbs: np.ndarray) -> np.ndarray:
+    """(N, h, w, 3) -> one (h, N·w, 3) strip, frame i at columns [i·w, (i+1)·w)."""
+    return np.concatenate(list(thumbs), axis=1)
+
+
+def frame_strip(mass: np.ndarray, thumbs: np.ndarray | None, selected: int | None = None) -> go.Figure:
+    """Attention mass per frame (bars) above the video's own frames, on one frame axis.
+
+    Args:
+        mass: (F,) mass per frame, NaN for frames not streamed yet.
+        thumbs: (N, h, w, 3) uint8 thumbnails of the first N frames, or None.
+        selected: the frame to highlight.
+    """
+    F = mass.shape[0]
+    colors = [HIGHLIGHT if f == selected else LINE for f in range(F)]
+    bar = go.Bar(x=list(range(F)), y=mass, marker={"color": colors}, name="mass",
+                 hovertemplate="frame %{x}<br>mass %{y:.4f}<extra></extra>")
+    if thumbs is None or len(thumbs) == 0:
+        fig = go.Figure(bar)
+        fig.update_layout(**layout(2.0, "Attention per frame"))
+        fig.update_xaxes(title_text="frame", range=[-0.5, F - 0.5])
+        fig.update_yaxes(title_text="attention mass")
+        return fig
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.04)
+    fig.add_trace(bar, row=1, col=1)
+    n, h, w, _ = thumbs.shape
+    # each thumbnail spans one unit of the frame axis, centred on its frame index
+    fig.add_trace(go.Image(z=thumbnail_strip(thumbs[:F]), x0=-0.5 + 0.5 / w, dx=1 / w, y0=0.5 / w, dy=1 / w,
+                           hovertemplate="frame %{x:.0f}<extra></extra>", name="frames"), row=2, col=1)
+    fig.update_layout(**layout(2.6, "Attention per frame, over the video's frames"))
+    fig.update_xaxes(range=[-0.5, F - 0.5])
+    fig.update_xaxes(title_text="frame", row=2, col=1)
+    fig.update_yaxes(title_text="attention mass", row=1, col=1)
+    # free aspect: the strip must follow the shared frame axis, not keep square pixels
+    fig.update_yaxes(scaleanchor=False, showticklabels=False, showgrid=False, range=[h / w, 0], row=2, col=1)
+    return fig
+
+
+def position_profile(profile: np.ndarray, layer: int, tier: str | None) -> go.Figure:
+    """Within-frame attention of one layer (a step line per slot) with the uniform level dashed.
+
+    Args:
+        profile: (P,) mass per in-frame position, summing to 1.
+    """
+    P = profile.shape[0]
+    color = style.TIER_COLORS.get(tier or "", LINE)
+    label = f"layer {layer}" + (f" ({tier})" if tier else "")
+    fig = go.Figure(go.Scatter(x=list(range(P)), y=profile, mode="lines+markers", name=label,
+                               line={"color": color, "shape": "hvh"},
+                               hovertemplate="position %{x}<br>mass %{y:.4f}<extra></extra>"))
+    fig.add_hline(y=1 / P, line_dash="dash", line_color="gray", annotation_text="uniform")
+    fig.update_layout(**layout(2.0, f"Within-frame attention, {label}"))
+    fig.update_xaxes(title_text="position inside frame", **_counts(P))
+    # from zero: a near-uniform profile must look flat, not magnified noise
+    fig.update_yaxes(title_text="attention mass", rangemode="tozero")
+    return fig
+
+
+def raw_heatmap(rows: np.ndarray, frames: Sequence[int]) -> go.Figure:
+    """Raw attention of the first W steps over every cached key.
+
+    Args:
+        rows: (W, S) attention per key, NaN where a step had fewer keys.
+        frames: frames streamed at each of the W steps (row labels).
+    """
+    W, S = rows.shape
+    labels = [f"step {i} ({n} fr)" for i, n in enumerate(frames)]
+    fig = go.Figure(_heatmap(rows, list(range(S)), labels, "attention", "%{y}<br>key %{x}<br>%{z:.5f}"))
+    fig.update_layout(**layout(max(1.4, 0.35 * W + 0.9), "Raw attention, first steps"))
+    fig.update_xaxes(title_text="key (cache order: system prefix, frames old → new, query)")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def frame_by_layer(df: pd.DataFrame, frame: int) -> go.Figure:
+    """Mass on one frame per layer (bars in layer order); the three strongest layers highlighted.
+
+    Args:
+        df: :func:`analysis.explore.frame_by_layer` output (``layer, mass, relative, rank``).
+    """
+    d = df.sort_values("layer")
+    colors = [HIGHLIGHT if r <= 3 else LINE for r in d["rank"]]
+    fig = go.Figure(go.Bar(x=d["layer"], y=d["mass"], marker={"color": colors}, customdata=d[["relative", "rank"]],
+                           hovertemplate="layer %{x}<br>mass %{y:.4f}<br>×uniform %{customdata[0]:.2f}"
+                                         "<br>rank %{customdata[1]}<extra></extra>"))
+    fig.update_layout(**layout(2.0, f"Which layers attend to frame {frame}"))
+    fig.update_xaxes(title_text="layer", **_counts(len(d)))
+    fig.update_yaxes(title_text="attention mass on the frame")
+    return fig
+
+
+# --------------------------------------------------------------------------- occupancy
+def occupancy_heatmap(held: np.ndarray, title: str) -> go.Figure:
+    """Layers × frames: share of each frame's tokens a layer holds (1 all, 0 evicted, blank not yet streamed).
+
+    Args:
+        held: (L, F) shares in [0, 1], NaN where there is nothing to hold.
+    """
+    L, F = held.shape
+    fig = go.Figure(_heatmap(held, list(range(F)), list(range(L)), "held",
+                             "layer %{y}<br>frame %{x}<br>held %{z:.2f}", zmin=0, zmax=1))
+    fig.update_layout(**layout(2.4, title))
+    fig.update_xaxes(title_text="frame", **_counts(F))
+    fig.update_yaxes(title_text="layer", autorange="reversed", **_counts(L))
+    return fig
+
+
+def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, x_title: str, y_title: str,
+          marker_x: float | None = None) -> go.Figure:
+    """One line per named series (``name -> (x, y)``), coloured from the shared map; an optional vertical marker."""
+    fig = go.Figure()
+    for color, (name, (x, y)) in zip(palette(len(series)), series.items()):
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name, line={"color": color}))
+    if marker_x is not None:
+        fig.add_vline(x=marker_x, line_dash="dot", line_color="gray")
+    fig.update_layout(**layout(2.0, title))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+__all__ = [
+    "age_heatmap", "fit_width", "frame_by_layer", "frame_strip", "layout", "lines", "occupancy_heatmap", "palette",
+    "position_profile", "raw_heatmap", "thumbnail_strip",
+]
