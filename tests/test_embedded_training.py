@@ -20,7 +20,7 @@ TINY = ScratchConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_hea
 
 
 def _tiny_train_config(**kw) -> TrainConfig:
-    return TrainConfig(**{**dict(align_steps=2, qa_steps=2, batch_size=2, max_clip=4, eval_every=2,
+    return TrainConfig(**{**dict(vision_steps=1, align_steps=1, qa_steps=2, batch_size=2, max_clip=4, eval_every=2,
                                  eval_questions=2, eval_lengths=(3,), checkpoint_every=2, tokenizer_corpus=40,
                                  scratch=TINY), **kw})
 
@@ -75,7 +75,7 @@ def test_training_logs_a_curve_resumes_and_yields_a_streamable_model(tmp_path: P
     run = tmp_path / "run"
     final = train(_tiny_train_config(qa_steps=1), run, progress=False)
     rows = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3] and rows[1]["stage"] == "align" and rows[2]["stage"] == "qa"
+    assert [r["step"] for r in rows] == [1, 2, 3] and [r["stage"] for r in rows] == ["vision", "align", "qa"]
     evaluation = rows[1]["eval"][0]
     assert evaluation["n"] == 2 and evaluation["frames"] == 3
     assert all(0 <= v <= 1 for k, v in evaluation.items() if k not in ("n", "frames"))
@@ -83,6 +83,7 @@ def test_training_logs_a_curve_resumes_and_yields_a_streamable_model(tmp_path: P
     train(_tiny_train_config(qa_steps=3), run, resume=True, progress=False)
     rows = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert (run / "curve.png").stat().st_size > 1000
     adapter = load_scratch(final, "trained")
     session = StreamingSession(adapter, config=SessionConfig(chunk_frames=2))
     session.ingest(open_video("synthetic:seed=3,frames=4").frames())

@@ -91,13 +91,16 @@ def build_scratch(cfg: ScratchConfig, tokenizer: PreTrainedTokenizerBase, seed: 
 
 
 def save_scratch(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, frontend: ConvFrontend,
-                 directory: str | Path, extra: dict | None = None) -> None:
-    """LM (safetensors, bf16: half the bytes, and the runtime computes in bf16), tokenizer and front end."""
+                 directory: str | Path, extra: dict | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+    """LM (safetensors; bf16 by default: half the bytes to ship), tokenizer and front end.
+
+    Checkpoints pass ``dtype=torch.float32``, so a resumed run continues from its exact masters.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # a bf16 copy of the weights: converting the model in place would round a training run's fp32 masters
-    half = {k: v.detach().to(torch.bfloat16) for k, v in model.state_dict().items()}
-    model.save_pretrained(directory, state_dict=half)
+    # a converted copy: converting the model in place would round a training run's fp32 masters
+    weights = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=weights)
     tokenizer.save_pretrained(directory)
     save_frontend(frontend, directory, extra=extra)
 
