@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hermes-lab-installed
 
-.PHONY: setup demo test test-fast clean-venv
+.PHONY: setup demo test test-fast clean-venv chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,27 @@ demo: $(STAMP)
 	$(VENV)/bin/hermes-lab stream --model embedded --video synthetic:seed=1,frames=64 \
 		--policy sink-window --budget 512 --ask "30:What is happening?"
 
-test: $(STAMP)
+# The dashboard's browser tests drive Debian's chromium through playwright (never a
+# Playwright browser download). Install it when missing and we can (root + apt-get, as
+# in CI); otherwise say so: those tests then fail, naming the missing browser.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian chromium for the dashboard browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	      || echo "warning: apt-get could not install chromium; the dashboard browser tests will fail" >&2; \
+	  else \
+	    echo "warning: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get);" \
+	      "the dashboard browser tests will fail (HERMES_SKIP_BROWSER=1 skips them outside CI)" >&2; \
+	  fi; \
+	fi
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -m "not slow"
 
 clean-venv:

@@ -63,12 +63,15 @@ def age_heatmap(grid: np.ndarray, layer: int | None = None) -> go.Figure:
     L, A = grid.shape
     fig = go.Figure(_heatmap(grid, list(range(A)), list(range(L)), "mass",
                              "layer %{y}<br>age %{x}<br>mass %{z:.4f}"))
-    if layer is not None:
-        fig.add_shape(type="rect", x0=-0.5, x1=A - 0.5, y0=layer - 0.5, y1=layer + 0.5,
-                      line={"color": HIGHLIGHT, "width": 2}, fillcolor="rgba(0,0,0,0)")
     fig.update_layout(**layout(2.6, "Attention mass by frame age"))
     fig.update_xaxes(title_text="frame age (0 = newest)", **_counts(A))
     fig.update_yaxes(title_text="layer", autorange="reversed", **_counts(L))
+    if layer is not None:
+        # outline plus a marked tick: a single colour cannot stand out on both ends of the map
+        fig.add_shape(type="rect", x0=-0.5, x1=A - 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                      line={"color": "black", "width": 2}, fillcolor="rgba(0,0,0,0)")
+        ticks = list(range(L)) if L <= 24 else sorted({*range(0, L, max(1, L // 12)), layer})
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"<b>▶ {t}</b>" if t == layer else str(t) for t in ticks])
     return fig
 
 
@@ -189,7 +192,8 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
         fig.add_vline(x=marker_x, line_dash="dot", line_color="gray")
     fig.update_layout(**layout(2.0, title))
     fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text=y_title)
+    # from zero: two policies a few bytes apart must not look twice as far apart
+    fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return fig
 
 
