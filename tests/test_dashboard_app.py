@@ -212,6 +212,26 @@ def test_missing_and_corrupt_recordings_show_errors_and_the_app_goes_on(monkeypa
     assert not errors(at) and at.get("plotly_chart")
 
 
+def test_switching_to_a_recording_of_another_shape_keeps_widgets_valid(monkeypatch, runs, study_dir, tmp_path):
+    small = tmp_path / "small"
+    capture(build_tiny(MODEL), open_video("synthetic:seed=3,frames=6,size=64x64"),
+            StudyConfig(queries="pseudo", chunk_frames=2), progress=False).save(small)
+    at = launch(monkeypatch, runs, study_dir, small)
+    at.selectbox(key="explore_query").set_value("newest-frame")
+    at.select_slider(key="explore_step").set_value(2)
+    at.run()
+    at.selectbox(key="recording_pick").set_value(str(small)).run()
+    no_exception(at)
+    assert not errors(at)
+    assert at.selectbox(key="explore_query").value == "local"  # the new recording has no newest-frame rows
+    assert at.select_slider(key="explore_step").value == 2  # of its 3 steps (6 frames, 2 per step)
+    bars = arr(chart(at, "explore_frame_chart")["data"][0]["y"])
+    assert bars.shape == (6,)
+    at.switch_page("views/study.py").run()
+    no_exception(at)
+    assert at.multiselect(key="study_queries").value == ["local", "global", "mixed"]
+
+
 def test_no_study_records_one_with_progress(monkeypatch, runs):
     seen = []
     real = data.ProgressSource.frames
