@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -59,12 +58,10 @@ def register(app: typer.Typer) -> None:
         settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs))
         cmd = streamlit_command(settings, host, port)
         typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)
-        try:
-            code = subprocess.call(cmd, env=os.environ.copy())
-        except KeyboardInterrupt:
-            code = 0
-        if code:
-            raise typer.Exit(code)
+        sys.stdout.flush(), sys.stderr.flush()
+        # become the server: signals (Ctrl+C, a supervisor's SIGTERM) reach Streamlit itself,
+        # and no orphaned server outlives its command
+        os.execv(cmd[0], cmd)
 
 
 __all__ = ["DashboardError", "register", "streamlit_command"]

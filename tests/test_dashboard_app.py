@@ -119,9 +119,10 @@ def test_settings_round_trip_and_command_binds_localhost():
 
 def test_cli_dashboard_command(monkeypatch, capsys, tmp_path):
     calls = []
-    monkeypatch.setattr("dashboard.cli.subprocess.call", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setattr("dashboard.cli.os.execv", lambda path, cmd: calls.append((path, cmd)))
     assert cli_main(["dashboard", "--study", str(tmp_path), "--port", "8611"]) == 0
-    (cmd,) = calls
+    ((path, cmd),) = calls
+    assert path == cmd[0]
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.port") + 1] == "8611"
     assert parse_args(cmd[cmd.index("--") + 1 :]) == Settings((str(tmp_path),), "embedded")
