@@ -222,10 +222,10 @@ def position_profile_figure(ref: RecordingRef, layer: int, query: str, step: int
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def raw_window_figure(ref: RecordingRef, layer: int, query: str, head: int | None) -> go.Figure:
+def raw_window_figure(ref: RecordingRef, layer: int, query: str, head: int | None, log: bool = False) -> go.Figure:
     rec = recording(ref)
     rows = explore.raw_window(rec, layer, query, head).numpy()
-    return plots.raw_heatmap(rows, explore.steps_table(rec)["frames"].tolist()[: rows.shape[0]])
+    return plots.raw_heatmap(rows, explore.steps_table(rec)["frames"].tolist()[: rows.shape[0]], log)
 
 
 # --------------------------------------------------------------------------- study

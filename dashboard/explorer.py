@@ -88,8 +88,10 @@ def render() -> None:
         st.info("This recording kept no raw attention rows. Record one with **Raw steps** > 0 (sidebar) "
                 "or `hermes-lab study --raw-steps N`.")
     else:
+        log = st.toggle("Log colour scale", value=False, key="explore_raw_log",
+                        help="an attention sink can take nearly all the mass; log10 shows the rest")
         with ui.guard("Raw attention heatmap"):
-            st.plotly_chart(data.raw_window_figure(ref, layer, query, head), theme=None, key="explore_raw")
+            st.plotly_chart(data.raw_window_figure(ref, layer, query, head, log), theme=None, key="explore_raw")
             st.caption(f"The first {info['raw_steps']} steps, layer {layer}, {query}, "
                        f"{'mean of heads' if head is None else f'head {head}'}.")
 

@@ -70,7 +70,10 @@ def age_heatmap(grid: np.ndarray, layer: int | None = None) -> go.Figure:
         # outline plus a marked tick: a single colour cannot stand out on both ends of the map
         fig.add_shape(type="rect", x0=-0.5, x1=A - 0.5, y0=layer - 0.5, y1=layer + 0.5,
                       line={"color": "black", "width": 2}, fillcolor="rgba(0,0,0,0)")
-        ticks = list(range(L)) if L <= 24 else sorted({*range(0, L, max(1, L // 12)), layer})
+        step = max(1, L // 12)
+        # every step-th layer, the chosen one always, and none crowding it
+        ticks = list(range(L)) if L <= 24 else \
+            sorted({t for t in range(0, L, step) if abs(t - layer) >= max(step // 2, 1) + 1} | {layer})
         fig.update_yaxes(tickvals=ticks, ticktext=[f"<b>▶ {t}</b>" if t == layer else str(t) for t in ticks])
     return fig
 
@@ -133,16 +136,24 @@ def position_profile(profile: np.ndarray, layer: int, tier: str | None) -> go.Fi
     return fig
 
 
-def raw_heatmap(rows: np.ndarray, frames: Sequence[int]) -> go.Figure:
+def raw_heatmap(rows: np.ndarray, frames: Sequence[int], log: bool = False) -> go.Figure:
     """Raw attention of the first W steps over every cached key.
 
     Args:
         rows: (W, S) attention per key, NaN where a step had fewer keys.
         frames: frames streamed at each of the W steps (row labels).
+        log: colour by log10 of the attention, so keys far below an attention sink stay visible.
     """
     W, S = rows.shape
     labels = [f"step {i} ({n} fr)" for i, n in enumerate(frames)]
-    fig = go.Figure(_heatmap(rows, list(range(S)), labels, "attention", "%{y}<br>key %{x}<br>%{z:.5f}"))
+    if log:
+        with np.errstate(divide="ignore"):
+            z = np.log10(rows)
+        z[np.isneginf(z)] = np.nan  # exactly zero (masked) keys have no colour, as missing ones
+        trace = _heatmap(z, list(range(S)), labels, "log10 attention", "%{y}<br>key %{x}<br>log10 %{z:.2f}")
+    else:
+        trace = _heatmap(rows, list(range(S)), labels, "attention", "%{y}<br>key %{x}<br>%{z:.5f}")
+    fig = go.Figure(trace)
     fig.update_layout(**layout(max(1.4, 0.35 * W + 0.9), "Raw attention, first steps"))
     fig.update_xaxes(title_text="key (cache order: system prefix, frames old → new, query)")
     fig.update_yaxes(autorange="reversed")
@@ -186,12 +197,15 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
           marker_x: float | None = None) -> go.Figure:
     """One line per named series (``name -> (x, y)``), coloured from the shared map; an optional vertical marker."""
     fig = go.Figure()
+    xs: set = set()
     for color, (name, (x, y)) in zip(palette(len(series)), series.items()):
         fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name, line={"color": color}))
+        xs.update(float(v) for v in x)
     if marker_x is not None:
         fig.add_vline(x=marker_x, line_dash="dot", line_color="gray")
     fig.update_layout(**layout(2.0, title))
-    fig.update_xaxes(title_text=x_title)
+    # ticks where the data are (chunk boundaries), not at fractions of a frame
+    fig.update_xaxes(title_text=x_title, **({"tickvals": sorted(xs)} if 0 < len(xs) <= 16 else {}))
     # from zero: two policies a few bytes apart must not look twice as far apart
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return fig

@@ -144,6 +144,13 @@ def test_explorer_shows_the_recording(monkeypatch, runs, study_dir):
     np.testing.assert_allclose(arr(strip[0]["y"]), explore.frame_mass(rec, 2, "local", -1).numpy(), rtol=1e-6)
     raw = arr(chart(at, "explore_raw")["data"][0]["z"])
     assert raw.shape[0] == 2  # the bounded raw window: 2 steps
+    np.testing.assert_allclose(raw, explore.raw_window(rec, 2, "local").numpy(), rtol=1e-6)
+    at.toggle(key="explore_raw_log").set_value(True).run()
+    logged = chart(at, "explore_raw")["data"][0]
+    with np.errstate(divide="ignore"):
+        want = np.where(raw > 0, np.log10(raw), np.nan)  # exact zeros (masked keys) get no colour
+    np.testing.assert_allclose(arr(logged["z"]), want, rtol=1e-6)
+    assert logged["colorbar"]["title"]["text"] == "log10 attention"
     assert "frame 0" in chart(at, "explore_frame_layers")["layout"]["title"]["text"]
 
 
