@@ -58,6 +58,12 @@ def tokens_per_frame(model_name: str, video: str) -> int:
     return int(model(model_name).tokens_per_frame(h, w))
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def video_length(video: str, fps: float | None = None, max_frames: int | None = None) -> int | None:
+    """Frames the video will yield (None when its container does not say); opening it checks it decodes."""
+    return open_video(video, fps=fps, max_frames=max_frames).num_frames
+
+
 # --------------------------------------------------------------------------- recordings
 class RecordingRef(NamedTuple):
     """A recording on disk, as a cache key: its directory and the stamps of its two files."""
@@ -341,5 +347,5 @@ __all__ = [
     "frame_mass", "frame_strip_figure", "list_recordings", "make_recording", "made_recording_dir", "model",
     "occupancy", "position_profile_figure", "raw_window_figure", "recording", "recording_ref", "recording_summary",
     "save_upload", "spec_stamp", "spec_table", "specs", "study_figures", "study_tables", "thumbnails",
-    "tokens_per_frame", "video_frames", "write_spec",
+    "tokens_per_frame", "video_frames", "video_length", "write_spec",
 ]

@@ -16,7 +16,7 @@ from analysis.occupancy import suggested_budget
 from dashboard import data, plots, ui
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
-from hermes_policy.video import Frame, open_video
+from hermes_policy.video import Frame
 
 LIVE_KEY, PLAY_KEY, FINISHED_KEY = "live_state", "live_play", "live_finished"
 SYNTHETIC, UPLOAD = "synthetic or path", "upload a file"
@@ -70,7 +70,7 @@ def _source() -> tuple[str, float | None, int] | None:
         return None
     with ui.guard(f"The uploaded file {upload.name!r} cannot be used") as g:
         path = data.save_upload(ui.settings().runs_dir, upload.name, upload.getvalue())
-        open_video(path, fps=float(fps))  # probes the container and decodes the first frame
+        data.video_length(str(path), float(fps))  # probes the container and decodes the first frame
     return (str(path), float(fps), max_frames) if g.ok else None
 
 
@@ -164,7 +164,7 @@ def render() -> None:
                           key="live_policy")
     default_budget = 64
     with ui.guard("Reading the video") as g:
-        length = open_video(source[0], fps=source[1], max_frames=source[2]).num_frames or source[2]
+        length = data.video_length(*source) or source[2]
         default_budget = suggested_budget(data.tokens_per_frame(model_name, source[0]), length)
     if not g.ok:
         return

@@ -7,7 +7,6 @@ import streamlit as st
 from analysis.occupancy import compare, suggested_budget
 from dashboard import data, plots, ui
 from hermes_policy.policies import POLICIES
-from hermes_policy.video import open_video
 
 DEFAULT_POLICIES = ("sink-window", "hermes")
 PER_ROW = 3
@@ -24,7 +23,7 @@ def render() -> None:
     chunk = int(c2.number_input("Frames per chunk", 1, 64, 4, key="occ_chunk"))
     default_budget = None
     with ui.guard(f"Reading {video} with {model_name}"):
-        total = open_video(video).num_frames or 16
+        total = data.video_length(video) or 16
         default_budget = suggested_budget(data.tokens_per_frame(model_name, video), total)
     if default_budget is None:
         return
