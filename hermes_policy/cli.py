@@ -156,8 +156,9 @@ def register(app: typer.Typer) -> None:
                                                    "(`embedded-smollm2`: frozen LM, front end only)")] = "scratch",
         resume: Annotated[bool, typer.Option(help="continue from the run directory's checkpoint")] = False,
         seed: Annotated[int, typer.Option()] = 0,
+        vision_steps: Annotated[int, typer.Option(help="stage 0: per-cell colour/shape steps")] = 1200,
         align_steps: Annotated[int, typer.Option(help="stage 1: frame captioning steps")] = 300,
-        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 1500,
+        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 1000,
         batch_size: Annotated[int, typer.Option()] = 32,
         max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 24,
         install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =
@@ -170,7 +171,8 @@ def register(app: typer.Typer) -> None:
         from hermes_policy.models.train_embedded import TrainConfig, train
 
         try:
-            cfg = TrainConfig(backbone=backbone, seed=seed, align_steps=align_steps, qa_steps=qa_steps,
+            cfg = TrainConfig(backbone=backbone, seed=seed, vision_steps=vision_steps, align_steps=align_steps,
+                              qa_steps=qa_steps,
                               batch_size=batch_size, max_clip=max_clip)
         except ValueError as e:
             raise HermesError(f"train-embedded: {e}") from None

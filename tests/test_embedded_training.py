@@ -104,3 +104,18 @@ def test_missing_embedded_weights_is_one_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(embedded, "EMBEDDED_DIR", tmp_path / "nothing")
     with pytest.raises(ModelError, match="train-embedded --install"):
         embedded.load_embedded()
+
+
+def test_concept_bottleneck_pixels_are_frozen_after_stage_zero(tmp_path: Path) -> None:
+    from hermes_policy.models.frontend import load_frontend
+
+    run = tmp_path / "run"
+    train(_tiny_train_config(vision_steps=1, align_steps=0, qa_steps=0, checkpoint_every=1), run, progress=False)
+    after_vision = load_frontend(run / "checkpoint")
+    train(_tiny_train_config(vision_steps=1, align_steps=1, qa_steps=2, checkpoint_every=1), run, resume=True,
+          progress=False)
+    final = load_frontend(run / "final")
+    before, after = after_vision.state_dict(), final.state_dict()
+    frozen = {k for k in before if k.split(".")[0] in ("encoder", "pixel_mlp", "conv_proj", "concept_head")}
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["readout.0.weight"], after["readout.0.weight"])  # the readout did learn

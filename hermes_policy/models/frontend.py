@@ -100,6 +100,9 @@ class ConvFrontendConfig:
         grid: output tokens form a grid x grid map (input_size / grid must be a power of two >= 2).
         channels: conv widths, one stride-2 stage each, until the map is grid x grid.
         target_norm: output embeddings are scaled to about this L2 norm (the LM's token norm).
+        concepts: if > 0, a concept bottleneck: each cell's features are first read out as this many
+            attribute logits (trained directly, e.g. "a red object is centred here"), and only their
+            sigmoids are projected into the LM's space. 0: the features are projected as they are.
     """
 
     hidden_size: int
@@ -108,6 +111,7 @@ class ConvFrontendConfig:
     channels: tuple[int, ...] = (32, 64, 96, 128, 160)
     target_norm: float = 1.0
     seed: int = 0
+    concepts: int = 0
 
     def __post_init__(self) -> None:
         stages = self.input_size // self.grid
@@ -132,7 +136,9 @@ class ConvFrontend(nn.Module):
     * a conv path: stride-2 conv stages shrink the frame to a grid x grid map
       that sees across cell borders (objects straddle cells), then a linear map.
 
-    A learned per-cell embedding says where each token sits. Each output token is
+    With ``concepts > 0`` the summed features pass a concept bottleneck first
+    (attribute logits -> sigmoid -> MLP readout). A learned per-cell embedding
+    says where each token sits. Each output token is
     scaled to the LM's token-embedding norm (``target_norm``). A first version
     layer-normed the sum with a learned scale; the constant part dominated (frames
     differed by ~3% of the norm) and it never learned to see. A second left the
@@ -158,6 +164,9 @@ class ConvFrontend(nn.Module):
         self.pixel_mlp = nn.Sequential(nn.Linear(pixels, h), nn.GELU(), nn.Linear(h, h))
         self.conv_proj = nn.Linear(width, h)
         self.cell_embed = nn.Parameter(torch.randn(config.tokens_per_frame, h) * 0.02)
+        if config.concepts:
+            self.concept_head = nn.Sequential(nn.LayerNorm(h), nn.Linear(h, config.concepts))
+            self.readout = nn.Sequential(nn.Linear(config.concepts, h), nn.GELU(), nn.Linear(h, h))
         with torch.no_grad():
             # start at about the LM's token-embedding norm so the frozen LM sees in-range inputs
             for lin in (self.pixel_mlp[2], self.conv_proj):
@@ -172,13 +181,31 @@ class ConvFrontend(nn.Module):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return x
 
-    def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def features(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(F, H, W, 3) uint8 -> (F, grid**2, hidden) cell features before the bottleneck and norm."""
         x = self.pixels(frames).to(self.cell_embed.device, self.cell_embed.dtype)  # (F, 3, S, S)
         g, c = self.config.grid, self.cell_pixels
         cells = F.adaptive_avg_pool2d(x, (g * c, g * c)).reshape(x.shape[0], 3, g, c, g, c)
         cells = cells.permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], g * g, 3 * c * c)
         conv = self.encoder(x).flatten(2).transpose(1, 2)  # (F, grid**2, C)
-        out = self.pixel_mlp(cells) + self.conv_proj(conv) + self.cell_embed
+        return self.pixel_mlp(cells) + self.conv_proj(conv)
+
+    def concept_logits(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(F, grid**2, concepts) attribute logits per cell (concept-bottleneck front ends only)."""
+        if not self.config.concepts:
+            raise ValueError("this front end has no concept bottleneck (concepts=0)")
+        return self.concept_head(self.features(frames))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """What sees pixels: frozen after stage 0 in a bottleneck front end, so concepts keep their meaning."""
+        parts = [self.encoder, self.pixel_mlp, self.conv_proj, *([self.concept_head] if self.config.concepts else [])]
+        return [p for part in parts for p in part.parameters()]
+
+    def forward(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if self.config.concepts:
+            out = self.readout(torch.sigmoid(self.concept_logits(frames))) + self.cell_embed
+        else:
+            out = self.features(frames) + self.cell_embed
         # every token at the LM's own embedding norm: left free, the norm drifted to ~10x it and
         # held-out accuracy stayed at chance; pinned, colour reading starts to generalise
         return F.normalize(out, dim=-1) * self.config.target_norm

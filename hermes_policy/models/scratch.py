@@ -41,6 +41,8 @@ class ScratchConfig:
         grid: frames become grid x grid tokens.
         input_size: frames are resized to input_size x input_size before the conv stages.
         channels: conv widths, one stride-2 stage each down to the grid.
+        concepts: size of the front end's concept bottleneck (colours + shapes of the synthetic
+            world: 10); 0 projects the conv features directly.
     """
 
     hidden_size: int = 256
@@ -53,6 +55,7 @@ class ScratchConfig:
     grid: int = 3
     input_size: int = 96
     channels: tuple[int, ...] = (24, 48, 64, 96, 128)
+    concepts: int = 10
     max_position_embeddings: int = 65536
 
     def __post_init__(self) -> None:
@@ -86,7 +89,8 @@ def build_scratch(cfg: ScratchConfig, tokenizer: PreTrainedTokenizerBase, seed: 
         model = LlamaForCausalLM(cfg.llama(tokenizer))
     norm = float(model.get_input_embeddings().weight.detach().norm(dim=-1).mean())
     frontend = ConvFrontend(ConvFrontendConfig(hidden_size=cfg.hidden_size, input_size=cfg.input_size,
-                                               grid=cfg.grid, channels=cfg.channels, target_norm=norm, seed=seed))
+                                               grid=cfg.grid, channels=cfg.channels, target_norm=norm, seed=seed,
+                                               concepts=cfg.concepts))
     return model, frontend
 
 

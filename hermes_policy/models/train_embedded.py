@@ -10,11 +10,13 @@ Two backbones, one recipe, on synthetic streams whose ground truth is known:
 
 Three stages, because one answer letter per sample is far too little signal:
 
-0. ``vision``: the front end alone learns, through a throw-away linear head on
-   each output token, which colours and shapes have their centre in that
-   token's grid cell (multi-label, dense: every token is supervised). Without
-   it the front end learned to see only slowly through the LM's loss (after
-   500 steps of captioning and QA, captions still named the wrong colours).
+0. ``vision``: the front end alone learns which colours and shapes have their
+   centre in each grid cell (multi-label, dense: every token is supervised).
+   The scratch model's front end is a concept bottleneck, so these logits are
+   what the LM reads, and the pixel encoder is frozen after this stage; the
+   SmolLM2 front end learns them through a throw-away head. Without this stage
+   the front end learned to see only slowly through the LM's loss (after 500
+   steps of captioning and QA, captions still named the wrong colours).
 
 1. ``align``: one frame, "Describe the current frame." -> a dense caption
    ("red circle top left, blue square bottom right."), loss on every caption token.
@@ -70,10 +72,10 @@ class TrainConfig:
     backbone: str = "scratch"
     seed: int = 0
     batch_size: int = 32
-    vision_steps: int = 400
+    vision_steps: int = 1200
     vision_lr: float = 2e-3
     align_steps: int = 300
-    qa_steps: int = 1700
+    qa_steps: int = 1000
     align_lr: float = 1e-3
     qa_lr: float = 1e-3
     warmup: int = 50
@@ -81,8 +83,8 @@ class TrainConfig:
     max_clip: int = 24
     caption_share: float = 0.3
     mc_share: float = 0.5
-    eval_every: int = 100
-    eval_questions: int = 96
+    eval_every: int = 500
+    eval_questions: int = 64
     eval_lengths: tuple[int, ...] = (24, 96)
     checkpoint_every: int = 50
     frame_size: int = 128
@@ -303,17 +305,35 @@ class _Run:
             self.frontend.train()
             self.trainable = [*self.model.parameters(), *self.frontend.parameters()]
 
-        grid = self.frontend.config.grid
-        # stage 0's probe head; LayerNorm first because front-end tokens are pinned to a small norm
+        self.grid = self.frontend.config.grid
+        self.bottleneck = bool(getattr(self.frontend.config, "concepts", 0))
+        if self.bottleneck and self.frontend.config.concepts != len(COLOURS) + len(SHAPES):
+            raise ValueError(f"the concept bottleneck needs {len(COLOURS) + len(SHAPES)} concepts")
+        # without a bottleneck, stage 0 supervises the tokens through a throw-away head
+        # (LayerNorm first because front-end tokens are pinned to a small norm)
         torch.manual_seed(cfg.seed)
         self.vision_head = torch.nn.Sequential(torch.nn.LayerNorm(self.frontend.config.hidden_size),
                                                torch.nn.Linear(self.frontend.config.hidden_size,
                                                                len(COLOURS) + len(SHAPES)))
-        self.grid = grid
+
+    @property
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        if self.bottleneck:
+            return self.frontend.encoder_parameters()
+        return [*self.frontend.parameters(), *self.vision_head.parameters()]
+
+    def enter_lm_stages(self) -> None:
+        """Freeze what sees pixels (bottleneck only): the concepts keep the meaning stage 0 gave them."""
+        if self.bottleneck:
+            for p in self.frontend.encoder_parameters():
+                p.requires_grad_(False)
 
     def vision_loss(self, frames: np.ndarray, targets: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = self.vision_head(self.frontend(frames))
+            if self.bottleneck:
+                logits = self.frontend.concept_logits(frames)
+            else:
+                logits = self.vision_head(self.frontend(frames))
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
 
     def train_mode(self, on: bool) -> None:
@@ -337,8 +357,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     resuming = resume and (ckpt / "state.pt").exists()
     run = _Run(cfg, ckpt if resuming else None)
     optimiser = torch.optim.AdamW(run.trainable, lr=cfg.align_lr, weight_decay=0.01)
-    vision_optimiser = torch.optim.AdamW([*run.frontend.parameters(), *run.vision_head.parameters()],
-                                         lr=cfg.vision_lr, weight_decay=0.01)
+    vision_optimiser = torch.optim.AdamW(run.vision_parameters, lr=cfg.vision_lr, weight_decay=0.01)
     step = 0
     rng = random.Random(cfg.seed)
     if resuming:
@@ -358,11 +377,13 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     started = time.perf_counter()
     while step < cfg.total_steps:
         stage = cfg.stage(step)
+        if stage != "vision":
+            run.enter_lm_stages()  # idempotent; also right after resuming past stage 0
         if stage == "vision":
             opt, params = vision_optimiser, vision_optimiser.param_groups[0]["params"]
             loss = run.vision_loss(*vision_batch(rng, cfg, run.grid))
         else:
-            opt, params = optimiser, run.trainable
+            opt, params = optimiser, [p for p in run.trainable if p.requires_grad]
             make = align_sample if stage == "align" else qa_sample
             embeds, mask, labels = batcher([make(rng, cfg) for _ in range(cfg.batch_size)])
             with torch.autocast("cpu", dtype=torch.bfloat16):
