@@ -63,7 +63,12 @@ BACKBONES = ("scratch", "smollm2")
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of both stages (defaults are what produced the shipped ``embedded`` model).
+    """Hyper-parameters of all stages (defaults are what produced the shipped ``embedded`` model).
+
+    In the QA stage ``caption_share`` of the samples keep captioning the current
+    frame; after ``late_from`` QA steps that drops to ``late_caption_share``:
+    a caption has ~10x the target tokens of an answer, so at 0.3 captions took
+    most of the gradient and answers learned slowly.
 
     ``eval_lengths`` are the clip lengths (frames) of the held-out evaluation
     logged in the curve; the longest is several times ``max_clip`` on purpose.
@@ -82,6 +87,8 @@ class TrainConfig:
     min_clip: int = 2
     max_clip: int = 24
     caption_share: float = 0.3
+    late_caption_share: float = 0.1
+    late_from: int = 250
     mc_share: float = 0.5
     eval_every: int = 500
     eval_questions: int = 64
@@ -152,12 +159,12 @@ def align_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
     return Sample([render_state(state, cfg.frame_size, cfg.frame_size)], CAPTION_QUESTION, caption(state), "caption")
 
 
-def qa_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
+def qa_sample(rng: random.Random, cfg: TrainConfig, caption_share: float | None = None) -> Sample:
     video = _clip(rng, cfg, rng.randint(cfg.min_clip, cfg.max_clip))
     frames = [f.image for f in video.frames()]
     log = video.events
     last = log.num_frames - 1
-    if rng.random() < cfg.caption_share:
+    if rng.random() < (cfg.caption_share if caption_share is None else caption_share):
         return Sample(frames, CAPTION_QUESTION, caption(log.state_at(last)), "caption")
     candidates = questions_at(log, last, rng)
     q = rng.choice(candidates)
@@ -384,8 +391,13 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
             loss = run.vision_loss(*vision_batch(rng, cfg, run.grid))
         else:
             opt, params = optimiser, [p for p in run.trainable if p.requires_grad]
-            make = align_sample if stage == "align" else qa_sample
-            embeds, mask, labels = batcher([make(rng, cfg) for _ in range(cfg.batch_size)])
+            if stage == "align":
+                samples = [align_sample(rng, cfg) for _ in range(cfg.batch_size)]
+            else:
+                late = step - cfg.vision_steps - cfg.align_steps >= cfg.late_from
+                share = cfg.late_caption_share if late else cfg.caption_share
+                samples = [qa_sample(rng, cfg, share) for _ in range(cfg.batch_size)]
+            embeds, mask, labels = batcher(samples)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = run.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
         for group in opt.param_groups:
