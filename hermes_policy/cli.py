@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option()] = 0,
         vision_steps: Annotated[int, typer.Option(help="stage 0: per-cell colour/shape steps")] = 1200,
         align_steps: Annotated[int, typer.Option(help="stage 1: frame captioning steps")] = 300,
-        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 1000,
+        qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 2000,
         batch_size: Annotated[int, typer.Option()] = 32,
         max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 24,
         install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =

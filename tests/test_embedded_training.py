@@ -119,3 +119,11 @@ def test_concept_bottleneck_pixels_are_frozen_after_stage_zero(tmp_path: Path) -
     frozen = {k for k in before if k.split(".")[0] in ("encoder", "pixel_mlp", "conv_proj", "concept_head")}
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert not torch.equal(before["readout.0.weight"], after["readout.0.weight"])  # the readout did learn
+
+
+def test_a_training_run_directory_loads_by_path(tmp_path: Path) -> None:
+    from hermes_policy.models import load_model
+
+    final = train(_tiny_train_config(qa_steps=1), tmp_path / "run", progress=False)
+    adapter = load_model(str(final))
+    assert adapter.frontend.config.concepts == 10 and adapter.model.config.num_hidden_layers == TINY.num_layers

@@ -5,6 +5,7 @@ Accepted names:
 * ``embedded``: the small video LM trained here from scratch (CPU default);
 * ``embedded-smollm2``: SmolLM2-135M-Instruct + its trained vision front end;
 * ``tiny-*``: random-init miniatures of each family (tests, demos);
+* a directory written by ``hermes-lab train-embedded`` (``RUN/final``);
 * any HF hub id or local directory of a supported architecture, loaded with
   ``from_pretrained`` and never with ``trust_remote_code`` unless asked.
 """
@@ -18,6 +19,7 @@ import torch
 
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
 
 #: model_type in a checkpoint's config.json -> the family that loads it
@@ -62,6 +64,8 @@ def load_model(
     builtin = _builtin()
     if name in builtin:
         adapter = builtin[name](dtype)
+    elif is_scratch_dir(name):  # a `train-embedded` run's final/ or checkpoint/ directory
+        adapter = load_scratch(name, str(name), dtype or torch.float32)
     else:
         adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
     adapter.model.to(device)

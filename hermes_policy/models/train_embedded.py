@@ -80,7 +80,7 @@ class TrainConfig:
     vision_steps: int = 1200
     vision_lr: float = 2e-3
     align_steps: int = 300
-    qa_steps: int = 1000
+    qa_steps: int = 2000
     align_lr: float = 1e-3
     qa_lr: float = 1e-3
     warmup: int = 50
