@@ -618,6 +618,7 @@ class EvalResult:
     def table(self, title: str | None = None):
         """A :class:`rich.table.Table`: one row per run with accuracy per category and overall, agreement
         and KL vs the full cache, median TTFT, peak KV MiB and the mean fraction of video tokens kept."""
+        from rich.markup import escape
         from rich.table import Table
 
         def cell(x: float | None, fmt: str) -> str:
@@ -636,7 +637,7 @@ class EvalResult:
             s = self.run_summary(run)
             budget = "-" if s["budget"] is None else format_budget(s["budget"])
             table.add_row(
-                s["policy"], budget, str(len(self._select(run))),
+                escape(s["policy"]), budget, str(len(self._select(run))),  # "hermes[spec]" is not markup
                 *(cell(s["by_category"][c], ".3f") for c in cats),
                 cell(s["accuracy"], ".3f"), cell(s["fidelity"]["agreement"], ".3f"), cell(s["fidelity"]["kl"], ".4f"),
                 cell(s["ttft_ms_median"], ".1f"),

@@ -304,3 +304,17 @@ def test_eval_command_errors(tmp_path, items, args, error, message):
                                          str(tmp_path / "dataset.jsonl"), "--out", str(tmp_path / "o"), *args])
     assert isinstance(result.exception, error) and message in str(result.exception), result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_table_shows_a_spec_variant_label_verbatim(tmp_path, items):
+    """``window[spec]`` next to ``window``: rich must not swallow ``[spec]`` as markup."""
+    write_dataset(items, tmp_path / "d.jsonl")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"format": "hermes-lab/policy-spec", "version": 1, "policy": "window",
+                                "params": {"budget": 999}}))
+    result = CliRunner().invoke(_app(), [
+        "eval", "--model", "tiny-embedded", "--data", str(tmp_path / "d.jsonl"), "--policy", "window",
+        "--spec", str(spec), "--budget", "8", "--limit", "1", "--out", str(tmp_path / "out"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("│ window[spec] ") for line in result.stdout.splitlines()), result.stdout
