@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 
 from analysis import style
 from analysis.errors import StudyError
-from analysis.figures import MPL_FORMATS, RENDERERS, parse_formats, write_table
+from analysis.figures import RENDERERS, parse_formats, write_figure
 
 
 def export_figures(
@@ -52,20 +51,7 @@ def export_figures(
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, df in tables.items():
-        mpl_render, plotly_render = RENDERERS[kinds[name]]
-        mpl_fmts = [f for f in fmts if f in MPL_FORMATS]
-        if mpl_fmts:
-            with matplotlib.rc_context(style.mpl_rc()):
-                fig = mpl_render(df)
-                for fmt in mpl_fmts:
-                    path = out / f"{name}.{fmt}"
-                    fig.savefig(path, format=fmt, dpi=style.PNG_DPI if fmt == "png" else None)
-                    written.append(path)
-        if "html" in fmts:
-            path = out / f"{name}.html"
-            plotly_render(df).write_html(path, include_plotlyjs=True, full_html=True)
-            written.append(path)
-        written += write_table(df, out / name)
+        written += write_figure(name, df, RENDERERS[kinds[name]], fmts, out)
     return written
 
 

@@ -252,6 +252,25 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     return [parquet, csv]
 
 
+def write_figure(name: str, df, renderers: tuple, fmts, out: Path) -> list[Path]:
+    """One figure from its tidy table: matplotlib formats, plotly HTML (plotly.js embedded), and the table."""
+    mpl_render, plotly_render = renderers
+    written: list[Path] = []
+    mpl_fmts = [f for f in fmts if f in MPL_FORMATS]
+    if mpl_fmts:
+        with matplotlib.rc_context(style.mpl_rc()):
+            fig = mpl_render(df)
+            for fmt in mpl_fmts:
+                path = out / f"{name}.{fmt}"
+                fig.savefig(path, format=fmt, dpi=style.PNG_DPI if fmt == "png" else None)
+                written.append(path)
+    if "html" in fmts:
+        path = out / f"{name}.html"
+        plotly_render(df).write_html(path, include_plotlyjs=True, full_html=True)
+        written.append(path)
+    return written + write_table(df, out / name)
+
+
 def write_figures(
     rec: Recording,
     out_dir: str | Path,
@@ -280,20 +299,7 @@ def write_figures(
         raise StudyError(f"tiers cover {tiers.num_layers} layers but the recording has {rec.num_layers}")
     written: list[Path] = []
     for name, df in figure_data(rec, tiers, query, anchor_layers).items():
-        mpl_render, plotly_render = RENDERERS[name]
-        mpl_fmts = [f for f in fmts if f in MPL_FORMATS]
-        if mpl_fmts:
-            with matplotlib.rc_context(style.mpl_rc()):
-                fig = mpl_render(df)
-                for fmt in mpl_fmts:
-                    path = out / f"{name}.{fmt}"
-                    fig.savefig(path, format=fmt, dpi=style.PNG_DPI if fmt == "png" else None)
-                    written.append(path)
-        if "html" in fmts:
-            path = out / f"{name}.html"
-            plotly_render(df).write_html(path, include_plotlyjs=True, full_html=True)
-            written.append(path)
-        written += write_table(df, out / name)
+        written += write_figure(name, df, RENDERERS[name], fmts, out)
     return written
 
 
