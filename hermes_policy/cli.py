@@ -161,6 +161,21 @@ def register(app: typer.Typer) -> None:
         qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 2000,
         batch_size: Annotated[int, typer.Option()] = 32,
         max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 24,
+        min_clip: Annotated[int, typer.Option(help="shortest training clip in frames")] = 2,
+        init_from: Annotated[Optional[Path], typer.Option(help="start from this model directory's weights "
+                                                               "(a run's checkpoint/ or final/)")] = None,
+        branches: Annotated[int, typer.Option(help="questions per training stream (QA stage), asked at random "
+                                                   "moments and trained in one packed forward")] = 1,
+        gap_share: Annotated[float, typer.Option(help="share of streams whose frame positions are spread by "
+                                                      "random gaps (length generalisation)")] = 0.0,
+        qa_lr: Annotated[float, typer.Option(help="peak learning rate of the QA stage")] = 1e-3,
+        mc_share: Annotated[float, typer.Option(help="share of questions answered by letter")] = 0.5,
+        caption_share: Annotated[Optional[float], typer.Option(
+            help="share of QA-stage samples that caption the frame, throughout (default 0.3, then 0.1)")] = None,
+        category_weights: Annotated[str, typer.Option(help="how often each question category is drawn")] =
+        "real-time=1,backward=1,counting=1",
+        eval_lengths: Annotated[str, typer.Option(help="clip lengths (frames) of the in-training evaluation")] =
+        "24,96",
         install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =
         False,
     ) -> None:
@@ -171,9 +186,14 @@ def register(app: typer.Typer) -> None:
         from hermes_policy.models.train_embedded import TrainConfig, train
 
         try:
+            weights = {k.strip(): float(v) for k, v in (kv.split("=") for kv in category_weights.split(","))}
+            shares = {} if caption_share is None else {"caption_share": caption_share,
+                                                       "late_caption_share": caption_share}
             cfg = TrainConfig(backbone=backbone, seed=seed, vision_steps=vision_steps, align_steps=align_steps,
-                              qa_steps=qa_steps,
-                              batch_size=batch_size, max_clip=max_clip)
+                              qa_steps=qa_steps, batch_size=batch_size, min_clip=min_clip, max_clip=max_clip,
+                              init_from=None if init_from is None else str(init_from), branches=branches,
+                              gap_share=gap_share, qa_lr=qa_lr, mc_share=mc_share, category_weights=weights,
+                              eval_lengths=tuple(int(n) for n in eval_lengths.split(",")), **shares)
         except ValueError as e:
             raise HermesError(f"train-embedded: {e}") from None
         final = train(cfg, run_dir, resume=resume)

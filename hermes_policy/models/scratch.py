@@ -11,11 +11,10 @@ a :class:`ConvFrontend` on the same synthetic streams.
 Choices that matter for streaming:
 
 * ``rope_theta`` is small (64), so every rotary frequency completes full turns
-  within a training clip. Attention at distances longer than any training clip
-  then never meets a rotation angle it has not seen, which is what lets a model
-  trained on 24-frame clips answer about the first frame of a 96-frame stream.
-* Training positions start at a random offset, so absolute positions far into
-  a stream are in-distribution too.
+  within a training clip: no rotation angle at a long distance is wholly new.
+* Training streams may spread their frames' positions with random gaps
+  (``TrainConfig.gap_share``), so relative distances several times longer than
+  a clip are seen in training while the number of tokens stays small.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hermes_policy.data.questions import LETTERS, Question, questions_at
+from hermes_policy.data.questions import CATEGORIES, LETTERS, Question, questions_at
 from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, PromptTemplate
 from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
@@ -90,6 +90,12 @@ class TrainConfig:
     late_caption_share: float = 0.1
     late_from: int = 250
     mc_share: float = 0.5
+    category_weights: dict[str, float] = field(
+        default_factory=lambda: {"real-time": 1.0, "backward": 1.0, "counting": 1.0})
+    branches: int = 1
+    gap_share: float = 0.0
+    max_stretch: float = 4.0
+    init_from: str | None = None
     eval_every: int = 500
     eval_questions: int = 64
     eval_lengths: tuple[int, ...] = (24, 96)
@@ -107,9 +113,20 @@ class TrainConfig:
             raise ValueError("need 1 <= min_clip <= max_clip")
         if self.batch_size < 1 or min(self.vision_steps, self.align_steps, self.qa_steps) < 0:
             raise ValueError("batch_size must be >= 1 and step counts >= 0")
+        if self.branches < 1 or not 0 <= self.gap_share <= 1 or self.max_stretch < 1:
+            raise ValueError("need branches >= 1, 0 <= gap_share <= 1 and max_stretch >= 1")
+        unknown = set(self.category_weights) - set(CATEGORIES)
+        if unknown or not any(w > 0 for w in self.category_weights.values()) or "real-time" not in self.category_weights:
+            raise ValueError(f"category_weights needs a positive weight for real-time, over {', '.join(CATEGORIES)}")
+        if self.init_from is not None and not Path(self.init_from).is_dir():
+            raise ValueError(f"init_from {self.init_from!r} is not a model directory")
         if isinstance(self.scratch, dict):  # read back from config.json
             object.__setattr__(self, "scratch", ScratchConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                                  for k, v in self.scratch.items()}))
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (cfg_grid := self.scratch.grid if self.backbone == "scratch" else self.grid) * cfg_grid
 
     @property
     def total_steps(self) -> int:
@@ -139,13 +156,33 @@ def caption(state: FrameState) -> str:
 
 # ------------------------------------------------------------------- samples
 @dataclass
-class Sample:
-    """One training sequence: frames between a prompt prefix and a question, then the target."""
+class Branch:
+    """One question asked after frame ``frame`` of a stream, and its target answer."""
 
-    frames: list[np.ndarray]
+    frame: int
     question: str
     target: str
     category: str
+
+
+@dataclass
+class Sample:
+    """One training stream: frames after the prompt prefix, and the questions asked along it.
+
+    Each branch sees the prefix, the frames up to its own ``frame`` and its own tokens, nothing else,
+    at exactly the positions the streaming session would give it; so one forward over the stream
+    trains every branch (the frames are paid for once, not once per question).
+    ``gaps[f]`` extra positions are skipped before frame ``f`` (None: consecutive, as at inference).
+    """
+
+    frames: list[np.ndarray]
+    branches: list[Branch]
+    gaps: list[int] | None = None
+
+    @classmethod
+    def single(cls, frames: list[np.ndarray], question: str, target: str, category: str) -> "Sample":
+        """A question at the end of the frames: the layout of one ask."""
+        return cls(frames, [Branch(len(frames) - 1, question, target, category)])
 
 
 def _clip(rng: random.Random, cfg: TrainConfig, length: int) -> SyntheticVideo:
@@ -156,21 +193,46 @@ def _clip(rng: random.Random, cfg: TrainConfig, length: int) -> SyntheticVideo:
 def align_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
     video = _clip(rng, cfg, rng.randint(1, 12))
     state = video.events.state_at(video.events.num_frames - 1)  # a random moment of a random scene
-    return Sample([render_state(state, cfg.frame_size, cfg.frame_size)], CAPTION_QUESTION, caption(state), "caption")
+    return Sample.single([render_state(state, cfg.frame_size, cfg.frame_size)], CAPTION_QUESTION, caption(state),
+                         "caption")
+
+
+def _branch(rng: random.Random, cfg: TrainConfig, log, frame: int, caption_share: float) -> Branch:
+    """A caption, or a question of a category drawn by ``cfg.category_weights``, asked after ``frame``."""
+    if rng.random() < caption_share:
+        return Branch(frame, CAPTION_QUESTION, caption(log.state_at(frame)), "caption")
+    pools = {c: questions_at(log, frame, rng, categories=(c,)) for c, w in cfg.category_weights.items() if w > 0}
+    available = [c for c, pool in pools.items() if pool]  # real-time always has one: the shape count
+    category = rng.choices(available, [cfg.category_weights[c] for c in available])[0]
+    candidates = pools[category]
+    q = rng.choice(candidates)
+    if rng.random() < cfg.mc_share:
+        return Branch(frame, format_question(q.question, q.options), q.answer, q.category)
+    return Branch(frame, q.question, q.answer_text, q.category)
 
 
 def qa_sample(rng: random.Random, cfg: TrainConfig, caption_share: float | None = None) -> Sample:
+    """A clip of ``min_clip..max_clip`` frames with ``cfg.branches`` questions at random moments.
+
+    With one branch the question comes after the last frame. With several, the moments are drawn
+    uniformly, and with probability ``cfg.gap_share`` the frames' positions are spread out by random
+    gaps, so relative distances up to ``cfg.max_stretch`` times the clip's span are seen in training
+    (randomised positions, for streams longer than any clip).
+    """
+    share = cfg.caption_share if caption_share is None else caption_share
     video = _clip(rng, cfg, rng.randint(cfg.min_clip, cfg.max_clip))
     frames = [f.image for f in video.frames()]
     log = video.events
     last = log.num_frames - 1
-    if rng.random() < (cfg.caption_share if caption_share is None else caption_share):
-        return Sample(frames, CAPTION_QUESTION, caption(log.state_at(last)), "caption")
-    candidates = questions_at(log, last, rng)
-    q = rng.choice(candidates)
-    if rng.random() < cfg.mc_share:
-        return Sample(frames, format_question(q.question, q.options), q.answer, q.category)
-    return Sample(frames, q.question, q.answer_text, q.category)
+    if cfg.branches == 1:
+        return Sample([*frames], [_branch(rng, cfg, log, last, share)])
+    moments = sorted(rng.randint(0, last) for _ in range(cfg.branches - 1)) + [last]
+    gaps = None
+    if rng.random() < cfg.gap_share:
+        tokens = cfg.tokens_per_frame
+        widest = rng.randint(1, max(1, round((cfg.max_stretch - 1) * tokens)))
+        gaps = [0] + [rng.randint(0, widest) for _ in range(last)]
+    return Sample(frames, [_branch(rng, cfg, log, t, share) for t in moments], gaps)
 
 
 def cell_targets(state: FrameState, grid: int) -> torch.Tensor:
@@ -195,6 +257,25 @@ def vision_batch(rng: random.Random, cfg: TrainConfig, grid: int) -> tuple[np.nd
 
 
 # ------------------------------------------------------------------- batches
+@dataclass
+class Batch:
+    """A padded batch. Shapes: embeds (B, L, hidden); mask (B, 1, L, L) bool, True where a query row
+    may attend to a key column; positions (B, L); labels (B, L), -100 off-target.
+    ``spans[i][j]`` is the (start, stop) of sample i's branch j (question and target tokens)."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    labels: torch.Tensor
+    spans: list[list[tuple[int, int]]]
+
+    def model_inputs(self, end: int | None = None) -> dict:
+        """Keyword arguments for the LM, optionally cut to the first ``end`` tokens."""
+        end = self.embeds.shape[1] if end is None else end
+        return {"inputs_embeds": self.embeds[:, :end], "attention_mask": self.mask[:, :, :end, :end],
+                "position_ids": self.positions[:, :end]}
+
+
 class Batcher:
     """Turns samples into padded ``inputs_embeds`` + labels in the streaming prompt layout."""
 
@@ -208,30 +289,54 @@ class Batcher:
     def _ids(self, text: str) -> torch.Tensor:
         return self.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
 
-    def __call__(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> inputs_embeds (B, L, hidden), attention_mask (B, L), labels (B, L) with -100 off-target."""
+    def __call__(self, samples: list[Sample]) -> Batch:
         n_frames = [len(s.frames) for s in samples]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             visual = self.frontend(np.concatenate([np.stack(s.frames) for s in samples]))
         visual = visual.to(self.embed.weight.dtype).split(n_frames)
-        rows, labels = [], []
-        for sample, vis in zip(samples, visual):
-            question = self._ids(self.template.question_text(sample.question))
-            target = torch.cat([self._ids(sample.target), self.end_ids])
-            text_before = self.embed(self.prefix_ids)
-            text_after = self.embed(torch.cat([question, target]))
-            rows.append(torch.cat([text_before, vis.flatten(0, 1), text_after]))
-            label = torch.full((rows[-1].shape[0],), -100)
+        rows = [self._row(sample, vis) for sample, vis in zip(samples, visual)]
+        length = max(r[0].shape[0] for r in rows)
+        batch = Batch(embeds=torch.zeros(len(rows), length, rows[0][0].shape[1], dtype=rows[0][0].dtype),
+                      mask=torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1, 1),  # pads see themselves
+                      positions=torch.zeros(len(rows), length, dtype=torch.long),
+                      labels=torch.full((len(rows), length), -100), spans=[r[4] for r in rows])
+        for i, (embeds, mask, positions, labels, _) in enumerate(rows):
+            n = embeds.shape[0]
+            batch.embeds[i, :n], batch.mask[i, 0, :n, :n] = embeds, mask
+            batch.positions[i, :n], batch.labels[i, :n] = positions, labels
+        return batch
+
+    def _row(self, sample: Sample, vis: torch.Tensor) -> tuple:
+        """One stream: embeds (n, hidden), mask (n, n), positions (n,), labels (n,) and the branch spans.
+
+        vis: (frames, tokens per frame, hidden)."""
+        n_frames, per_frame = vis.shape[:2]
+        gaps = sample.gaps or [0] * n_frames
+        prefix = self.prefix_ids.numel()
+        # stream part: prefix then frames, causal, positions shifted by the cumulative gaps
+        frame_pos = torch.tensor([prefix + f * per_frame + sum(gaps[: f + 1]) for f in range(n_frames)])
+        positions = [torch.arange(prefix), (frame_pos[:, None] + torch.arange(per_frame)).flatten()]
+        pieces, labels, spans = [self.embed(self.prefix_ids), vis.flatten(0, 1)], [], []
+        stream = prefix + n_frames * per_frame
+        labels.append(torch.full((stream,), -100))
+        start = stream
+        for b in sample.branches:
+            question = self._ids(self.template.question_text(b.question))
+            target = torch.cat([self._ids(b.target), self.end_ids])
+            ids = torch.cat([question, target])
+            pieces.append(self.embed(ids))
+            positions.append(frame_pos[b.frame] + per_frame + torch.arange(ids.numel()))
+            label = torch.full((ids.numel(),), -100)
             label[-target.numel():] = target
             labels.append(label)
-        length = max(r.shape[0] for r in rows)
-        hidden = rows[0].shape[1]
-        embeds = torch.zeros(len(rows), length, hidden, dtype=rows[0].dtype)
-        mask = torch.zeros(len(rows), length, dtype=torch.long)
-        label_t = torch.full((len(rows), length), -100)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            embeds[i, : r.shape[0]], mask[i, : r.shape[0]], label_t[i, : r.shape[0]] = r, 1, lab
-        return embeds, mask, label_t
+            spans.append((start, start + ids.numel(), prefix + (b.frame + 1) * per_frame))
+            start += ids.numel()
+        mask = torch.zeros(start, start, dtype=torch.bool)
+        mask[:stream, :stream] = torch.ones(stream, stream, dtype=torch.bool).tril()
+        for lo, hi, seen in spans:
+            mask[lo:hi, :seen] = True
+            mask[lo:hi, lo:hi] = torch.ones(hi - lo, hi - lo, dtype=torch.bool).tril()
+        return torch.cat(pieces), mask, torch.cat(positions), torch.cat(labels), [(lo, hi) for lo, hi, _ in spans]
 
 
 # ------------------------------------------------------------------ evaluate
@@ -247,10 +352,9 @@ def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, s
         frames = [f.image for f in video.frames()]
         candidates = questions_at(video.events, length - 1, rng)
         q: Question = rng.choice(candidates)
-        sample = Sample(frames, format_question(q.question, q.options), q.answer, q.category)
-        embeds, mask, labels = batcher([sample])
-        first = int((labels[0] != -100).nonzero()[0])
-        logits = model(inputs_embeds=embeds[:, :first], attention_mask=mask[:, :first]).logits[0, -1]
+        batch = batcher([Sample.single(frames, format_question(q.question, q.options), q.answer, q.category)])
+        first = int((batch.labels[0] != -100).nonzero()[0])
+        logits = model(**batch.model_inputs(first)).logits[0, -1]
         guess = LETTERS[int(torch.stack([logits[i] for i in letter_ids]).argmax())]
         correct.setdefault(q.category, []).append(int(guess == q.answer))
     return {c: sum(v) / len(v) for c, v in correct.items()} | {"n": n, "frames": length}
@@ -290,6 +394,8 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, checkpoint: Path | None) -> None:
         self.cfg = cfg
+        # a resumed run continues its own checkpoint; a fresh one may start from another run's weights
+        checkpoint = checkpoint if checkpoint is not None else (Path(cfg.init_from) if cfg.init_from else None)
         if cfg.backbone == "smollm2":
             self.model, self.tokenizer = load_smollm2(dtype=torch.bfloat16)
             self.model.requires_grad_(False)
@@ -397,9 +503,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
                 late = step - cfg.vision_steps - cfg.align_steps >= cfg.late_from
                 share = cfg.late_caption_share if late else cfg.caption_share
                 samples = [qa_sample(rng, cfg, share) for _ in range(cfg.batch_size)]
-            embeds, mask, labels = batcher(samples)
+            batch = batcher(samples)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = run.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+                loss = run.model(**batch.model_inputs(), labels=batch.labels).loss
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
         opt.zero_grad(set_to_none=True)
