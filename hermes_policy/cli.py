@@ -170,12 +170,15 @@ def register(app: typer.Typer) -> None:
                                                       "random gaps (length generalisation)")] = 0.0,
         qa_lr: Annotated[float, typer.Option(help="peak learning rate of the QA stage")] = 1e-3,
         mc_share: Annotated[float, typer.Option(help="share of questions answered by letter")] = 0.5,
+        hard_backward: Annotated[float, typer.Option(help="share of backward questions whose answer is nowhere "
+                                                          "on screen when asked (no reading-the-frame shortcut)")] = 0.0,
         caption_share: Annotated[Optional[float], typer.Option(
             help="share of QA-stage samples that caption the frame, throughout (default 0.3, then 0.1)")] = None,
         category_weights: Annotated[str, typer.Option(help="how often each question category is drawn")] =
         "real-time=1,backward=1,counting=1",
         eval_lengths: Annotated[str, typer.Option(help="clip lengths (frames) of the in-training evaluation")] =
         "24,96",
+        eval_every: Annotated[int, typer.Option(help="steps between in-training evaluations")] = 500,
         install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =
         False,
     ) -> None:
@@ -192,8 +195,10 @@ def register(app: typer.Typer) -> None:
             cfg = TrainConfig(backbone=backbone, seed=seed, vision_steps=vision_steps, align_steps=align_steps,
                               qa_steps=qa_steps, batch_size=batch_size, min_clip=min_clip, max_clip=max_clip,
                               init_from=None if init_from is None else str(init_from), branches=branches,
-                              gap_share=gap_share, qa_lr=qa_lr, mc_share=mc_share, category_weights=weights,
-                              eval_lengths=tuple(int(n) for n in eval_lengths.split(",")), **shares)
+                              gap_share=gap_share, qa_lr=qa_lr, mc_share=mc_share, hard_backward=hard_backward,
+                              category_weights=weights,
+                              eval_lengths=tuple(int(n) for n in eval_lengths.split(",")), eval_every=eval_every,
+                              **shares)
         except ValueError as e:
             raise HermesError(f"train-embedded: {e}") from None
         final = train(cfg, run_dir, resume=resume)

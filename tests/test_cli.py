@@ -98,8 +98,11 @@ def test_done_means_command_on_the_embedded_model(capsys):
     assert result["frames"] == 64 and len(result["answers"]) == 1
     answer = result["answers"][0]
     assert answer["answer"].strip() and answer["time"] <= 30
-    # 30 layers x 3 KV heads x 64 dims x 2 (K, V) x 2 bytes (bf16) per cached row
-    per_row = 30 * 3 * 64 * 2 * 2
+    # layers x KV heads x head dim x 2 (K, V) x 4 bytes (float32, the embedded default) per cached row
+    from hermes_policy.models import load_model
+
+    config = load_model("embedded").model.config
+    per_row = config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * 4
     assert result["kv_bytes"] % per_row == 0
     assert result["kv_bytes"] // per_row - 512 < 64, "only the budget plus the system prefix is held"
 

@@ -218,3 +218,38 @@ def test_train_config_rejects_impossible_packing() -> None:
         TrainConfig(category_weights={"backward": 1.0, "trivia": 1.0})
     with pytest.raises(ValueError, match="init_from"):
         TrainConfig(init_from="/no/such/model")
+
+
+@pytest.mark.parametrize("hard", [0.0, 1.0])
+def test_hard_backward_questions_cannot_be_read_off_the_current_frame(hard: float) -> None:
+    import random
+
+    from hermes_policy.data.questions import questions_at
+    from hermes_policy.models.train_embedded import _branch, _clip
+
+    cfg = _tiny_train_config(category_weights={"real-time": 1e-9, "backward": 1.0}, hard_backward=hard, mc_share=0.0)
+    rng = random.Random(3)
+    on_screen = avoidable = asked = 0
+    for _ in range(150):
+        log = _clip(rng, cfg, 16).events
+        frame = rng.randrange(8, 16)
+        branch = _branch(rng, cfg, log, frame, caption_share=0.0)
+        if branch.category != "backward":
+            continue
+        asked += 1
+        screen = {v for o in log.state_at(frame).objects for v in (o.colour, o.shape)}
+        # answers do not depend on the rng (only the option order does)
+        answers = {q.answer_text for q in questions_at(log, frame, random.Random(0), categories=("backward",))}
+        if branch.target in screen:
+            on_screen += 1
+            avoidable += bool(answers - screen)
+    assert asked > 100 and on_screen > 0
+    if hard:
+        assert avoidable == 0  # an on-screen answer only where every backward question has one
+    else:
+        assert avoidable > 0.2 * asked  # the shortcut the hard share removes is common
+
+
+def test_train_config_rejects_a_hard_share_outside_zero_one() -> None:
+    with pytest.raises(ValueError, match="hard_backward"):
+        _tiny_train_config(hard_backward=1.5)

@@ -70,6 +70,11 @@ class TrainConfig:
     a caption has ~10x the target tokens of an answer, so at 0.3 captions took
     most of the gradient and answers learned slowly.
 
+    ``hard_backward`` is the share of backward questions drawn, where possible, from those whose
+    answer is nowhere on screen when asked: in short clips the first object is often still visible,
+    and the shipped model had learned to answer "what colour was the first shape" from the current
+    frame (15 of 20 answers were an on-screen colour, 3 the right one).
+
     ``eval_lengths`` are the clip lengths (frames) of the held-out evaluation
     logged in the curve; the longest is several times ``max_clip`` on purpose.
     """
@@ -90,6 +95,7 @@ class TrainConfig:
     late_caption_share: float = 0.1
     late_from: int = 250
     mc_share: float = 0.5
+    hard_backward: float = 0.0
     category_weights: dict[str, float] = field(
         default_factory=lambda: {"real-time": 1.0, "backward": 1.0, "counting": 1.0})
     branches: int = 1
@@ -113,6 +119,10 @@ class TrainConfig:
             raise ValueError("need 1 <= min_clip <= max_clip")
         if self.batch_size < 1 or min(self.vision_steps, self.align_steps, self.qa_steps) < 0:
             raise ValueError("batch_size must be >= 1 and step counts >= 0")
+        if not 0 <= self.hard_backward <= 1:
+            raise ValueError("hard_backward must lie in [0, 1]")
+        if self.eval_every < 1:
+            raise ValueError("eval_every must be >= 1")
         if self.branches < 1 or not 0 <= self.gap_share <= 1 or self.max_stretch < 1:
             raise ValueError("need branches >= 1, 0 <= gap_share <= 1 and max_stretch >= 1")
         unknown = set(self.category_weights) - set(CATEGORIES)
@@ -205,6 +215,11 @@ def _branch(rng: random.Random, cfg: TrainConfig, log, frame: int, caption_share
     available = [c for c, pool in pools.items() if pool]  # real-time always has one: the shape count
     category = rng.choices(available, [cfg.category_weights[c] for c in available])[0]
     candidates = pools[category]
+    if category == "backward" and rng.random() < cfg.hard_backward:
+        # memory-only: the answer is on screen nowhere at the moment of asking, so reading the
+        # current frame (the shortcut a short clip rewards) cannot answer it
+        on_screen = {v for o in log.state_at(frame).objects for v in (o.colour, o.shape)}
+        candidates = [q for q in candidates if q.answer_text not in on_screen] or candidates
     q = rng.choice(candidates)
     if rng.random() < cfg.mc_share:
         return Branch(frame, format_question(q.question, q.options), q.answer, q.category)
