@@ -183,10 +183,8 @@ def register(app: typer.Typer) -> None:
         False,
     ) -> None:
         """Train the embedded model on synthetic streams (one-time; ~1 h on 2 CPU cores, never part of CI)."""
-        import shutil
-
         from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
-        from hermes_policy.models.train_embedded import TrainConfig, train
+        from hermes_policy.models.train_embedded import TrainConfig, install_model, train
 
         try:
             weights = {k.strip(): float(v) for k, v in (kv.split("=") for kv in category_weights.split(","))}
@@ -205,9 +203,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"trained -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
         if install:
             target = EMBEDDED_DIR if backbone == "scratch" else SMOLLM2_FRONTEND_DIR
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(final, target, ignore=shutil.ignore_patterns("state.pt"))
+            install_model(final, target)
             typer.echo(f"installed as `{'embedded' if backbone == 'scratch' else 'embedded-smollm2'}` in {target}")
 
 

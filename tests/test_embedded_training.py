@@ -253,3 +253,20 @@ def test_hard_backward_questions_cannot_be_read_off_the_current_frame(hard: floa
 def test_train_config_rejects_a_hard_share_outside_zero_one() -> None:
     with pytest.raises(ValueError, match="hard_backward"):
         _tiny_train_config(hard_backward=1.5)
+
+
+def test_install_replaces_the_weights_and_keeps_the_model_card(tmp_path: Path) -> None:
+    from hermes_policy.models.train_embedded import install_model
+
+    final, target = tmp_path / "final", tmp_path / "weights"
+    final.mkdir()
+    target.mkdir()
+    (final / "model.safetensors").write_bytes(b"new")
+    (final / "state.pt").write_bytes(b"optimiser")
+    (target / "model.safetensors").write_bytes(b"old")
+    (target / "stale.json").write_text("{}")
+    (target / "MODEL_CARD.md").write_text("card")
+    (target / "learning_curve.png").write_bytes(b"png")
+    install_model(final, target)
+    assert sorted(p.name for p in target.iterdir()) == ["MODEL_CARD.md", "learning_curve.png", "model.safetensors"]
+    assert (target / "model.safetensors").read_bytes() == b"new"

@@ -549,6 +549,19 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     return final
 
 
+def install_model(final: Path, target: Path) -> None:
+    """Copy a trained model into ``target`` (where ``--model embedded`` loads it from).
+
+    The weights, config and tokenizer are replaced; the hand-written model card and its
+    figures (``*.md``, ``*.png``) in ``target`` are kept.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.iterdir():
+        if old.suffix not in (".md", ".png"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    shutil.copytree(final, target, ignore=shutil.ignore_patterns("state.pt"), dirs_exist_ok=True)
+
+
 def _checkpoint(run: _Run, optimisers: tuple, step: int, rng: random.Random, directory: Path) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint usable."""
     staging = directory.with_name(directory.name + ".tmp")
