@@ -22,7 +22,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/hermes-lab stream --model embedded --video synthetic:seed=1,frames=64 \
-		--policy hermes --budget 288 --ask "30:What colour is the circle now?"
+		--policy hermes --budget 288 --ask "30:What colour is the square now?"
 
 # The dashboard's browser tests drive Debian's chromium through playwright (never a
 # Playwright browser download). Install it when missing and we can (root + apt-get, as
