@@ -99,10 +99,10 @@ def test_done_means_command_on_the_embedded_model(capsys):
     answer = result["answers"][0]
     assert answer["answer"].strip() and answer["time"] <= 30
     # layers x KV heads x head dim x 2 (K, V) x 4 bytes (float32, the embedded default) per cached row
-    from hermes_policy.models import load_model
+    from hermes_policy.models.embedded import EMBEDDED_DIR
 
-    config = load_model("embedded").model.config
-    per_row = config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 2 * 4
+    config = json.loads((EMBEDDED_DIR / "config.json").read_text())
+    per_row = config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * 2 * 4
     assert result["kv_bytes"] % per_row == 0
     assert result["kv_bytes"] // per_row - 512 < 64, "only the budget plus the system prefix is held"
 

@@ -225,11 +225,11 @@ def test_hard_backward_questions_cannot_be_read_off_the_current_frame(hard: floa
     import random
 
     from hermes_policy.data.questions import questions_at
-    from hermes_policy.models.train_embedded import _branch, _clip
+    from hermes_policy.models.train_embedded import _branch, _clip, on_screen
 
     cfg = _tiny_train_config(category_weights={"real-time": 1e-9, "backward": 1.0}, hard_backward=hard, mc_share=0.0)
     rng = random.Random(3)
-    on_screen = avoidable = asked = 0
+    shown = avoidable = asked = 0
     for _ in range(150):
         log = _clip(rng, cfg, 16).events
         frame = rng.randrange(8, 16)
@@ -237,13 +237,13 @@ def test_hard_backward_questions_cannot_be_read_off_the_current_frame(hard: floa
         if branch.category != "backward":
             continue
         asked += 1
-        screen = {v for o in log.state_at(frame).objects for v in (o.colour, o.shape)}
+        screen = on_screen(log.state_at(frame))
         # answers do not depend on the rng (only the option order does)
         answers = {q.answer_text for q in questions_at(log, frame, random.Random(0), categories=("backward",))}
         if branch.target in screen:
-            on_screen += 1
+            shown += 1
             avoidable += bool(answers - screen)
-    assert asked > 100 and on_screen > 0
+    assert asked > 100 and shown > 0
     if hard:
         assert avoidable == 0  # an on-screen answer only where every backward question has one
     else:

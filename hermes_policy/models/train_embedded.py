@@ -207,6 +207,11 @@ def align_sample(rng: random.Random, cfg: TrainConfig) -> Sample:
                          "caption")
 
 
+def on_screen(state: FrameState) -> set[str]:
+    """Every colour and shape visible in a frame: the answers reading that frame alone can give."""
+    return {v for o in state.objects for v in (o.colour, o.shape)}
+
+
 def _branch(rng: random.Random, cfg: TrainConfig, log, frame: int, caption_share: float) -> Branch:
     """A caption, or a question of a category drawn by ``cfg.category_weights``, asked after ``frame``."""
     if rng.random() < caption_share:
@@ -218,8 +223,8 @@ def _branch(rng: random.Random, cfg: TrainConfig, log, frame: int, caption_share
     if category == "backward" and rng.random() < cfg.hard_backward:
         # memory-only: the answer is on screen nowhere at the moment of asking, so reading the
         # current frame (the shortcut a short clip rewards) cannot answer it
-        on_screen = {v for o in log.state_at(frame).objects for v in (o.colour, o.shape)}
-        candidates = [q for q in candidates if q.answer_text not in on_screen] or candidates
+        screen = on_screen(log.state_at(frame))
+        candidates = [q for q in candidates if q.answer_text not in screen] or candidates
     q = rng.choice(candidates)
     if rng.random() < cfg.mc_share:
         return Branch(frame, format_question(q.question, q.options), q.answer, q.category)
