@@ -172,6 +172,11 @@ def register(app: typer.Typer) -> None:
         mc_share: Annotated[float, typer.Option(help="share of questions answered by letter")] = 0.5,
         hard_backward: Annotated[float, typer.Option(help="share of backward questions whose answer is nowhere "
                                                           "on screen when asked (no reading-the-frame shortcut)")] = 0.0,
+        mc_answer: Annotated[str, typer.Option(help="multiple-choice answers: letter (\"B\") or word-letter "
+                                                    "(\"red (B)\": the word, then its letter)")] = "letter",
+        match_share: Annotated[float, typer.Option(help="share of questions that drill reading the options: "
+                                                        "\"Which option is red?\" -> \"red (B)\" "
+                                                        "(word-letter only)")] = 0.0,
         caption_share: Annotated[Optional[float], typer.Option(
             help="share of QA-stage samples that caption the frame, throughout (default 0.3, then 0.1)")] = None,
         category_weights: Annotated[str, typer.Option(help="how often each question category is drawn")] =
@@ -194,6 +199,7 @@ def register(app: typer.Typer) -> None:
                               qa_steps=qa_steps, batch_size=batch_size, min_clip=min_clip, max_clip=max_clip,
                               init_from=None if init_from is None else str(init_from), branches=branches,
                               gap_share=gap_share, qa_lr=qa_lr, mc_share=mc_share, hard_backward=hard_backward,
+                              mc_answer=mc_answer, match_share=match_share,
                               category_weights=weights,
                               eval_lengths=tuple(int(n) for n in eval_lengths.split(",")), eval_every=eval_every,
                               **shares)

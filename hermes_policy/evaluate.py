@@ -22,12 +22,20 @@ letter's score is the log-sum-exp of the logits of its token spellings:
 * the single token for ``" B"`` (leading space), when the tokenizer has one and
   no other letter claims it: SentencePiece-style models often open an answer with it.
 
+A model trained to answer ``word-letter`` ("red (B)": the free-form answer,
+then its letter; ``adapter.mc_scoring``) is scored by
+:class:`WordLetterScorer`: it writes its word greedily up to the opener " ("
+(appended if it ends or runs past ``max_word_tokens`` first, as answer
+extraction does), and the letters are scored there, in that context, as
+above; ``answer_text`` in the rows is the word. ``--scoring`` overrides the
+model's own format (``auto``, the default, follows it).
+
 The prediction is the option with the highest score (ties: the earliest
 letter); it is correct when it equals the answer letter. ``letter_prob`` in
 the rows is the softmax mass on all option-letter tokens: how much the model
 follows the "answer with the letter" instruction at all.
 
-TTFT is the wall time of that scoring call after the flush: the policy's
+TTFT is the wall time of that scoring call after the flush (for ``word-letter``, up to the word's first token): the policy's
 question-time hook, the question prefill and the LM head on its last token,
 up to the letter logits on the host; the same span ``session.ask`` times up to
 its first token, so no second forward is spent on timing. ``kv_bytes`` is
@@ -308,13 +316,15 @@ class Scored:
         scores: (n_options,) float score per option letter, higher = preferred.
         ttft_ms: question arrival to first-token logits.
         letter_prob: softmax mass on all option-letter tokens (None if not computed).
-        top_token: the vocabulary's argmax token, decoded (None if not computed).
+        top_token: the vocabulary's argmax token at the letter, decoded (None if not computed).
+        answer_text: the free-form answer written before the letter (``word-letter`` scoring), else None.
     """
 
     scores: torch.Tensor
     ttft_ms: float
     letter_prob: float | None = None
     top_token: str | None = None
+    answer_text: str | None = None
 
 
 Scorer = Callable[[StreamingSession, Question], Scored]
@@ -355,8 +365,25 @@ def letter_token_ids(tokenizer, prompt: str, n_options: int) -> list[list[int]]:
     return out
 
 
+def _letter_scored(logits: torch.Tensor, groups: list[list[int]], tokenizer, ttft_ms: float,
+                   answer_text: str | None = None) -> Scored:
+    """Per option, the log-sum-exp of its letter spellings' logits; logits: (vocab,) at the letter token."""
+    flat = torch.tensor([i for g in groups for i in g])
+    logits = logits.cpu()
+    letter_logits, scores, k = logits[flat], [], 0
+    for g in groups:
+        scores.append(torch.logsumexp(letter_logits[k: k + len(g)], dim=0))
+        k += len(g)
+    letter_prob = float(torch.softmax(logits, dim=0)[flat].sum())
+    top = tokenizer.decode([int(logits.argmax())])
+    return Scored(torch.stack(scores), ttft_ms, letter_prob, top, answer_text)
+
+
 class LetterScorer:
-    """The default scorer: option-letter logits at the first answer token, timed as TTFT."""
+    """The default scorer for models that answer by letter: option-letter logits at the first answer token,
+    timed as TTFT."""
+
+    name = "letter"
 
     def __call__(self, session: StreamingSession, question: Question) -> Scored:
         options = list(question.options)
@@ -366,16 +393,55 @@ class LetterScorer:
         session.flush()  # stream work, not question work: outside TTFT as in session.ask
         start = time.perf_counter()
         logits = session.question_logits(question.question, options)  # (vocab,)
-        letter_logits = logits[flat.to(logits.device)].cpu()  # the copy waits for the device: TTFT is complete
+        logits[flat.to(logits.device)].cpu()  # the copy waits for the device: TTFT is complete
         ttft = (time.perf_counter() - start) * 1000
-        scores, k = [], 0
-        for g in groups:
-            scores.append(torch.logsumexp(letter_logits[k: k + len(g)], dim=0))
-            k += len(g)
-        logits = logits.cpu()
-        letter_prob = float(torch.softmax(logits, dim=0)[flat].sum())
-        top = session.adapter.tokenizer.decode([int(logits.argmax())])
-        return Scored(torch.stack(scores), ttft, letter_prob, top)
+        return _letter_scored(logits, groups, session.adapter.tokenizer, ttft)
+
+
+@dataclass
+class WordLetterScorer:
+    """For models that answer ``word-letter`` ("red (B)"): the model writes its free-form answer greedily
+    up to the opener, then the letter is scored there as :class:`LetterScorer` scores it at the first token.
+
+    TTFT is to the first answer token (the word's), as in ``session.ask``; ``answer_text`` in the rows is
+    the word. ``max_word_tokens`` bounds the word; past it (or at an end token) the opener is appended.
+    """
+
+    max_word_tokens: int = 8
+    name = "word-letter"
+
+    def __call__(self, session: StreamingSession, question: Question) -> Scored:
+        session.flush()
+        out = session.letter_after_word(question.question, list(question.options), self.max_word_tokens)
+        groups = letter_token_ids(session.adapter.tokenizer, out.prompt + out.written, len(question.options))
+        return _letter_scored(out.logits, groups, session.adapter.tokenizer, out.ttft_ms, out.word)
+
+
+class ClozeScorer:
+    """Multiple choice without letters: the question asked plainly, each option scored by how likely the
+    model is to answer exactly it (``session.option_logprobs``): the cloze formulation small models are
+    evaluated with, as they answer in words before they can match words to letters. TTFT: to the first
+    option's logits."""
+
+    name = "cloze"
+
+    def __call__(self, session: StreamingSession, question: Question) -> Scored:
+        session.flush()
+        scores, ttft = session.option_logprobs(question.question, list(question.options))
+        return Scored(scores, ttft)
+
+
+SCORERS: dict[str, Callable[[], Scorer]] = {"letter": LetterScorer, "word-letter": WordLetterScorer,
+                                            "cloze": ClozeScorer}
+
+
+def scorer_for(adapter: ModelAdapter, scoring: str = "auto") -> Scorer:
+    """The scorer named ``scoring``; ``auto``: the one for the answer format the model was trained on
+    (``adapter.mc_scoring``: ``letter`` for hub models; a model trained here records its own)."""
+    name = adapter.mc_scoring if scoring == "auto" else scoring
+    if name not in SCORERS:
+        raise EvalError(f"unknown scoring {scoring!r}; choose auto, {', '.join(SCORERS)}")
+    return SCORERS[name]()
 
 
 # ----------------------------------------------------------------- results
@@ -431,6 +497,7 @@ class EvalRow:
     top_token: str | None
     scores: list[float]
     option_probs: list[float]
+    answer_text: str | None = None
     full_predicted: str | None = None
     agrees_with_full: bool | None = None
     kl_vs_full: float | None = None
@@ -810,7 +877,7 @@ def evaluate(
         chunk_frames: frames per ingest forward.
         progress: show a progress bar (stderr) over (run, video) units.
         fps: sampling rate of video files (None: their native rate); synthetic specs keep theirs.
-        scorer: ``(session, question) -> Scored``; default :class:`LetterScorer`.
+        scorer: ``(session, question) -> Scored``; default: :func:`scorer_for` the adapter (``auto``).
         reindex: the sessions' re-indexing mode.
         reference: measure fidelity against the full cache: a listed ``full`` recipe's rows serve, else a
             hidden ``full`` run is streamed too (its rows have ``reference=True``).
@@ -819,7 +886,7 @@ def evaluate(
         model: the model's name, for the summaries.
     """
     work = plan(items, policy_factory, reference)
-    scorer = scorer if scorer is not None else LetterScorer()
+    scorer = scorer if scorer is not None else scorer_for(adapter)
     config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1, reindex=reindex)  # type: ignore[arg-type]
     done = done or {}
     units = work.units
@@ -857,7 +924,8 @@ def evaluate(
                         video_tokens_seen=a.video_tokens_seen, video_tokens_kept=a.video_tokens_kept,
                         kept_fraction=(a.video_tokens_kept / a.video_tokens_seen if a.video_tokens_seen
                                        else float("nan")),
-                        letter_prob=scored.letter_prob, top_token=scored.top_token, scores=scores,
+                        letter_prob=scored.letter_prob, top_token=scored.top_token, answer_text=scored.answer_text,
+                        scores=scores,
                         option_probs=option_probs(scores),
                     ))
                 if on_unit is not None:
@@ -881,7 +949,11 @@ __all__ = [
     "EvalPlan",
     "EvalResult",
     "EvalRow",
+    "ClozeScorer",
     "LetterScorer",
+    "SCORERS",
+    "WordLetterScorer",
+    "scorer_for",
     "PolicyFactory",
     "PolicyRecipe",
     "Scored",

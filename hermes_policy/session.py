@@ -15,7 +15,7 @@ them meaningful after eviction (gaps stay until re-indexing closes them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -125,6 +125,68 @@ def format_question(question: str, options: Sequence[str] | None) -> str:
         raise SessionError(f"a multiple-choice question needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}")
     lines = [f"{OPTION_LETTERS[i]}. {opt}" for i, opt in enumerate(options)]
     return "\n".join([question, *lines, "Answer with the option's letter."])
+
+
+#: how a model answers multiple choice: the letter alone, or the free-form answer and then the letter
+MC_ANSWERS = ("letter", "word-letter")
+#: what comes between the word and the letter in a ``word-letter`` answer: "red (B)"
+LETTER_OPENER = " ("
+
+
+def word_letter(word: str, letter: str) -> str:
+    """A ``word-letter`` answer: ``word_letter("red", "B") == "red (B)"``."""
+    return f"{word}{LETTER_OPENER}{letter})"
+
+
+@dataclass
+class WordLetter:
+    """A ``word-letter`` answer read up to its letter (:meth:`StreamingSession.letter_after_word`).
+
+    Attributes:
+        prompt: the templated question the answer follows.
+        ids: the answer's tokens so far, opener included.
+        written: their text ("red (").
+        logits: (vocab,) float32 logits of the letter token.
+        ttft_ms: question arrival to the first answer token.
+    """
+
+    prompt: str
+    ids: list[int]
+    written: str
+    logits: torch.Tensor
+    ttft_ms: float
+
+    @property
+    def word(self) -> str:
+        """The free-form answer: what was written before the opener."""
+        return self.written.rsplit(LETTER_OPENER, 1)[0].strip()
+
+
+def decode_to_opener(
+    logits: torch.Tensor, feed: Callable[[list[int]], torch.Tensor], tokenizer, opener: str = LETTER_OPENER,
+    stop_ids: Collection[int] = (), limit: int = 8,
+) -> tuple[list[int], torch.Tensor]:
+    """Greedy decoding of a ``word-letter`` answer up to its letter: "red (" of "red (B)".
+
+    Args:
+        logits: (vocab,) logits of the first answer token.
+        feed: appends token ids to the context and returns the (vocab,) logits after them.
+        opener: the text after which the letter comes.
+        stop_ids: tokens that end an answer; one (or ``limit`` tokens without the opener) gets the opener
+            appended instead, as answer extraction does ("the answer is ("), so a letter is always read.
+
+    Returns:
+        the ids in context (the model's, then any appended), and the (vocab,) logits of the letter token.
+    """
+    generated: list[int] = []
+    while not tokenizer.decode(generated).endswith(opener):
+        token = int(logits.argmax())
+        if token in stop_ids or len(generated) >= limit:
+            forced = list(tokenizer(opener, add_special_tokens=False).input_ids)
+            return generated + forced, feed(forced)
+        generated.append(token)
+        logits = feed([token])
+    return generated, logits
 
 
 class StreamingSession:
@@ -331,6 +393,67 @@ class StreamingSession:
             hidden = self._forward(chunk, "ask", keep=False)
             return self.adapter.lm_head(hidden[0, -1]).float()
 
+    def _decode(self, ids: list[int], position: int) -> torch.Tensor:
+        """Feed answer tokens into the current scratch write from ``position``; the (vocab,) logits after them."""
+        step = self.adapter.encode_ids(torch.tensor(ids), position)
+        self.cache.extend_scratch(step.positions, TokenMeta.text(len(ids)))
+        hidden = self._forward(step, "decode", keep=False)
+        return self.adapter.lm_head(hidden[0, -1]).float()
+
+    @torch.no_grad()
+    def letter_after_word(self, question: str, options: Sequence[str], max_word_tokens: int = 8) -> "WordLetter":
+        """A ``word-letter`` answer ("red (B)") read up to its letter; the cache is left as it was.
+
+        The model writes its free-form answer greedily until the opener " (" (see :func:`decode_to_opener`);
+        the logits of the next token are the letter's. TTFT is to the first token, as in :meth:`ask`.
+        """
+        text = self._prepare_question(question, options)
+        start = time.perf_counter()
+        with self._policy_question(text), self.cache.scratch(*self._question_rows(text)) as chunk:
+            hidden = self._forward(chunk, "ask", keep=False)
+            first = self.adapter.lm_head(hidden[0, -1]).float()
+            int(first.argmax())  # the first token is on the host: TTFT is complete
+            ttft = time.perf_counter() - start
+            position = chunk.end_position
+
+            def feed(ids: list[int]) -> torch.Tensor:
+                nonlocal position
+                logits = self._decode(ids, position)
+                position += len(ids)
+                return logits
+
+            ids, logits = decode_to_opener(first, feed, self.adapter.tokenizer, stop_ids=self._stop_ids,
+                                           limit=max_word_tokens)
+        return WordLetter(prompt=text, ids=ids, written=self.adapter.tokenizer.decode(ids), logits=logits,
+                          ttft_ms=ttft * 1000)
+
+    @torch.no_grad()
+    def option_logprobs(self, question: str, options: Sequence[str]) -> tuple[torch.Tensor, float]:
+        """Cloze scoring: how likely each option is as the whole free-form answer; the cache is left as it was.
+
+        The question is asked plainly (the options are not shown); each option's score is
+        ``log P(its tokens, then an end token | question)``, one scratch forward per option.
+
+        Returns:
+            (n_options,) float32 log-probabilities, and the ms to the first option's logits (TTFT).
+        """
+        text = self._prepare_question(question, None)
+        tokenizer, stop = self.adapter.tokenizer, sorted(self._stop_ids)
+        scores, ttft = [], 0.0
+        start = time.perf_counter()
+        with self._policy_question(text):
+            for option in options:
+                ids = list(tokenizer(str(option), add_special_tokens=False).input_ids)
+                q = self.adapter.encode_question(text, self.next_position)
+                chunk = EncodedChunk.cat([q, self.adapter.encode_ids(torch.tensor(ids), q.end_position)])
+                with self.cache.scratch(chunk.positions, chunk.meta):
+                    hidden = self._forward(chunk, "ask", keep=False)
+                # rows from the question's last token on predict the option's tokens, then the end
+                logp = torch.log_softmax(self.adapter.lm_head(hidden[0, len(q) - 1:]).float(), dim=-1).cpu()
+                scores.append(logp[torch.arange(len(ids)), ids].sum() + torch.logsumexp(logp[len(ids), stop], 0))
+                ttft = ttft or (time.perf_counter() - start) * 1000
+        return torch.stack(scores), ttft
+
     @contextmanager
     def _policy_question(self, text: str) -> Iterator[None]:
         """The policy's question-time hooks around a question's prefill and decode."""
@@ -367,11 +490,8 @@ class StreamingSession:
                 generated.append(token)
                 if len(generated) >= limit:
                     break
-                step = self.adapter.encode_ids(torch.tensor([token]), position)
-                self.cache.extend_scratch(step.positions, TokenMeta.text(1))
-                hidden = self._forward(step, "decode", keep=False)
+                token = int(self._decode([token], position).argmax())
                 position += 1
-                token = int(self.adapter.lm_head(hidden[0, -1]).argmax())
         total = time.perf_counter() - start
         answer = self.adapter.tokenizer.decode(generated, skip_special_tokens=True).strip()
         return Answer(

@@ -127,6 +127,10 @@ def eval_command(
     fps: Annotated[Optional[float], typer.Option(help="sampling rate of video files (synthetic specs keep "
                                                       "theirs)")] = None,
     reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
+    scoring: Annotated[str, typer.Option(help="auto (the model's trained answer format) | letter (letter "
+                                              "logits at the first answer token) | word-letter (the model "
+                                              "writes its word, then the letter is scored) | cloze (each option's "
+                                              "likelihood as the free-form answer)")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
@@ -137,13 +141,15 @@ def eval_command(
     """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
     tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out."""
     from hermes_policy.cli import DTYPES
-    from hermes_policy.evaluate import CONFIG_FORMAT, VERSION, EvalError, evaluate, plan
+    from hermes_policy.evaluate import CONFIG_FORMAT, SCORERS, VERSION, EvalError, evaluate, plan, scorer_for
     from hermes_policy.models import load_model
     from hermes_policy.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
 
     # everything that can be wrong with the arguments fails before the (slow) model load
     if dtype not in DTYPES:
         raise PolicyError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    if scoring != "auto" and scoring not in SCORERS:
+        raise EvalError(f"--scoring must be auto, {', '.join(SCORERS)}; got {scoring!r}")
     if max_videos is not None:
         if limit is not None and limit != max_videos:
             raise EvalError("--max-videos is the old name of --limit; pass only --limit")
@@ -165,11 +171,12 @@ def eval_command(
         "fps": fps,
         "reindex": reindex,
         "dtype": dtype,
-        "scoring": "letter-logits (first answer token; see hermes_policy.evaluate)",
+        "scoring": scoring,
     }
     units = plan(items, recipes).units
     done = outdir.resume(settings, units)
     adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+    scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
         "version": VERSION,
@@ -191,14 +198,14 @@ def eval_command(
         "reindex": reindex,
         "dtype": dtype,
         "device": device,
-        "scoring": settings["scoring"],
+        "scoring": scorer.name,  # resolved: auto is the model's own format (see hermes_policy.evaluate)
         "versions": _versions(),
         "argv": sys.argv[1:],
     }
     outdir.start(config)
     resume_note(len(done), len(units))
     result = evaluate(adapter, items, recipes, chunk_frames=chunk_frames, progress=not as_json, fps=fps,
-                      reindex=reindex, done=done, on_unit=outdir.append, model=model)
+                      reindex=reindex, done=done, on_unit=outdir.append, model=model, scorer=scorer)
     outdir.finish(result)
     if as_json:
         typer.echo(json.dumps(result.to_json()))
@@ -207,7 +214,7 @@ def eval_command(
 
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     console.print(f"{model} | {fmt} data {data} | {len(items)} videos, {config['questions']} questions "
-                  f"| fidelity vs {result.reference}", highlight=False, soft_wrap=True)
+                  f"| {scorer.name} scoring | fidelity vs {result.reference}", highlight=False, soft_wrap=True)
     console.print(result.table())
     console.print(f"wrote {outdir.path}/: {outdir.results_path.name}, {outdir.rows_path.name}, "
                   f"{outdir.config_path.name}", highlight=False, soft_wrap=True)

@@ -96,9 +96,13 @@ class ModelAdapter(ABC):
         frames_per_group: frames the vision encoder fuses into one temporal step
             (2 for Qwen-VL's temporal patches, else 1). Ingest chunks are multiples of it.
         video_open, video_close: text around the video in the prompt.
+        mc_scoring: ``letter``, ``word-letter`` or ``cloze``: how its multiple-choice answers are read.
     """
 
     frames_per_group: int = 1
+    #: how evaluation reads its multiple-choice answers by default (``hermes_policy.evaluate.SCORERS``):
+    #: hub models answer by the letter; a model trained here says how in its ``frontend.json``.
+    mc_scoring: str = "letter"
     video_open: str = ""
     video_close: str = ""
 
@@ -208,6 +212,7 @@ class ModelAdapter(ABC):
             "head_dim": self.head_dim,
             "rope_axes": self.rotary.n_axes,
             "frames_per_group": self.frames_per_group,
+            "mc_scoring": self.mc_scoring,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 

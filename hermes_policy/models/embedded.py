@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from hermes_policy.errors import ModelError
-from hermes_policy.models.frontend import FrontendConfig, PatchProjector, load_frontend
+from hermes_policy.models.frontend import FrontendConfig, PatchProjector, load_frontend, mc_scoring
 from hermes_policy.models.frontend_lm import FrontendLMAdapter
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.smollm2 import load_smollm2
@@ -44,10 +44,12 @@ def load_embedded_smollm2(dtype: torch.dtype = torch.bfloat16) -> FrontendLMAdap
     if (SMOLLM2_FRONTEND_DIR / "frontend.json").exists():
         frontend = load_frontend(SMOLLM2_FRONTEND_DIR)
         trained = True
+        scoring = mc_scoring(SMOLLM2_FRONTEND_DIR)
     else:
         norm = float(model.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
         frontend = PatchProjector(FrontendConfig(hidden_size=model.config.hidden_size, grid=4, target_norm=norm))
-        trained = False
+        trained, scoring = False, "letter"
     adapter = FrontendLMAdapter("embedded-smollm2", model, tokenizer, frontend.to(dtype))
+    adapter.mc_scoring = scoring
     adapter.frontend_trained = trained
     return adapter

@@ -227,6 +227,16 @@ def save_frontend(module: nn.Module, directory: str | Path, extra: dict | None =
     (directory / "frontend.json").write_text(json.dumps(meta, indent=2))
 
 
+def mc_scoring(directory: str | Path) -> str:
+    """How evaluation reads a trained model's multiple-choice answers by default (``hermes_policy.evaluate``).
+
+    ``frontend.json``'s ``mc_scoring`` when set (the model card says why), else the answer format it was
+    trained on (``training.mc_answer``), else ``letter``.
+    """
+    meta = json.loads((Path(directory) / "frontend.json").read_text())
+    return str(meta.get("mc_scoring") or meta.get("training", {}).get("mc_answer", "letter"))
+
+
 def load_frontend(directory: str | Path) -> nn.Module:
     """Inverse of :func:`save_frontend`."""
     directory = Path(directory)

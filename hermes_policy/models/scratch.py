@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend
+from hermes_policy.models.frontend import (ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend,
+                                           mc_scoring)
 from hermes_policy.models.frontend_lm import FrontendLMAdapter
 
 
@@ -118,7 +119,9 @@ def load_scratch(directory: str | Path, name: str, dtype: torch.dtype = torch.fl
     directory = Path(directory)
     model = LlamaForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
-    return FrontendLMAdapter(name, model, tokenizer, load_frontend(directory).to(dtype))
+    adapter = FrontendLMAdapter(name, model, tokenizer, load_frontend(directory).to(dtype))
+    adapter.mc_scoring = mc_scoring(directory)
+    return adapter
 
 
 __all__ = ["ScratchConfig", "build_scratch", "is_scratch_dir", "load_scratch", "save_scratch"]

@@ -53,11 +53,12 @@ from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
 from hermes_policy.models.scratch import ScratchConfig, build_scratch, load_scratch, save_scratch
 from hermes_policy.models.smollm2 import load_smollm2
-from hermes_policy.session import format_question
+from hermes_policy.session import MC_ANSWERS, decode_to_opener, format_question, word_letter
 from hermes_policy.video.events import FrameState
 from hermes_policy.video.synthetic import COLOURS, SHAPES, SyntheticVideo, render_state
 
 CAPTION_QUESTION = "Describe the current frame."
+MATCH_QUESTION = "Which option is {}?"
 BACKBONES = ("scratch", "smollm2")
 
 
@@ -74,6 +75,18 @@ class TrainConfig:
     answer is nowhere on screen when asked: in short clips the first object is often still visible,
     and the shipped model had learned to answer "what colour was the first shape" from the current
     frame (15 of 20 answers were an on-screen colour, 3 the right one).
+
+    ``mc_answer`` is how multiple-choice questions are answered: ``letter`` ("B") or ``word-letter``
+    ("red (B)": the free-form answer, then its option letter). A 6-layer model that has to fetch a colour
+    from the first frame and match it against the options within one token's depth named the colour
+    (100% in word form) but picked its letter at chance; written out first, the word is in context
+    when the letter is chosen. The evaluation reads the letter the same way (:class:`WordLetterScorer`).
+
+    ``match_share`` of the QA questions drill that read on their own: "Which option is purple?" over the
+    question's options, answered "purple (D)". Written out, the word still had to be matched against the
+    option list; teacher-forced on training clips, the letter after a correct "purple" was right 46% of the
+    time for "What colour was the first shape that appeared?", where the answer is not on screen, against
+    86-100% for real-time colours, where it is: the model likely matched options against the frame.
 
     ``eval_lengths`` are the clip lengths (frames) of the held-out evaluation
     logged in the curve; the longest is several times ``max_clip`` on purpose.
@@ -96,6 +109,8 @@ class TrainConfig:
     late_from: int = 250
     mc_share: float = 0.5
     hard_backward: float = 0.0
+    mc_answer: str = "letter"
+    match_share: float = 0.0
     category_weights: dict[str, float] = field(
         default_factory=lambda: {"real-time": 1.0, "backward": 1.0, "counting": 1.0})
     branches: int = 1
@@ -121,6 +136,10 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1 and step counts >= 0")
         if not 0 <= self.hard_backward <= 1:
             raise ValueError("hard_backward must lie in [0, 1]")
+        if self.mc_answer not in MC_ANSWERS:
+            raise ValueError(f"mc_answer must be one of {', '.join(MC_ANSWERS)}, got {self.mc_answer!r}")
+        if not 0 <= self.match_share <= 1 or (self.match_share and self.mc_answer != "word-letter"):
+            raise ValueError("match_share must lie in [0, 1], and is for mc_answer='word-letter' only")
         if self.eval_every < 1:
             raise ValueError("eval_every must be >= 1")
         if self.branches < 1 or not 0 <= self.gap_share <= 1 or self.max_stretch < 1:
@@ -226,9 +245,18 @@ def _branch(rng: random.Random, cfg: TrainConfig, log, frame: int, caption_share
         screen = on_screen(log.state_at(frame))
         candidates = [q for q in candidates if q.answer_text not in screen] or candidates
     q = rng.choice(candidates)
+    if cfg.match_share and rng.random() < cfg.match_share:
+        # the option list read on its own: the word is given, only its letter is asked
+        return Branch(frame, format_question(MATCH_QUESTION.format(q.answer_text), q.options),
+                      word_letter(q.answer_text, q.answer), "match")
     if rng.random() < cfg.mc_share:
-        return Branch(frame, format_question(q.question, q.options), q.answer, q.category)
+        return Branch(frame, format_question(q.question, q.options), mc_target(q, cfg.mc_answer), q.category)
     return Branch(frame, q.question, q.answer_text, q.category)
+
+
+def mc_target(q: Question, mc_answer: str) -> str:
+    """The trained answer to a multiple-choice question: "B", or "red (B)" for ``word-letter``."""
+    return q.answer if mc_answer == "letter" else word_letter(q.answer_text, q.answer)
 
 
 def qa_sample(rng: random.Random, cfg: TrainConfig, caption_share: float | None = None) -> Sample:
@@ -360,6 +388,28 @@ class Batcher:
 
 
 # ------------------------------------------------------------------ evaluate
+def answer_logits(model, batcher: Batcher, batch: Batch, mc_answer: str) -> torch.Tensor:
+    """(vocab,) logits of the answer letter of a one-question batch (:meth:`Sample.single`), greedy.
+
+    ``letter``: at the first answer token; ``word-letter``: after the model's own word and the opener.
+    """
+    first = int((batch.labels[0] != -100).nonzero()[0])
+    embeds, positions = batch.embeds[:, :first], batch.positions[:, :first]
+    logits = model(**batch.model_inputs(first)).logits[0, -1]
+    if mc_answer == "letter":
+        return logits
+
+    def feed(ids: list[int]) -> torch.Tensor:
+        # one stream, one question: the mask is plain causal, which the model builds itself
+        nonlocal embeds, positions
+        new = torch.tensor(ids)
+        embeds = torch.cat([embeds, batcher.embed(new)[None].to(embeds.dtype)], dim=1)
+        positions = torch.cat([positions, positions[:, -1:] + 1 + torch.arange(len(ids))[None]], dim=1)
+        return model(inputs_embeds=embeds, position_ids=positions).logits[0, -1]
+
+    return decode_to_opener(logits, feed, batcher.tokenizer, stop_ids=batcher.end_ids.tolist())[1]
+
+
 @torch.no_grad()
 def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, seed: int) -> dict[str, float]:
     """Letter accuracy per category on held-out clips of ``length`` frames (one full forward each)."""
@@ -373,8 +423,7 @@ def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, s
         candidates = questions_at(video.events, length - 1, rng)
         q: Question = rng.choice(candidates)
         batch = batcher([Sample.single(frames, format_question(q.question, q.options), q.answer, q.category)])
-        first = int((batch.labels[0] != -100).nonzero()[0])
-        logits = model(**batch.model_inputs(first)).logits[0, -1]
+        logits = answer_logits(model, batcher, batch, cfg.mc_answer)
         guess = LETTERS[int(torch.stack([logits[i] for i in letter_ids]).argmax())]
         correct.setdefault(q.category, []).append(int(guess == q.answer))
     return {c: sum(v) / len(v) for c, v in correct.items()} | {"n": n, "frames": length}
@@ -572,7 +621,8 @@ def _checkpoint(run: _Run, optimisers: tuple, step: int, rng: random.Random, dir
     staging = directory.with_name(directory.name + ".tmp")
     if staging.exists():
         shutil.rmtree(staging)
-    run.save(staging, checkpoint=True)
+    # the config too: a checkpoint loaded by path must say how it answers (``mc_answer``)
+    run.save(staging, extra={"training": asdict(run.cfg), "steps": step}, checkpoint=True)
     optimiser, vision_optimiser = optimisers
     torch.save({"optimiser": optimiser.state_dict(), "vision_optimiser": vision_optimiser.state_dict(),
                 "vision_head": run.vision_head.state_dict(), "step": step, "rng": rng.getstate(),
