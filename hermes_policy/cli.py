@@ -186,12 +186,19 @@ def register(app: typer.Typer) -> None:
         eval_every: Annotated[int, typer.Option(help="steps between in-training evaluations")] = 500,
         install: Annotated[bool, typer.Option(help="copy the result into the package as the model it trains")] =
         False,
+        mc_scoring: Annotated[Optional[str], typer.Option(help="with --install: how `eval --scoring auto` reads "
+                                                               "the installed model (letter, word-letter, cloze; "
+                                                               "default: its training format)")] = None,
     ) -> None:
         """Train the embedded model on synthetic streams (one-time; ~1 h on 2 CPU cores, never part of CI)."""
         from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
         from hermes_policy.models.train_embedded import TrainConfig, install_model, train
 
         try:
+            from hermes_policy.evaluate import SCORERS
+
+            if mc_scoring is not None and mc_scoring not in SCORERS:  # before the training, not after it
+                raise ValueError(f"--mc-scoring must be one of {', '.join(SCORERS)}, got {mc_scoring!r}")
             weights = {k.strip(): float(v) for k, v in (kv.split("=") for kv in category_weights.split(","))}
             shares = {} if caption_share is None else {"caption_share": caption_share,
                                                        "late_caption_share": caption_share}
@@ -209,7 +216,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"trained -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
         if install:
             target = EMBEDDED_DIR if backbone == "scratch" else SMOLLM2_FRONTEND_DIR
-            install_model(final, target)
+            install_model(final, target, mc_scoring)
             typer.echo(f"installed as `{'embedded' if backbone == 'scratch' else 'embedded-smollm2'}` in {target}")
 
 

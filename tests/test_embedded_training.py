@@ -270,3 +270,29 @@ def test_install_replaces_the_weights_and_keeps_the_model_card(tmp_path: Path) -
     install_model(final, target)
     assert sorted(p.name for p in target.iterdir()) == ["MODEL_CARD.md", "learning_curve.png", "model.safetensors"]
     assert (target / "model.safetensors").read_bytes() == b"new"
+
+    from hermes_policy.models.frontend import mc_scoring
+
+    (final / "frontend.json").write_text(json.dumps({"kind": "conv", "training": {"mc_answer": "word-letter"}}))
+    install_model(final, target, mc_scoring="cloze")
+    assert mc_scoring(target) == "cloze" and mc_scoring(final) == "word-letter"
+    with pytest.raises(ValueError, match="mc_scoring"):
+        install_model(final, target, mc_scoring="vote")
+
+
+@pytest.mark.slow
+def test_the_shipped_model_answers_from_memory() -> None:
+    """What ships as ``embedded``, scored as it declares, on held-out streams twice the longest training clip:
+    well above chance (0.25) with the full cache, and backward falls when only the start and the recent
+    window are kept. Fails if the weights, the scorer or the streaming path break."""
+    from hermes_policy.data import synthesize
+    from hermes_policy.evaluate import PolicyRecipe, evaluate
+    from hermes_policy.models import load_model
+
+    adapter = load_model("embedded")
+    items = synthesize(seed=2027, videos=6, frames=64, per_category=2)
+    result = evaluate(adapter, items, [PolicyRecipe("full"), PolicyRecipe("sink-window", budget_ratio=0.3)],
+                      progress=False)
+    full = {c: result.accuracy("full", c) for c in ("real-time", "backward")}
+    assert min(full.values()) >= 0.75, full
+    assert result.accuracy("sink-window@0.3", "backward") <= full["backward"] - 0.3

@@ -603,17 +603,28 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     return final
 
 
-def install_model(final: Path, target: Path) -> None:
+def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> None:
     """Copy a trained model into ``target`` (where ``--model embedded`` loads it from).
 
     The weights, config and tokenizer are replaced; the hand-written model card and its
-    figures (``*.md``, ``*.png``) in ``target`` are kept.
+    figures (``*.md``, ``*.png``) in ``target`` are kept. ``mc_scoring`` (a scorer of
+    :mod:`hermes_policy.evaluate`) is how ``eval --scoring auto`` reads the installed model,
+    recorded in its ``frontend.json``; None: its training format.
     """
+    from hermes_policy.evaluate import SCORERS
+
+    if mc_scoring is not None and mc_scoring not in SCORERS:
+        raise ValueError(f"mc_scoring must be one of {', '.join(SCORERS)}, got {mc_scoring!r}")
     target.mkdir(parents=True, exist_ok=True)
     for old in target.iterdir():
         if old.suffix not in (".md", ".png"):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     shutil.copytree(final, target, ignore=shutil.ignore_patterns("state.pt"), dirs_exist_ok=True)
+    if mc_scoring is not None:
+        meta_path = target / "frontend.json"
+        meta = json.loads(meta_path.read_text())
+        meta["mc_scoring"] = mc_scoring
+        meta_path.write_text(json.dumps(meta, indent=2))
 
 
 def _checkpoint(run: _Run, optimisers: tuple, step: int, rng: random.Random, directory: Path) -> None:
