@@ -27,15 +27,20 @@ then its letter; ``adapter.mc_scoring``) is scored by
 :class:`WordLetterScorer`: it writes its word greedily up to the opener " ("
 (appended if it ends or runs past ``max_word_tokens`` first, as answer
 extraction does), and the letters are scored there, in that context, as
-above; ``answer_text`` in the rows is the word. ``--scoring`` overrides the
-model's own format (``auto``, the default, follows it).
+above; ``answer_text`` in the rows is the word. :class:`ClozeScorer` asks the
+question without options and scores each option by ``log P(its tokens, then
+an end token)``: the free-form answer restricted to the options, for a model
+that answers in words more reliably than it matches words to letters
+(``embedded`` declares it). ``--scoring`` overrides what the model declares
+(``auto``, the default, follows it).
 
 The prediction is the option with the highest score (ties: the earliest
 letter); it is correct when it equals the answer letter. ``letter_prob`` in
 the rows is the softmax mass on all option-letter tokens: how much the model
 follows the "answer with the letter" instruction at all.
 
-TTFT is the wall time of that scoring call after the flush (for ``word-letter``, up to the word's first token): the policy's
+TTFT is the wall time of that scoring call after the flush (``word-letter``:
+up to the word's first token; ``cloze``: the first option's logits): the policy's
 question-time hook, the question prefill and the LM head on its last token,
 up to the letter logits on the host; the same span ``session.ask`` times up to
 its first token, so no second forward is spent on timing. ``kv_bytes`` is
@@ -436,11 +441,12 @@ SCORERS: dict[str, Callable[[], Scorer]] = {"letter": LetterScorer, "word-letter
 
 
 def scorer_for(adapter: ModelAdapter, scoring: str = "auto") -> Scorer:
-    """The scorer named ``scoring``; ``auto``: the one for the answer format the model was trained on
-    (``adapter.mc_scoring``: ``letter`` for hub models; a model trained here records its own)."""
+    """The scorer named ``scoring``; ``auto``: the one the model declares (``adapter.mc_scoring``:
+    ``letter`` for hub models; a model trained here records its own in ``frontend.json``)."""
     name = adapter.mc_scoring if scoring == "auto" else scoring
     if name not in SCORERS:
-        raise EvalError(f"unknown scoring {scoring!r}; choose auto, {', '.join(SCORERS)}")
+        source = f"model {adapter.name!r} declares" if scoring == "auto" else "asked for"
+        raise EvalError(f"unknown scoring {name!r} ({source}); choose auto, {', '.join(SCORERS)}")
     return SCORERS[name]()
 
 
