@@ -240,7 +240,7 @@ class PolicyRecipe:
     @classmethod
     def from_spec(cls, spec: PolicySpec, budget: int | None = None, budget_ratio: float | None = None,
                   label: str | None = None, source: str | None = None,
-                  variant: str | None = None) -> "PolicyRecipe":
+                  variant: str | None = None) -> PolicyRecipe:
         """A spec's policy; ``budget``/``budget_ratio`` override the spec's own budget."""
         params = dict(spec.params)
         if spec.layers is not None:
@@ -509,7 +509,7 @@ class EvalRow:
     kl_vs_full: float | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalRow":
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalRow:
         """A row back from ``asdict`` (JSONL or parquet); unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
         row = cls(**{k: v for k, v in d.items() if k in names})
@@ -949,22 +949,21 @@ __all__ = [
     "CONFIG_FORMAT",
     "REFERENCE_LABEL",
     "RESULTS_FORMAT",
+    "SCORERS",
     "TIME_TOLERANCE",
     "Asked",
+    "ClozeScorer",
     "EvalError",
     "EvalPlan",
     "EvalResult",
     "EvalRow",
-    "ClozeScorer",
     "LetterScorer",
-    "SCORERS",
-    "WordLetterScorer",
-    "scorer_for",
     "PolicyFactory",
     "PolicyRecipe",
     "Scored",
     "Scorer",
     "StreamInfo",
+    "WordLetterScorer",
     "attach_fidelity",
     "evaluate",
     "fit_budget",
@@ -975,6 +974,7 @@ __all__ = [
     "option_probs",
     "plan",
     "run_video",
+    "scorer_for",
     "stream_info",
     "takes_budget",
 ]

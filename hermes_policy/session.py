@@ -401,7 +401,7 @@ class StreamingSession:
         return self.adapter.lm_head(hidden[0, -1]).float()
 
     @torch.no_grad()
-    def letter_after_word(self, question: str, options: Sequence[str], max_word_tokens: int = 8) -> "WordLetter":
+    def letter_after_word(self, question: str, options: Sequence[str], max_word_tokens: int = 8) -> WordLetter:
         """A ``word-letter`` answer ("red (B)") read up to its letter; the cache is left as it was.
 
         The model writes its free-form answer greedily until the opener " (" (see :func:`decode_to_opener`);

@@ -3,7 +3,6 @@ read, the scorer, training) and cloze scoring (each option's likelihood as the f
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from conftest import _tiny
@@ -11,8 +10,15 @@ from test_streaming_oracle import reference_logits
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.data import Question, VideoItem, synthesize
-from hermes_policy.evaluate import (ClozeScorer, EvalError, LetterScorer, PolicyRecipe, WordLetterScorer, evaluate,
-                                    scorer_for)
+from hermes_policy.evaluate import (
+    ClozeScorer,
+    EvalError,
+    LetterScorer,
+    PolicyRecipe,
+    WordLetterScorer,
+    evaluate,
+    scorer_for,
+)
 from hermes_policy.models.base import EncodedChunk
 from hermes_policy.session import LETTER_OPENER, WordLetter, decode_to_opener, format_question, word_letter
 
@@ -138,12 +144,13 @@ def test_the_letter_after_the_word_decides_the_answer(items, monkeypatch):
 @torch.no_grad()
 def test_training_reads_the_letter_where_the_session_does():
     """quick_eval's word-letter read (one packed-layout batch) equals the streaming session's, on one model."""
+    from test_embedded_training import TINY, _tiny_train_config
+
     from hermes_policy.models.byte_tokenizer import bpe_tokenizer
     from hermes_policy.models.frontend_lm import FrontendLMAdapter
     from hermes_policy.models.scratch import build_scratch
     from hermes_policy.models.train_embedded import Batcher, Sample, answer_logits, tokenizer_corpus
     from hermes_policy.video import SyntheticVideo
-    from test_embedded_training import TINY, _tiny_train_config
 
     cfg = _tiny_train_config(mc_answer="word-letter")
     tokenizer = bpe_tokenizer(tokenizer_corpus(cfg), TINY.vocab_size)
@@ -182,8 +189,9 @@ def test_word_letter_training_targets():
 def test_option_matching_drills_give_the_word_and_ask_its_letter():
     import random
 
-    from hermes_policy.models.train_embedded import MATCH_QUESTION, qa_sample
     from test_embedded_training import _tiny_train_config
+
+    from hermes_policy.models.train_embedded import MATCH_QUESTION, qa_sample
 
     cfg = _tiny_train_config(mc_answer="word-letter", match_share=1.0, branches=6, min_clip=6, max_clip=6,
                              caption_share=0.0)

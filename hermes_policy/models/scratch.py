@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from hermes_policy.models.frontend import (ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend,
-                                           mc_scoring)
+from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, mc_scoring, save_frontend
 from hermes_policy.models.frontend_lm import FrontendLMAdapter
 
 
