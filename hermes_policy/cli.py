@@ -192,13 +192,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the embedded model on synthetic streams (one-time; ~1 h on 2 CPU cores, never part of CI)."""
         from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
-        from hermes_policy.models.train_embedded import TrainConfig, install_model, train
+        from hermes_policy.models.train_embedded import TrainConfig, check_mc_scoring, install_model, train
 
         try:
-            from hermes_policy.evaluate import SCORERS
-
-            if mc_scoring is not None and mc_scoring not in SCORERS:  # before the training, not after it
-                raise ValueError(f"--mc-scoring must be one of {', '.join(SCORERS)}, got {mc_scoring!r}")
+            check_mc_scoring(mc_scoring)  # before the training, not after it
             weights = {k.strip(): float(v) for k, v in (kv.split("=") for kv in category_weights.split(","))}
             shares = {} if caption_share is None else {"caption_share": caption_share,
                                                        "late_caption_share": caption_share}

@@ -40,7 +40,7 @@ the rows is the softmax mass on all option-letter tokens: how much the model
 follows the "answer with the letter" instruction at all.
 
 TTFT is the wall time of that scoring call after the flush (``word-letter``:
-up to the word's first token; ``cloze``: the first option's logits): the policy's
+up to the word's first token; ``cloze``: every option's score): the policy's
 question-time hook, the question prefill and the LM head on its last token,
 up to the letter logits on the host; the same span ``session.ask`` times up to
 its first token, so no second forward is spent on timing. ``kv_bytes`` is
@@ -425,8 +425,8 @@ class WordLetterScorer:
 class ClozeScorer:
     """Multiple choice without letters: the question asked plainly, each option scored by how likely the
     model is to answer exactly it (``session.option_logprobs``): the cloze formulation small models are
-    evaluated with, as they answer in words before they can match words to letters. TTFT: to the first
-    option's logits."""
+    evaluated with, as they answer in words before they can match words to letters. TTFT: the one packed
+    forward that scores every option."""
 
     name = "cloze"
 

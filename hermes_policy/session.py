@@ -432,27 +432,34 @@ class StreamingSession:
         """Cloze scoring: how likely each option is as the whole free-form answer; the cache is left as it was.
 
         The question is asked plainly (the options are not shown); each option's score is
-        ``log P(its tokens, then an end token | question)``, one scratch forward per option.
+        ``log P(its tokens, then an end token | question)``. All options share one forward as
+        independent :class:`Segment` s (question + option each, at the same positions), as
+        :meth:`pseudo_queries` packs prompts.
 
         Returns:
-            (n_options,) float32 log-probabilities, and the ms to the first option's logits (TTFT).
+            (n_options,) float32 log-probabilities, and the ms that forward took to the scores (TTFT).
         """
         text = self._prepare_question(question, None)
         tokenizer, stop = self.adapter.tokenizer, sorted(self._stop_ids)
-        scores, ttft = [], 0.0
+        q = self.adapter.encode_question(text, self.next_position)
+        parts, segments, answers, begin = [], [], [], 0
+        for i, option in enumerate(options):
+            ids = list(tokenizer(str(option), add_special_tokens=False).input_ids)
+            parts.append(EncodedChunk.cat([q, self.adapter.encode_ids(torch.tensor(ids), q.end_position)]))
+            segments.append(Segment(str(i), begin, begin + len(parts[-1])))
+            answers.append(ids)
+            begin += len(parts[-1])
+        packed = EncodedChunk.cat(parts)
         start = time.perf_counter()
-        with self._policy_question(text):
-            for option in options:
-                ids = list(tokenizer(str(option), add_special_tokens=False).input_ids)
-                q = self.adapter.encode_question(text, self.next_position)
-                chunk = EncodedChunk.cat([q, self.adapter.encode_ids(torch.tensor(ids), q.end_position)])
-                with self.cache.scratch(chunk.positions, chunk.meta):
-                    hidden = self._forward(chunk, "ask", keep=False)
+        with self._policy_question(text), self.cache.scratch(packed.positions, packed.meta):
+            hidden = self._forward(packed, "ask", keep=False, segments=segments)[0]
+            scores = []
+            for segment, ids in zip(segments, answers):
                 # rows from the question's last token on predict the option's tokens, then the end
-                logp = torch.log_softmax(self.adapter.lm_head(hidden[0, len(q) - 1:]).float(), dim=-1).cpu()
+                rows = hidden[segment.start + len(q) - 1: segment.stop]
+                logp = torch.log_softmax(self.adapter.lm_head(rows).float(), dim=-1).cpu()
                 scores.append(logp[torch.arange(len(ids)), ids].sum() + torch.logsumexp(logp[len(ids), stop], 0))
-                ttft = ttft or (time.perf_counter() - start) * 1000
-        return torch.stack(scores), ttft
+        return torch.stack(scores), (time.perf_counter() - start) * 1000
 
     @contextmanager
     def _policy_question(self, text: str) -> Iterator[None]:

@@ -603,6 +603,14 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     return final
 
 
+def check_mc_scoring(mc_scoring: str | None) -> None:
+    """Raise ValueError unless ``mc_scoring`` is None or a scorer of :mod:`hermes_policy.evaluate`."""
+    from hermes_policy.evaluate import SCORERS
+
+    if mc_scoring is not None and mc_scoring not in SCORERS:
+        raise ValueError(f"mc_scoring must be one of {', '.join(SCORERS)}, got {mc_scoring!r}")
+
+
 def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> None:
     """Copy a trained model into ``target`` (where ``--model embedded`` loads it from).
 
@@ -611,10 +619,7 @@ def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> N
     :mod:`hermes_policy.evaluate`) is how ``eval --scoring auto`` reads the installed model,
     recorded in its ``frontend.json``; None: its training format.
     """
-    from hermes_policy.evaluate import SCORERS
-
-    if mc_scoring is not None and mc_scoring not in SCORERS:
-        raise ValueError(f"mc_scoring must be one of {', '.join(SCORERS)}, got {mc_scoring!r}")
+    check_mc_scoring(mc_scoring)
     target.mkdir(parents=True, exist_ok=True)
     for old in target.iterdir():
         if old.suffix not in (".md", ".png"):
