@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.models.base import ModelAdapter
-from hermes_policy.policies import PolicySpec, policy_from_args
+from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
 from hermes_policy.video.spec import parse_synthetic_spec
@@ -95,9 +95,10 @@ def policy_for(name: str, budget: int | None, spec: Path | None):
     """The spec configures the policy it names; the others are built from ``name`` and ``budget``."""
     if spec is not None and PolicySpec.load(spec).policy == name:
         return policy_from_args(name, budget, spec)
-    if name != "full" and budget is None:
+    takes_budget = name in POLICIES and POLICIES[name].requires_budget
+    if takes_budget and budget is None:
         raise BudgetError(f"bench: policy {name!r} needs --budget")
-    return policy_from_args(name, None if name == "full" else budget)
+    return policy_from_args(name, budget if takes_budget else None)
 
 
 def run_cell(

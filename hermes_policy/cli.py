@@ -15,7 +15,8 @@ from tqdm import tqdm
 from hermes_policy.errors import HermesError, PolicyError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.policies import POLICIES, policy_from_args
-from hermes_policy.session import TIME_TOLERANCE, Answer, SessionConfig, StreamingSession, interleave
+from hermes_policy.session import Answer, SessionConfig, StreamingSession
+from hermes_policy.timeline import TIME_TOLERANCE, interleave
 from hermes_policy.video import open_video
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

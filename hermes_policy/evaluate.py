@@ -85,19 +85,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from hermes_policy.data.dataset import VideoItem, atomic_write_text, question_task
+from hermes_policy.atomic import atomic_path, atomic_write_text
+from hermes_policy.data.dataset import VideoItem, question_task
 from hermes_policy.data.questions import CATEGORIES, Question
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import POLICIES, Policy, PolicySpec, make_policy
-from hermes_policy.session import (
-    OPTION_LETTERS,
-    TIME_TOLERANCE,
-    SessionConfig,
-    StreamingSession,
-    format_question,
-    interleave,
-)
+from hermes_policy.mc_format import OPTION_LETTERS, format_question
+from hermes_policy.session import SessionConfig, StreamingSession
+from hermes_policy.timeline import TIME_TOLERANCE, interleave
 from hermes_policy.video import open_video
 from hermes_policy.video.frames import VideoSource
 
@@ -203,7 +199,7 @@ class PolicyRecipe:
         if self.budget_ratio is not None and not (math.isfinite(self.budget_ratio) and self.budget_ratio > 0):
             raise BudgetError(f"budget ratio must be a number > 0, got {self.budget_ratio!r}")
         # build one now, so a missing budget or a bad parameter fails before any model is loaded
-        if self.name == "full":
+        if not POLICIES[self.name].requires_budget:
             return
         if self.budget is None and self.budget_ratio is None:
             try:
@@ -280,13 +276,7 @@ def format_budget(budget: int | float) -> str:
 
 def takes_budget(name: str) -> bool:
     """Whether a registered policy uses a budget at all (``full`` does not): a sweep runs it once."""
-    try:
-        make_policy(name, budget=1 << 20)
-    except BudgetError:
-        return False
-    except (HermesError, TypeError):  # another parameter is missing: it still has a budget field
-        return True
-    return True
+    return POLICIES[name].requires_budget
 
 
 def stream_info(adapter: ModelAdapter, item: VideoItem, fps: float | None = None) -> StreamInfo:
@@ -676,13 +666,8 @@ class EvalResult:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            tmp = path.with_name(f".{path.name}.tmp")
-            try:
+            with atomic_path(path, EvalError) as tmp:
                 pq.write_table(pa.Table.from_pylist(records), tmp)
-                tmp.replace(path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
             return path
         if path.suffix != ".jsonl":
             raise EvalError(f"rows go to a .jsonl or .parquet file, got {path}")

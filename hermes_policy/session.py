@@ -15,46 +15,31 @@ them meaningful after eviction (gaps stay until re-indexing closes them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 
 from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, Segment, streaming_context
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import SessionError
+from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
+    LETTER_OPENER,
+    MC_ANSWERS,
+    OPTION_LETTERS,
+    WordLetter,
+    decode_to_opener,
+    format_question,
+    word_letter,
+)
 from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, EncodedChunk, ModelAdapter
 from hermes_policy.policies.base import Policy
 from hermes_policy.policies.full import FullPolicy
+from hermes_policy.timeline import TIME_TOLERANCE, interleave  # noqa: F401  (re-exported)
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import Frame
-
-T = TypeVar("T")
-OPTION_LETTERS = "ABCDEFGHIJ"
-#: seconds: a frame this close after a question's time still counts as shown by then
-#: (container timestamps are rounded)
-TIME_TOLERANCE = 1e-3
-
-
-def interleave(
-    frames: Iterable[Frame], questions: Sequence[T], time: Callable[[T], float]
-) -> Iterator[tuple[Literal["frame", "ask"], Frame | T]]:
-    """Frames and timed questions in stream order: the one rule every command asks by.
-
-    A question at ``t`` comes before the first frame whose time is later than
-    ``t`` (so every frame shown at or before ``t`` is in); questions past the
-    end of the stream come after its last frame.
-    """
-    pending = sorted(questions, key=time)
-    for frame in frames:
-        while pending and frame.time > time(pending[0]) + TIME_TOLERANCE:
-            yield "ask", pending.pop(0)
-        yield "frame", frame
-    for question in pending:
-        yield "ask", question
-
 
 @dataclass
 class SessionConfig:
@@ -115,78 +100,6 @@ class Answer:
             "ttft_ms": round(self.ttft_ms, 3),
             "kv_bytes": self.kv_bytes,
         }
-
-
-def format_question(question: str, options: Sequence[str] | None) -> str:
-    """The question text; options become lettered lines with an instruction to answer by letter."""
-    if options is None:
-        return question
-    if not 2 <= len(options) <= len(OPTION_LETTERS):
-        raise SessionError(f"a multiple-choice question needs 2 to {len(OPTION_LETTERS)} options, got {len(options)}")
-    lines = [f"{OPTION_LETTERS[i]}. {opt}" for i, opt in enumerate(options)]
-    return "\n".join([question, *lines, "Answer with the option's letter."])
-
-
-#: how a model answers multiple choice: the letter alone, or the free-form answer and then the letter
-MC_ANSWERS = ("letter", "word-letter")
-#: what comes between the word and the letter in a ``word-letter`` answer: "red (B)"
-LETTER_OPENER = " ("
-
-
-def word_letter(word: str, letter: str) -> str:
-    """A ``word-letter`` answer: ``word_letter("red", "B") == "red (B)"``."""
-    return f"{word}{LETTER_OPENER}{letter})"
-
-
-@dataclass
-class WordLetter:
-    """A ``word-letter`` answer read up to its letter (:meth:`StreamingSession.letter_after_word`).
-
-    Attributes:
-        prompt: the templated question the answer follows.
-        ids: the answer's tokens so far, opener included.
-        written: their text ("red (").
-        logits: (vocab,) float32 logits of the letter token.
-        ttft_ms: question arrival to the first answer token.
-    """
-
-    prompt: str
-    ids: list[int]
-    written: str
-    logits: torch.Tensor
-    ttft_ms: float
-
-    @property
-    def word(self) -> str:
-        """The free-form answer: what was written before the opener."""
-        return self.written.rsplit(LETTER_OPENER, 1)[0].strip()
-
-
-def decode_to_opener(
-    logits: torch.Tensor, feed: Callable[[list[int]], torch.Tensor], tokenizer, opener: str = LETTER_OPENER,
-    stop_ids: Collection[int] = (), limit: int = 8,
-) -> tuple[list[int], torch.Tensor]:
-    """Greedy decoding of a ``word-letter`` answer up to its letter: "red (" of "red (B)".
-
-    Args:
-        logits: (vocab,) logits of the first answer token.
-        feed: appends token ids to the context and returns the (vocab,) logits after them.
-        opener: the text after which the letter comes.
-        stop_ids: tokens that end an answer; one (or ``limit`` tokens without the opener) gets the opener
-            appended instead, as answer extraction does ("the answer is ("), so a letter is always read.
-
-    Returns:
-        the ids in context (the model's, then any appended), and the (vocab,) logits of the letter token.
-    """
-    generated: list[int] = []
-    while not tokenizer.decode(generated).endswith(opener):
-        token = int(logits.argmax())
-        if token in stop_ids or len(generated) >= limit:
-            forced = list(tokenizer(opener, add_special_tokens=False).input_ids)
-            return generated + forced, feed(forced)
-        generated.append(token)
-        logits = feed([token])
-    return generated, logits
 
 
 class StreamingSession:

@@ -30,7 +30,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hermes_policy.data.dataset import VideoItem, atomic_write_text, question_to_dict
+from hermes_policy.atomic import atomic_write_json, atomic_write_text
+from hermes_policy.data.dataset import VideoItem, question_to_dict
 from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.evaluate import EvalError, EvalResult, EvalRow, PolicyRecipe, takes_budget
 from hermes_policy.policies import POLICIES, PolicySpec
@@ -226,7 +227,7 @@ class EvalDir:
         """Create the folder and write ``config.json`` (kept as it is when resuming)."""
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
-            atomic_write_text(self.config_path, json.dumps(config, indent=2) + "\n")
+            atomic_write_json(self.config_path, config)
 
     def append(self, label: str, video_index: int, rows: list[EvalRow]) -> None:
         """Record one finished unit in ``rows.partial.jsonl`` (flushed and fsynced before returning)."""
@@ -242,7 +243,7 @@ class EvalDir:
         results = result.to_dict()
         results["files"] = {"config": CONFIG_FILE, "rows": ROWS_FILE}
         result.write_rows(self.rows_path)
-        atomic_write_text(self.results_path, json.dumps(results, indent=2) + "\n")
+        atomic_write_json(self.results_path, results)
         self.partial_path.unlink(missing_ok=True)
         return results
 

@@ -32,10 +32,7 @@ query kinds (names of the Q axis), layer/head counts and the package version.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +40,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from hermes_policy.atomic import atomic_path, atomic_write_text
 
 FORMAT = "hermes-lab/recording"
 VERSION = 1
@@ -117,17 +116,11 @@ class Recording:
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/recording.{safetensors,json}`` atomically (a crash leaves the old one intact)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, staging / TENSORS_FILE)
-            meta = {"format": FORMAT, "version": VERSION, **self.meta}
-            (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
-            for name in (TENSORS_FILE, META_FILE):
-                directory.mkdir(exist_ok=True)
-                os.replace(staging / name, directory / name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / TENSORS_FILE) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}, tmp)
+        meta = {"format": FORMAT, "version": VERSION, **self.meta}
+        atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2, default=_json_default))
         return directory
 
     @classmethod

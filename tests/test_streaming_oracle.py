@@ -13,7 +13,7 @@ import torch
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.models.base import EncodedChunk
-from hermes_policy.session import format_question
+from hermes_policy.mc_format import format_question
 
 
 def full_sequence(adapter, session: StreamingSession, frames, question: str) -> tuple[EncodedChunk, int]:

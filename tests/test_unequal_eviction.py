@@ -16,7 +16,7 @@ from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from hermes_policy import StreamingSession
 from hermes_policy.policies import keep_rows
-from hermes_policy.session import format_question
+from hermes_policy.mc_format import format_question
 
 
 def _eager_single_query(module, query, key, value, attention_mask, **kwargs):

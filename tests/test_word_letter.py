@@ -20,7 +20,7 @@ from hermes_policy.evaluate import (
     scorer_for,
 )
 from hermes_policy.models.base import EncodedChunk
-from hermes_policy.session import LETTER_OPENER, WordLetter, decode_to_opener, format_question, word_letter
+from hermes_policy.mc_format import LETTER_OPENER, WordLetter, decode_to_opener, format_question, word_letter
 
 
 class _CharTokenizer:

@@ -27,15 +27,15 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hermes_policy.atomic import atomic_write_text
 from hermes_policy.data.questions import CATEGORIES, Question, sample_questions
 from hermes_policy.errors import HermesError, VideoError
-from hermes_policy.session import OPTION_LETTERS
+from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.video.spec import SYNTHETIC_PREFIX, parse_synthetic_spec
 from hermes_policy.video.synthetic import SyntheticVideo
 
@@ -164,22 +164,6 @@ def check_videos_exist(items: Sequence[VideoItem], source: str | Path, root: Pat
     )
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise DatasetError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # ------------------------------------------------------------------ reading
 def dataset_path(path: str | Path) -> Path:
     """``path`` itself, or ``path/dataset.jsonl`` when it is a folder."""
@@ -268,7 +252,7 @@ def write_dataset(items: Iterable[VideoItem], path: str | Path) -> Path:
         record = {"video": _portable(item.video, path.parent),
                   "questions": [question_to_dict(q) for q in item.questions]}
         lines.append(json.dumps(record, ensure_ascii=False))
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return atomic_write_text(path, "".join(line + "\n" for line in lines), DatasetError)
 
 
 # --------------------------------------------------------------- synthesis

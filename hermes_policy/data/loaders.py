@@ -64,7 +64,7 @@ from hermes_policy.data.dataset import (
     read_dataset,
     resolve_video,
 )
-from hermes_policy.session import OPTION_LETTERS
+from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.jsonfile import read_json
 
 Format = Literal["auto", "jsonl", "streamingbench", "ovobench"]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 
+from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.video.events import EventLog, FrameState
 from hermes_policy.video.synthetic import COLOURS, SHAPES
 
 CATEGORIES = ("real-time", "backward", "counting")
-LETTERS = "ABCD"
 #: a shape the simulator never draws: the fourth option of shape questions
 DECOY_SHAPE = "star"
 
@@ -70,13 +70,13 @@ def _choices(correct: str, pool: list[str], rng: random.Random) -> tuple[tuple[s
     distractors = rng.sample([p for p in pool if p != correct], 3)
     options = [correct, *distractors]
     rng.shuffle(options)
-    return tuple(options), LETTERS[options.index(correct)]
+    return tuple(options), OPTION_LETTERS[options.index(correct)]
 
 
 def _count_choices(correct: int, rng: random.Random) -> tuple[tuple[str, ...], str]:
     low = max(0, correct - rng.randint(0, 3))
     options = [str(n) for n in range(low, low + 4)]
-    return tuple(options), LETTERS[options.index(str(correct))]
+    return tuple(options), OPTION_LETTERS[options.index(str(correct))]
 
 
 def _make(state: FrameState, text: str, correct: str, pool: list[str] | None, category: str, rng) -> Question:

@@ -43,9 +43,7 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hermes_policy.atomic import atomic_dir, remove_leftovers
 from hermes_policy.errors import ModelError
 
 if TYPE_CHECKING:  # transformers costs ~1 s to import; the path helpers must stay cheap
@@ -208,25 +207,18 @@ def ensure_converted(progress: bool = True) -> Path:
             return target
         # Holding the lock, no other conversion is running, so any staging or
         # stale directory left beside the target belongs to a dead process.
-        _remove_leftovers(target)
+        remove_leftovers(target)
         if progress:
             print(
                 f"converting SmolLM2-135M-Instruct GGUF once into {target} (~20 s)",
                 file=sys.stderr,
                 flush=True,
             )
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        # mkdtemp makes it private (0700); the installed checkpoint should be as
-        # readable as any other cache entry.
-        staging.chmod(0o755)
-        try:
-            started = time.perf_counter()
+        started = time.perf_counter()
+        with atomic_dir(target) as staging:
             _convert_into(gguf, staging, progress=progress)
             # The stamp goes in last: a directory that has one is complete.
             _write_stamp(staging, gguf, seconds=time.perf_counter() - started)
-            _install(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # already gone when installed
     return target
 
 
@@ -260,27 +252,6 @@ def _exclusive_lock(path: Path, *, progress: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Delete staging/stale directories that crashed conversions left beside ``target``."""
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.stale-*"):
-        for leftover in target.parent.glob(pattern):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _install(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` directory to ``target`` in one rename.
-
-    ``os.replace`` cannot replace a non-empty directory, so an incomplete
-    ``target`` (no stamp: a partial copy, or an older layout) is first renamed
-    aside; readers then see either no directory or a complete one.
-    """
-    if target.exists():
-        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-        os.replace(target, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    os.replace(staging, target)
 
 
 def _write_stamp(directory: Path, gguf: Path, *, seconds: float) -> None:

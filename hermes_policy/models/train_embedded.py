@@ -47,13 +47,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hermes_policy.data.questions import CATEGORIES, LETTERS, Question, questions_at
+from hermes_policy.atomic import atomic_dir
+from hermes_policy.data.questions import CATEGORIES, Question, questions_at
 from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT, PromptTemplate
 from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load_frontend, save_frontend
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
 from hermes_policy.models.scratch import ScratchConfig, build_scratch, load_scratch, save_scratch
 from hermes_policy.models.smollm2 import load_smollm2
-from hermes_policy.session import MC_ANSWERS, decode_to_opener, format_question, word_letter
+from hermes_policy.mc_format import MC_ANSWERS, OPTION_LETTERS, decode_to_opener, format_question, word_letter
 from hermes_policy.video.events import FrameState
 from hermes_policy.video.synthetic import COLOURS, SHAPES, SyntheticVideo, render_state
 
@@ -414,7 +415,7 @@ def answer_logits(model, batcher: Batcher, batch: Batch, mc_answer: str) -> torc
 def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, seed: int) -> dict[str, float]:
     """Letter accuracy per category on held-out clips of ``length`` frames (one full forward each)."""
     rng = random.Random(seed)
-    letter_ids = [batcher._ids(letter)[0].item() for letter in LETTERS]
+    letter_ids = [batcher._ids(letter)[0].item() for letter in OPTION_LETTERS[:4]]
     correct: dict[str, list[int]] = {}
     for _ in range(n):
         video = SyntheticVideo(seed=10**9 + rng.randrange(10**6), frames=length, fps=cfg.fps,
@@ -424,7 +425,7 @@ def quick_eval(model, batcher: Batcher, cfg: TrainConfig, n: int, length: int, s
         q: Question = rng.choice(candidates)
         batch = batcher([Sample.single(frames, format_question(q.question, q.options), q.answer, q.category)])
         logits = answer_logits(model, batcher, batch, cfg.mc_answer)
-        guess = LETTERS[int(torch.stack([logits[i] for i in letter_ids]).argmax())]
+        guess = OPTION_LETTERS[int(torch.stack([logits[i] for i in letter_ids]).argmax())]
         correct.setdefault(q.category, []).append(int(guess == q.answer))
     return {c: sum(v) / len(v) for c, v in correct.items()} | {"n": n, "frames": length}
 
@@ -634,22 +635,13 @@ def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> N
 
 def _checkpoint(run: _Run, optimisers: tuple, step: int, rng: random.Random, directory: Path) -> None:
     """Write atomically: a kill mid-write leaves the previous checkpoint usable."""
-    staging = directory.with_name(directory.name + ".tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    # the config too: a checkpoint loaded by path must say how it answers (``mc_answer``)
-    run.save(staging, extra={"training": asdict(run.cfg), "steps": step}, checkpoint=True)
-    optimiser, vision_optimiser = optimisers
-    torch.save({"optimiser": optimiser.state_dict(), "vision_optimiser": vision_optimiser.state_dict(),
-                "vision_head": run.vision_head.state_dict(), "step": step, "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state()}, staging / "state.pt")
-    if directory.exists():
-        old = directory.with_name(directory.name + ".old")
-        directory.rename(old)
-        staging.rename(directory)
-        shutil.rmtree(old)
-    else:
-        staging.rename(directory)
+    with atomic_dir(directory) as staging:
+        # the config too: a checkpoint loaded by path must say how it answers (``mc_answer``)
+        run.save(staging, extra={"training": asdict(run.cfg), "steps": step}, checkpoint=True)
+        optimiser, vision_optimiser = optimisers
+        torch.save({"optimiser": optimiser.state_dict(), "vision_optimiser": vision_optimiser.state_dict(),
+                    "vision_head": run.vision_head.state_dict(), "step": step, "rng": rng.getstate(),
+                    "torch_rng": torch.get_rng_state()}, staging / "state.pt")
 
 
 # --------------------------------------------------------------- the curve

@@ -45,10 +45,19 @@ class Policy(ABC):
     """Base class: a budget in video tokens per layer (None = unlimited)."""
 
     name: ClassVar[str]
+    #: whether the policy evicts to a budget (every one but ``full``); a sweep runs the others once
+    requires_budget: ClassVar[bool] = True
+    #: what the budget means, for the "needs --budget" message
+    budget_help: ClassVar[str] = "video tokens per layer"
     budget: int | None = None
 
     def __post_init__(self) -> None:
-        if self.budget is not None and (not isinstance(self.budget, int) or self.budget <= 0):
+        if self.budget is None:
+            if self.requires_budget:
+                raise BudgetError(f"{self.name}: needs --budget ({self.budget_help})")
+        elif not self.requires_budget:
+            raise BudgetError(f"{self.name}: keeps every token and takes no budget")
+        elif isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0:
             raise BudgetError(f"{self.name}: budget must be a positive number of video tokens, got {self.budget!r}")
 
     # ---------------------------------------------------------------- hooks

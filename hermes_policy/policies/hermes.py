@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from hermes_policy.attention import AttentionEvent
-from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import Policy, register_policy
 from hermes_policy.tokens import NOT_A_PATCH
 
@@ -128,8 +128,6 @@ class HermesPolicy(Policy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("hermes: needs --budget (video tokens per layer)")
         if set(self.gamma) != set(TIERS) or not all(0 <= g <= 1 for g in self.gamma.values()):
             raise PolicyError(f"hermes: gamma must give a weight in [0, 1] for each of {TIERS}")
         if self.family not in WORKING_PARAMS:

@@ -67,7 +67,7 @@ import torch
 
 from hermes_policy.attention import AttentionEvent, streaming_context
 from hermes_policy.cache import CompactCache
-from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import Policy, register_policy
 from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
@@ -202,12 +202,11 @@ class ReKVPolicy(Policy):
     """
 
     name = "rekv"
+    budget_help = "the local window, in video tokens per layer"
     retrieve_frames: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("rekv: needs --budget (the local window, in video tokens per layer)")
         n = self.retrieve_frames
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise PolicyError(f"rekv: retrieve_frames must be a positive number of frames, got {n!r}")

@@ -23,8 +23,6 @@ class SinkWindowPolicy(Policy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("sink-window: needs --budget (video tokens per layer)")
         if self.sink_tokens < 0:
             raise BudgetError(f"sink-window: sink_tokens must be >= 0, got {self.sink_tokens}")
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from hermes_policy.attention import AttentionEvent
-from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import Policy, register_policy
 
 _STATE = "snapkv"
@@ -116,8 +116,6 @@ class SnapKVPolicy(Policy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("snapkv: needs --budget (video tokens per layer)")
         if not isinstance(self.window, int) or self.window < 1:
             raise PolicyError(f"snapkv: window must be a positive number of query rows, got {self.window!r}")
         if not isinstance(self.pool, int) or self.pool < 1:

@@ -14,13 +14,11 @@ use them, and free-form provenance.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hermes_policy.atomic import atomic_write_json
 from hermes_policy.errors import PolicyError
 from hermes_policy.jsonfile import read_json
 from hermes_policy.policies.base import POLICIES, Policy, make_policy
@@ -79,16 +77,7 @@ class PolicySpec:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash never leaves a truncated spec behind."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, self.to_dict(), PolicyError)
 
     @classmethod
     def load(cls, path: str | Path) -> "PolicySpec":

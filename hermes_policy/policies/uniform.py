@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hermes_policy.errors import BudgetError
 from hermes_policy.policies.base import Policy, register_policy
 
 _STATE = "uniform"
@@ -52,11 +51,6 @@ class UniformPolicy(Policy):
     """
 
     name = "uniform"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("uniform: needs --budget (video tokens per layer)")
 
     def after_chunk(self, session) -> None:
         cache = session.cache

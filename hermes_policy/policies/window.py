@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hermes_policy.errors import BudgetError
 from hermes_policy.policies.base import Policy, keep_rows, register_policy
 
 
@@ -19,11 +18,6 @@ from hermes_policy.policies.base import Policy, keep_rows, register_policy
 @dataclass
 class WindowPolicy(Policy):
     name = "window"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.budget is None:
-            raise BudgetError("window: needs --budget (video tokens per layer)")
 
     def after_chunk(self, session) -> None:
         cache = session.cache

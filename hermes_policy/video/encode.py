@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from hermes_policy.atomic import atomic_path
 from hermes_policy.errors import VideoError
 from hermes_policy.video.frames import VideoSource, check_fps
 
@@ -34,17 +34,8 @@ def write_mp4(
     """
     path = Path(path)
     rate = check_fps(fps if fps is not None else source.fps, str(path))
-    if not path.parent.is_dir():
-        raise VideoError(f"cannot write {path}: directory {path.parent} does not exist")
-    # Same directory as the target: os.replace is only atomic within one filesystem.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _encode(source, tmp_name, rate, crf, label=str(path))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, VideoError) as tmp:
+        _encode(source, str(tmp), rate, crf, label=str(path))
     return path
 
 
