@@ -26,7 +26,7 @@ import streamlit as st
 from PIL import Image
 
 from analysis import explore, occupancy as occ
-from analysis.cli import load_study
+from analysis.recordings import load_study
 from analysis.derive import TierAssignment, derive, derive_tiers
 from analysis.errors import StudyError
 from analysis.export import export_figures

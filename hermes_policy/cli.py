@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
-import torch
 import typer
 from tqdm import tqdm
 
 from hermes_policy.errors import HermesError, PolicyError, SessionError
 from hermes_policy.models import load_model
+from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
 from hermes_policy.video import open_video
 
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,13 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Stream a video through a model under a memory policy, asking questions along the way."""
-        if dtype not in DTYPES:
-            raise PolicyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        torch_dtype = parse_dtype(dtype)
         # without --ask, one question once the whole stream is in
         questions = [TimedQuestion.parse(a) for a in ask] if ask else [TimedQuestion(float("inf"), "What is happening?")]
         mem_policy = policy_from_args(policy, budget, spec)
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
-        adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+        adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
         session = StreamingSession(adapter, mem_policy, config)
         answers = run_stream(session, source, questions)
         result = {
@@ -132,14 +130,13 @@ def register(app: typer.Typer) -> None:
         """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run."""
         from hermes_policy.bench import format_table, parse_int_list, rows_json, run_cell
 
-        if dtype not in DTYPES:
-            raise PolicyError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        torch_dtype = parse_dtype(dtype)
         lengths = parse_int_list(frames, "frames")
         names = [p.strip() for p in policies.split(",") if p.strip()]
         for name in names:  # fail on a bad policy before the (slow) model load
             if name not in POLICIES:
                 raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
-        adapter = load_model(model, dtype=DTYPES[dtype], device=device)
+        adapter = load_model(model, dtype=torch_dtype, device=device)
         rows = []
         for n in lengths:
             for name in names:

@@ -24,9 +24,7 @@ from hermes_policy.data.dataset import (
     write_dataset,
 )
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
-from hermes_policy.errors import PolicyError
 
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -140,14 +138,14 @@ def eval_command(
 ) -> None:
     """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
     tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out."""
-    from hermes_policy.cli import DTYPES
     from hermes_policy.evaluate import CONFIG_FORMAT, SCORERS, VERSION, EvalError, evaluate, plan, scorer_for
     from hermes_policy.models import load_model
     from hermes_policy.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
 
     # everything that can be wrong with the arguments fails before the (slow) model load
-    if dtype not in DTYPES:
-        raise PolicyError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    from hermes_policy.models.registry import parse_dtype
+
+    torch_dtype = parse_dtype(dtype)
     if scoring != "auto" and scoring not in SCORERS:
         raise EvalError(f"--scoring must be auto, {', '.join(SCORERS)}; got {scoring!r}")
     if max_videos is not None:
@@ -175,7 +173,7 @@ def eval_command(
     }
     units = plan(items, recipes).units
     done = outdir.resume(settings, units)
-    adapter = load_model(model, dtype=DTYPES[dtype], device=device, trust_remote_code=trust_remote_code)
+    adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
     scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,

@@ -22,6 +22,17 @@ from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
 
+#: ``--dtype`` names -> torch dtypes (``auto``: the checkpoint's own)
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype a ``--dtype`` name stands for; an unknown name raises ModelError."""
+    if name not in DTYPES:
+        raise ModelError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 #: model_type in a checkpoint's config.json -> the family that loads it
 SUPPORTED_ARCHITECTURES = {
     "qwen2_vl": "Qwen2-VL",
