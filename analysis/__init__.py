@@ -1,41 +1,50 @@
 """Metrics on attention recordings, tier derivation into a PolicySpec, and paper figures.
 
-Metrics and derivation load eagerly (torch only). The figure functions pull in
-matplotlib, plotly and pandas, so they are imported on first use: the CLI and
-any tool that only derives policies do not pay for them.
+Every name loads on first use, so importing one submodule (say ``analysis.errors``)
+pulls in only what that submodule needs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from analysis.derive import (
-    TIERS,
-    TierAssignment,
-    best_two_changepoints,
-    derive,
-    derive_tiers,
-    hermes_fixed_tiers,
-    policy_spec,
-)
-from analysis.errors import StudyError
-from analysis.metrics import (
-    age_profile,
-    anchor_structure,
-    entropy_summary,
-    recency_index,
-    temporal_bias,
-)
-
-_LAZY = {"write_figures": "analysis.figures", "figure_data": "analysis.figures"}
+#: public name -> the module that defines it. Everything loads on first use (PEP 562):
+#: metrics and derivation need torch, figures need matplotlib, plotly and pandas, and a tool
+#: that only reads a recording's errors or metadata should pay for none of them.
+_EXPORTS = {
+    **dict.fromkeys(
+        ("TIERS", "TierAssignment", "best_two_changepoints", "derive", "derive_tiers", "hermes_fixed_tiers",
+         "policy_spec"), "analysis.derive"),
+    "StudyError": "analysis.errors",
+    **dict.fromkeys(("age_profile", "anchor_structure", "entropy_summary", "recency_index", "temporal_bias"),
+                    "analysis.metrics"),
+    **dict.fromkeys(("write_figures", "figure_data"), "analysis.figures"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
+if TYPE_CHECKING:
+    from analysis.derive import (
+        TIERS,
+        TierAssignment,
+        best_two_changepoints,
+        derive,
+        derive_tiers,
+        hermes_fixed_tiers,
+        policy_spec,
+    )
+    from analysis.errors import StudyError
+    from analysis.figures import figure_data, write_figures
+    from analysis.metrics import age_profile, anchor_structure, entropy_summary, recency_index, temporal_bias
 
 
 __all__ = [

@@ -8,7 +8,9 @@ transformers lets a model call a named attention function
    the S keys. Layers may therefore hold different numbers of tokens (the
    model-built mask cannot express that, so none is built: transformers skips
    mask creation for attention names it has no mask function for);
-2. hands an :class:`AttentionEvent` to every attached :class:`AttentionObserver`.
+2. hands an :class:`AttentionEvent` to every attached :class:`AttentionObserver`
+   whose :class:`Subscription` wants that layer and phase. Observers that filtered
+   an event out are not called at all, and when nobody wants it no event is built.
 
 Observers never get L x L for free: :meth:`AttentionEvent.attention` computes
 softmax only for the query rows asked for, against all keys, and memoises it
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -123,15 +125,60 @@ class AttentionObserver(Protocol):
         """Called once per layer per forward; call ``event.attention(rows)`` for the rows needed."""
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """An observer and the events it wants: some layers, some phases (None: all of them).
+
+    The filter lives here rather than in each observer so that an observer that
+    wants nothing from a layer costs nothing there: it is never called.
+    """
+
+    observer: AttentionObserver
+    layers: frozenset[int] | None = None
+    phases: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.observer, AttentionObserver):
+            raise TypeError(f"an observer needs an observe(event) method, got {type(self.observer).__name__}")
+        if self.phases is not None:
+            unknown = set(self.phases) - set(PHASES)
+            if unknown:
+                raise ValueError(f"unknown phase(s) {sorted(unknown)}; phases are {PHASES}")
+        if self.layers is not None and any(isinstance(i, bool) or not isinstance(i, int) or i < 0
+                                           for i in self.layers):
+            raise ValueError(f"layers must be non-negative layer indices, got {sorted(self.layers)!r}")
+
+    def wants(self, layer: int, phase: str) -> bool:
+        return (self.layers is None or layer in self.layers) and (self.phases is None or phase in self.phases)
+
+
+def subscribe(
+    observer: AttentionObserver | Subscription,
+    layers: Iterable[int] | None = None,
+    phases: Iterable[str] | None = None,
+) -> Subscription:
+    """``observer`` as a :class:`Subscription` (an existing one is returned as it is when no filter is given)."""
+    if isinstance(observer, Subscription):
+        if layers is None and phases is None:
+            return observer
+        observer = observer.observer
+    return Subscription(observer, None if layers is None else frozenset(layers),
+                        None if phases is None else frozenset(phases))
+
+
 @dataclass
 class StreamingContext:
     """What the attention function needs beyond its tensors, for the current forward."""
 
     cache: CompactCache
     phase: str
-    observers: tuple[AttentionObserver, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
     tag: str = ""
     segments: tuple[Segment, ...] | None = None
+
+    def observers_for(self, layer: int) -> list[AttentionObserver]:
+        """The observers that want this layer in this forward's phase, in attachment order."""
+        return [s.observer for s in self.subscriptions if s.wants(layer, self.phase)]
 
 
 _ACTIVE: contextvars.ContextVar[StreamingContext | None] = contextvars.ContextVar("hermes_streaming", default=None)
@@ -141,14 +188,18 @@ _ACTIVE: contextvars.ContextVar[StreamingContext | None] = contextvars.ContextVa
 def streaming_context(
     cache: CompactCache,
     phase: str,
-    observers: Sequence[AttentionObserver] = (),
+    observers: Sequence[AttentionObserver | Subscription] = (),
     tag: str = "",
     segments: Sequence[Segment] | None = None,
 ) -> Iterator[StreamingContext]:
-    """Make ``cache``, ``observers`` (and any packed ``segments``) visible to the attention function."""
+    """Make ``cache``, ``observers`` (and any packed ``segments``) visible to the attention function.
+
+    Plain observers see every layer; a :class:`Subscription` sees the layers and phases it names.
+    """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    ctx = StreamingContext(cache, phase, tuple(observers), tag, tuple(segments) if segments else None)
+    subscriptions = tuple(subscribe(o) for o in observers)
+    ctx = StreamingContext(cache, phase, subscriptions, tag, tuple(segments) if segments else None)
     token = _ACTIVE.set(ctx)
     try:
         yield ctx
@@ -277,19 +328,19 @@ def hermes_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     ctx = _ACTIVE.get()
     segments = ctx.segments if ctx is not None else None
-    observed = ctx is not None and bool(ctx.observers)
+    layer = getattr(module, "layer_idx", None)
+    watchers = ctx.observers_for(layer) if ctx is not None and ctx.subscriptions else []
+    if watchers and layer is None:
+        raise RuntimeError("attention module has no layer_idx; cannot route observations")
     probs = None
-    if observed and ctx.phase == "probe" and attention_mask is None:
+    if watchers and ctx.phase == "probe" and attention_mask is None:
         # A probe forward exists only to be observed and observers read every row of it,
         # so the probabilities are computed once (eager math) and give the output too.
         probs = attention_rows(query[0], key[0], range(query.shape[-2]), scale, segments)  # (Hq, q, S)
         out = _weighted_values(probs, value[0]).to(query.dtype)
     else:
         out = _attend(query, key, value, attention_mask, scale, dropout, segments)
-    if observed:
-        layer = getattr(module, "layer_idx", None)
-        if layer is None:
-            raise RuntimeError("attention module has no layer_idx; cannot route observations")
+    if watchers:
         event = AttentionEvent(
             layer=layer,
             phase=ctx.phase,
@@ -303,7 +354,7 @@ def hermes_attention(
         )
         if probs is not None:
             event._memo[tuple(range(query.shape[-2]))] = probs
-        for observer in ctx.observers:
+        for observer in watchers:
             observer.observe(event)
     return out, None
 

@@ -87,6 +87,20 @@ class CompactCache(DynamicCache):
             return self._meta[layer]
         return TokenMeta.cat([self._meta[layer], self._staged.meta])
 
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Rows ``layer_idx`` attends to now: committed, plus any a staged forward has appended.
+
+        Overrides transformers' version, which reads layer 0 only. This is a count of
+        rows, not a position: after eviction layers hold different counts and positions
+        keep their gaps, so it must never be used to place new tokens. The session
+        always passes explicit ``position_ids`` for that reason; see :attr:`next_position`.
+        """
+        if not 0 <= layer_idx < self.num_layers:
+            raise IndexError(f"layer {layer_idx} is out of range for a cache of {self.num_layers} layers")
+        if layer_idx >= len(self.layers) or not self.layers[layer_idx].is_initialized:
+            return 0
+        return self.layers[layer_idx].keys.shape[-2]
+
     def video_count(self, layer: int) -> int:
         return int(self._meta[layer].is_video.sum())
 
@@ -206,6 +220,34 @@ class CompactCache(DynamicCache):
         kv.values = kv.values.index_select(-2, device_keep)
         self._positions[layer] = self._positions[layer].index_select(1, keep)
         self._meta[layer] = self._meta[layer].select(keep)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Drop the newest ``-tokens_to_remove`` committed rows of every layer (transformers' convention).
+
+        Overrides transformers' version, which would cut keys and values but leave this
+        cache's positions and metadata behind. Rows are removed through :meth:`evict`, so
+        all three stay in step. A policy's row-aligned state cannot be cropped on its
+        behalf, so a cache that holds some refuses.
+
+        Raises:
+            ValueError: a positive or non-integer count, a layer holding fewer rows, or policy state present.
+            RuntimeError: a write is staged.
+        """
+        if isinstance(tokens_to_remove, bool) or not isinstance(tokens_to_remove, int) or tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of rows to remove, got {tokens_to_remove!r}")
+        if self._staged is not None:
+            raise RuntimeError("cannot crop while a write is staged")
+        n = -tokens_to_remove
+        if n == 0:
+            return
+        if self.policy_state:
+            raise ValueError(f"cannot crop a cache that holds policy state ({', '.join(map(str, self.policy_state))}): "
+                             "the policy's per-row state would fall out of step with the rows")
+        short = [i for i in range(self.num_layers) if self.layer_len(i) < n]
+        if short:
+            raise ValueError(f"cannot remove {n} rows: layer(s) {short} hold fewer")
+        for layer in range(self.num_layers):
+            self.evict(layer, torch.arange(self.layer_len(layer) - n))
 
     def replace_row(self, layer: int, row: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Overwrite one committed row's key/value in place (e.g. a summary slot).

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, Segment, streaming_context
+from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, Segment, Subscription, streaming_context, subscribe
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import SessionError
 from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
@@ -102,6 +102,34 @@ class Answer:
         }
 
 
+class Observation:
+    """Observers attached to a session by :meth:`StreamingSession.observing`; detach with :meth:`detach`.
+
+    Attached from the moment it is made. As a context manager it detaches on exit,
+    so ``with session.observing(probe, phases=["probe"]):`` scopes the observation to a block.
+    """
+
+    def __init__(self, session: "StreamingSession", subscriptions: tuple[Subscription, ...]) -> None:
+        self.session = session
+        self.subscriptions = subscriptions
+        session._subscriptions.extend(subscriptions)
+
+    @property
+    def attached(self) -> bool:
+        return any(s in self.session._subscriptions for s in self.subscriptions)
+
+    def detach(self) -> None:
+        """Remove these observers from the session (again: no-op)."""
+        current = self.session._subscriptions
+        self.session._subscriptions = [s for s in current if not any(s is mine for mine in self.subscriptions)]
+
+    def __enter__(self) -> "Observation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
 class StreamingSession:
     """A video stream flowing into one model under one memory policy.
 
@@ -122,7 +150,7 @@ class StreamingSession:
         adapter.set_attention(ATTENTION_NAME)
         self.cache = CompactCache(adapter.num_layers, adapter.rotary)
         self.template = adapter.template(self.config.system_prompt)
-        self.observers: list[AttentionObserver] = []
+        self._subscriptions: list[Subscription] = []
         self.frames_seen = 0
         self.stream_time = 0.0
         self.tokens_per_frame: int | None = None
@@ -133,6 +161,32 @@ class StreamingSession:
         self.timeline: list[dict] = []
         self._pending: list[Frame] = []
         self._stop_ids = self._stop_token_ids()
+
+    # ------------------------------------------------------------ observers
+    def observing(
+        self, *observers: AttentionObserver, layers: Iterable[int] | None = None, phases: Iterable[str] | None = None
+    ) -> Observation:
+        """Attach attention observers, optionally only for some layers and phases; returns the handle.
+
+        An observer filtered out of a (layer, phase) is not called for it at all.
+        Use it as a context manager (``with session.observing(p):``) or call ``.detach()``.
+
+        Raises:
+            TypeError / ValueError: something that is not an observer, an unknown phase or a bad layer,
+            before anything is attached.
+        """
+        layers = None if layers is None else list(layers)
+        phases = None if phases is None else list(phases)
+        if layers is not None:
+            bad = [i for i in layers if isinstance(i, int) and i >= self.adapter.num_layers]
+            if bad:
+                raise ValueError(f"the model has {self.adapter.num_layers} layers; no layer {bad}")
+        return Observation(self, tuple(subscribe(o, layers, phases) for o in observers))
+
+    @property
+    def observers(self) -> tuple[AttentionObserver, ...]:
+        """The observers attached with :meth:`observing` (read-only: attach and detach through it)."""
+        return tuple(s.observer for s in self._subscriptions)
 
     # ---------------------------------------------------------------- state
     @property
@@ -169,7 +223,7 @@ class StreamingSession:
         ``keep`` commits the rows; otherwise they are staged and must be
         rolled back by the caller's :meth:`CompactCache.scratch`.
         """
-        observers = [*self.policy.observers(), *self.observers]
+        observers = [*self.policy.observers(), *self._subscriptions]
         with streaming_context(self.cache, phase, observers, tag, segments), torch.no_grad():
             out = self.adapter.text_model(
                 inputs_embeds=chunk.embeds[None].to(self.adapter.device),

@@ -96,7 +96,7 @@ def capture(
                     config.query_kinds, adapter.num_layers, adapter.num_heads, adapter.tokens_per_frame(h, w),
                     raw_steps=config.raw_steps,
                 )
-                session.observers.append(probe)
+                observation = session.observing(probe, phases=probe.phases)
             probe.begin_step(session.frames_seen + len(chunk), chunk[-1].time)
             session.ingest(chunk)
             session.flush()
@@ -105,7 +105,7 @@ def capture(
             bar.update(len(chunk))
     if probe is None:
         raise SessionError(f"the video {source.name} yielded no frames")
-    session.observers.remove(probe)
+    observation.detach()
     return probe.recording(
         {
             "model": adapter.name,

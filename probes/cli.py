@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             session = StreamingSession(adapter, FullPolicy(), SessionConfig(chunk_frames=chunk_frames))
             probe = AttentionProbe(kinds, adapter.num_layers, adapter.num_heads, adapter.tokens_per_frame(h, w))
             if observe:
-                session.observers.append(probe)
+                session.observing(probe, phases=probe.phases)
             start = time.perf_counter()
             for i in range(0, len(frames), session.chunk_frames):
                 chunk = frames[i : i + session.chunk_frames]

@@ -63,6 +63,14 @@ class AttentionProbe:
         self._step_times.append(time)
 
     # ---------------------------------------------------------------- observe
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The forward phases its query kinds live in: attach with ``session.observing(probe, phases=probe.phases)``."""
+        wanted = {"probe"} if any(q in PSEUDO_QUERIES for q in self.queries) else set()
+        wanted |= {"ask"} if "question" in self.queries else set()
+        wanted |= {"ingest"} if "newest-frame" in self.queries else set()
+        return tuple(sorted(wanted))
+
     def _wanted(self, event: AttentionEvent) -> list[tuple[str, slice | list[int] | None]]:
         """(query kind, rows) pairs this event holds for us."""
         if event.phase == "probe":
@@ -148,10 +156,6 @@ class AttentionProbe:
 
 @contextmanager
 def attached(session: StreamingSession, *observers) -> Iterator[None]:
-    """Attach observers to a session for the duration of the block, then remove them."""
-    session.observers.extend(observers)
-    try:
+    """Attach observers to a session for the duration of the block (``session.observing``, kept for callers)."""
+    with session.observing(*observers):
         yield
-    finally:
-        for obs in observers:
-            session.observers.remove(obs)

@@ -191,7 +191,7 @@ def test_snapkv_scores_match_a_direct_computation(tiny, frames):
     recorder = _Recorder()
     policy = make_policy("snapkv", budget=10_000, window=3, pool=3)
     session = StreamingSession(tiny, policy, SessionConfig(chunk_frames=2))
-    session.observers.append(recorder)
+    session.observing(recorder)
     session.ingest(frames[:4])  # two chunks, nothing evicted
     scores = SnapKVPolicy.scores(session.cache)
     for layer in range(tiny.num_layers):

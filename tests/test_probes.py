@@ -118,7 +118,7 @@ def test_newest_frame_rows_are_the_newest_frame_only():
     with attached(session, probe):
         probe.begin_step(3, 1.0)
         session.ingest(open_video("synthetic:seed=1,frames=3,size=64x64").frames())
-    assert session.observers == []
+    assert session.observers == ()
     n_query, rows = seen[0]
     assert n_query == 12 and rows == [8, 9, 10, 11]
 
