@@ -1,17 +1,15 @@
-"""``hermes-lab data synth|convert`` and ``hermes-lab eval``.
+"""``hermes-lab data synth|convert``.
 
-:func:`register` adds both to the ``hermes-lab`` app: ``data`` as a typer
-sub-app (``app.add_typer``), ``eval`` as a top-level command.
+:func:`register` adds ``data`` to the ``hermes-lab`` app as a typer sub-app
+(``app.add_typer``), and, until the top-level CLI registers it itself, ``eval``
+from :mod:`hermes_policy.eval.cli`.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,8 +21,7 @@ from hermes_policy.data.dataset import (
     synthesize,
     write_dataset,
 )
-from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
-
+from hermes_policy.data.loaders import FORMATS, load_annotations
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -88,136 +85,6 @@ def convert_command(
     typer.echo(_summary_line(path, items))
 
 
-def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
-    if not data.exists():
-        raise DatasetError(f"--data {data} does not exist")
-    fmt = detect_format(data) if format == "auto" else format
-    return load_annotations(data, format=fmt, video_root=video_root), fmt
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from hermes_policy import __version__
-
-    return {"hermes_lab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
-def eval_command(
-    data: Annotated[Path, typer.Option(help="dataset .jsonl, a folder holding dataset.jsonl, or a "
-                                            "StreamingBench/OVO-Bench annotation JSON")],
-    out: Annotated[Path, typer.Option(help="output folder: config.json, rows.parquet, results.json; "
-                                           "rerun with the same settings to resume")],
-    model: Annotated[str, typer.Option(help="embedded, tiny-*, or a HF id/path")] = "embedded",
-    policy: Annotated[str, typer.Option(help="comma-separated policy names; a list is a sweep")] = "full,sink-window",
-    budget_ratio: Annotated[Optional[str], typer.Option(help="comma-separated fractions in (0, 1]: per video, "
-                                                             "budget = round(R x its video tokens), at least "
-                                                             "one frame")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="comma-separated absolute video tokens per layer")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON: the entry of its policy (a separate "
-                                                      "run NAME[stem] if --policy lists it too)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="evaluate only the first K videos")] = None,
-    format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
-    video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against")] = None,
-    chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
-    fps: Annotated[Optional[float], typer.Option(help="sampling rate of video files (synthetic specs keep "
-                                                      "theirs)")] = None,
-    reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
-    scoring: Annotated[str, typer.Option(help="auto (the model's trained answer format) | letter (letter "
-                                              "logits at the first answer token) | word-letter (the model "
-                                              "writes its word, then the letter is scored) | cloze (each option's "
-                                              "likelihood as the free-form answer)")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
-    max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
-                                                         "(a list for a sweep); no table, no progress bar")] = False,
-) -> None:
-    """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
-    tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out."""
-    from hermes_policy.evaluate import CONFIG_FORMAT, SCORERS, VERSION, EvalError, evaluate, plan, scorer_for
-    from hermes_policy.models import load_model
-    from hermes_policy.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
-
-    # everything that can be wrong with the arguments fails before the (slow) model load
-    from hermes_policy.models.registry import parse_dtype
-
-    torch_dtype = parse_dtype(dtype)
-    if scoring != "auto" and scoring not in SCORERS:
-        raise EvalError(f"--scoring must be auto, {', '.join(SCORERS)}; got {scoring!r}")
-    if max_videos is not None:
-        if limit is not None and limit != max_videos:
-            raise EvalError("--max-videos is the old name of --limit; pass only --limit")
-        limit = max_videos
-    if limit is not None and limit < 1:
-        raise DatasetError(f"--limit must be >= 1, got {limit}")
-    outdir = EvalDir(out)
-    recipes = build_recipes(policy, budget, budget_ratio, spec)
-    all_items, fmt = _resolve_data(data, format, video_root)
-    items = all_items[:limit] if limit is not None else all_items
-    settings: dict[str, Any] = {
-        "model": model,
-        "data": str(data.resolve()),
-        "data_sha256": data_fingerprint(all_items),
-        "data_format": fmt,
-        "video_root": None if video_root is None else str(video_root.resolve()),
-        "policies": [{k: v for k, v in r.to_dict().items() if k != "source"} for r in recipes],
-        "chunk_frames": chunk_frames,
-        "fps": fps,
-        "reindex": reindex,
-        "dtype": dtype,
-        "scoring": scoring,
-    }
-    units = plan(items, recipes).units
-    done = outdir.resume(settings, units)
-    adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
-    scorer = scorer_for(adapter, scoring)
-    config: dict[str, Any] = {
-        "format": CONFIG_FORMAT,
-        "version": VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings,
-        "model": model,
-        "model_info": adapter.describe(),
-        "data": settings["data"],
-        "data_format": fmt,
-        "video_root": settings["video_root"],
-        "videos": len(items),
-        "questions": sum(len(it.questions) for it in items),
-        "limit": limit,
-        "policies": [r.to_dict() for r in recipes],
-        "budget": budget,
-        "budget_ratio": budget_ratio,
-        "chunk_frames": chunk_frames,
-        "fps": fps,
-        "reindex": reindex,
-        "dtype": dtype,
-        "device": device,
-        "scoring": scorer.name,  # resolved: auto is the model's own format (see hermes_policy.evaluate)
-        "versions": _versions(),
-        "argv": sys.argv[1:],
-    }
-    outdir.start(config)
-    resume_note(len(done), len(units))
-    result = evaluate(adapter, items, recipes, chunk_frames=chunk_frames, progress=not as_json, fps=fps,
-                      reindex=reindex, done=done, on_unit=outdir.append, model=model, scorer=scorer)
-    outdir.finish(result)
-    if as_json:
-        typer.echo(json.dumps(result.to_json()))
-        return
-    from rich.console import Console
-
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
-    console.print(f"{model} | {fmt} data {data} | {len(items)} videos, {config['questions']} questions "
-                  f"| {scorer.name} scoring | fidelity vs {result.reference}", highlight=False, soft_wrap=True)
-    console.print(result.table())
-    console.print(f"wrote {outdir.path}/: {outdir.results_path.name}, {outdir.rows_path.name}, "
-                  f"{outdir.config_path.name}", highlight=False, soft_wrap=True)
-
-
 def register(app: typer.Typer) -> None:
     """Add ``data synth``, ``data convert`` and ``eval`` to the ``hermes-lab`` app."""
     data_app = typer.Typer(help="Streaming-QA datasets: synthesize, convert benchmark annotations.",
@@ -225,7 +92,9 @@ def register(app: typer.Typer) -> None:
     data_app.command("synth")(synth_command)
     data_app.command("convert")(convert_command)
     app.add_typer(data_app, name="data")
-    app.command("eval")(eval_command)
+    from hermes_policy.eval.cli import register as register_eval  # here: hermes_policy.eval imports data
+
+    register_eval(app)
 
 
-__all__ = ["convert_command", "eval_command", "parse_size", "register", "synth_command"]
+__all__ = ["convert_command", "parse_size", "register", "synth_command"]
