@@ -5,6 +5,7 @@ from hermes_policy.policies.full import FullPolicy
 from hermes_policy.policies.hermes import HermesPolicy
 from hermes_policy.policies.memstream import HermesMemStreamPolicy, MemStreamPolicy
 from hermes_policy.policies.rekv import ReKVPolicy
+from hermes_policy.policies.scoring import ScoringPolicy
 from hermes_policy.policies.sink_window import SinkWindowPolicy
 from hermes_policy.policies.snapkv import SnapKVPolicy
 from hermes_policy.policies.spec import PolicySpec, policy_from_args
@@ -20,6 +21,7 @@ __all__ = [
     "Policy",
     "PolicySpec",
     "ReKVPolicy",
+    "ScoringPolicy",
     "SinkWindowPolicy",
     "SnapKVPolicy",
     "UniformPolicy",

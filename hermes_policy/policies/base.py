@@ -8,7 +8,10 @@ A policy is a dataclass (its fields are its configuration, validated in
 * :meth:`Policy.observers` during every forward: scoring policies (HERMES,
   SnapKV) return observers that watch attention through the runtime's seam;
 * :meth:`Policy.after_chunk` after each ingested chunk: it decides, per
-  layer, which cached rows to keep, and calls ``cache.evict``.
+  layer, which cached rows to keep, and calls ``cache.evict``. Policies that
+  keep each layer's top-scoring video tokens derive from
+  :class:`~hermes_policy.policies.scoring.ScoringPolicy`, which owns that loop
+  and asks them only for scores.
 
 Budgets count *video tokens per layer* (tokens that belong to a frame); the
 system prefix and any other non-video rows are not charged against it.
@@ -49,6 +52,9 @@ class Policy(ABC):
     requires_budget: ClassVar[bool] = True
     #: what the budget means, for the "needs --budget" message
     budget_help: ClassVar[str] = "video tokens per layer"
+    #: with its default parameters and a budget larger than the stream, the policy is
+    #: bit-identical to ``full`` (same cache, same answers); the contract test holds it to that
+    exact_under_budget: ClassVar[bool] = False
     budget: int | None = None
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from hermes_policy.policies.base import Policy, register_policy
 class FullPolicy(Policy):
     name = "full"
     requires_budget = False
+    exact_under_budget = True
 
     def after_chunk(self, session) -> None:
         return None

@@ -35,7 +35,8 @@ import torch
 
 from hermes_policy.attention import AttentionEvent
 from hermes_policy.errors import PolicyError
-from hermes_policy.policies.base import Policy, register_policy
+from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.scoring import ScoringPolicy
 from hermes_policy.tokens import NOT_A_PATCH
 
 TIERS = ("sensory", "working", "long-term")
@@ -109,7 +110,7 @@ class _PseudoQueryScores:
 
 @register_policy
 @dataclass
-class HermesPolicy(Policy):
+class HermesPolicy(ScoringPolicy):
     """HERMES hierarchical memory.
 
     Attributes:
@@ -121,6 +122,7 @@ class HermesPolicy(Policy):
     """
 
     name = "hermes"
+    exact_under_budget = True
     layers: list[dict[str, Any]] | None = None
     gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GAMMA))
     family: str = "llava-ov"
@@ -141,6 +143,8 @@ class HermesPolicy(Policy):
                 if float(entry["alpha"]) > 0 and entry.get("k") is None:
                     raise PolicyError(f"hermes: layer entry {entry} mixes in recency (alpha > 0) but has no k")
         self._scorer = _PseudoQueryScores()
+        #: this chunk's (layer settings, per-layer (T_l,) scores), set by prepare
+        self._chunk: tuple[list[dict[str, Any]], list[torch.Tensor]] = ([], [])
 
     # ------------------------------------------------------------- settings
     def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:
@@ -160,21 +164,22 @@ class HermesPolicy(Policy):
         return (self._scorer,)
 
     # ---------------------------------------------------------------- prune
-    def after_chunk(self, session) -> None:
-        cache = session.cache
-        budgets = self.layer_budgets(cache.num_layers)
-        counts = [cache.video_count(i) for i in range(cache.num_layers)]
-        if all(c <= b for c, b in zip(counts, budgets)):
+    def prepare(self, session, layers: list[int]) -> None:
+        """Pseudo-queries and depth-smoothed scores of every layer, once, when some layer is over budget.
+
+        Every layer is scored (not only the pruned ones): smoothing runs across all of them.
+        """
+        if not layers:
             return
-        settings = self.layer_settings(cache.num_layers)
+        settings = self.layer_settings(session.cache.num_layers)
         needed = {TIER_QUERY[s["tier"]] for s in settings if float(s["alpha"]) < 1}
         self._scorer.scores.clear()
         if needed:
             session.pseudo_queries({q: PROMPTS[q] for q in PROMPTS if q in needed})
-        scores = self.layer_scores(session, settings)
-        for layer, (score, budget) in enumerate(zip(scores, budgets)):
-            if counts[layer] > budget:
-                self._evict(session, layer, score, budget, settings[layer]["tier"])
+        self._chunk = (settings, self.layer_scores(session, settings))
+
+    def score(self, session, layer: int) -> torch.Tensor:
+        return self._chunk[1][layer]
 
     def layer_scores(self, session, settings: list[dict[str, Any]]) -> list[torch.Tensor]:
         """Per layer, a (T_l,) score over its video tokens, smoothed across depth."""
@@ -198,29 +203,27 @@ class HermesPolicy(Policy):
             smoothed[layer] = (1 - g) * raw[layer] + g * resample(smoothed[layer + 1], raw[layer].numel())
         return smoothed
 
-    def _evict(self, session, layer: int, score: torch.Tensor, budget: int, tier: str) -> None:
-        cache = session.cache
-        meta = cache.meta(layer)
-        video = torch.nonzero(meta.is_video).flatten()
-        keep_video = video[torch.topk(score, budget).indices]
-        others = torch.nonzero(~meta.is_video).flatten()
-        dropped = video[~torch.isin(video, keep_video)]
-        if self.summary and tier == "long-term" and dropped.numel():
-            others = self._fold_into_summary(session, layer, dropped, others)
-        cache.evict(layer, torch.sort(torch.cat([others, keep_video])).values)
+    def before_evict(self, session, layer: int, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        settings = self._chunk[0]
+        if not (self.summary and settings[layer]["tier"] == "long-term" and dropped.numel()):
+            return keep
+        if self._fold_into_summary(session, layer, dropped):
+            # the new slot is the oldest dropped row, so that row stays
+            keep = torch.sort(torch.cat([keep, dropped[:1]])).values
+        return keep
 
-    def _fold_into_summary(self, session, layer: int, dropped: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-        """Fold ``dropped`` rows into the layer's summary slot; returns the non-video rows to keep."""
+    def _fold_into_summary(self, session, layer: int, dropped: torch.Tensor) -> bool:
+        """Fold the (D,) ``dropped`` rows into the layer's summary slot; True if the slot is new (``dropped[0]``)."""
         cache = session.cache
         meta = cache.meta(layer)
         slots = torch.nonzero(meta.frame == SUMMARY_FRAME).flatten()
         counts = cache.policy_state.setdefault("summary_count", {})
-        if slots.numel():
+        new_slot = slots.numel() == 0
+        if not new_slot:
             slot, count = int(slots[0]), counts[layer]
         else:
             # the oldest dropped row becomes the slot, at its own position
             slot, count = int(dropped[0]), 0
-            others = torch.cat([others, dropped[:1]])
         positions = cache.positions(layer)
         delta = positions[:, slot : slot + 1] - positions[:, dropped]  # (A, n): rotate each to the slot
         keys = cache.rotary.rotate(cache.keys(layer)[:, :, dropped], delta)
@@ -233,4 +236,4 @@ class HermesPolicy(Policy):
         cache.replace_row(layer, slot, new_k, new_v)
         cache.set_row_meta(layer, slot, frame=SUMMARY_FRAME, patch=NOT_A_PATCH, time=math.nan)
         counts[layer] = count + n
-        return others
+        return new_slot

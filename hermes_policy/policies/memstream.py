@@ -81,6 +81,7 @@ class MemStreamPolicy(ReKVPolicy):
     """
 
     name = "memstream"
+    exact_under_budget = True  # nothing is reduced by default, and nothing is offloaded under budget
     beta: float = 0.5
     detrend: bool | str = True
     ranker: Any = "synthetic"
@@ -208,6 +209,7 @@ class HermesMemStreamPolicy(HermesPolicy):
     """
 
     name = "hermes-memstream"
+    exact_under_budget = False  # key selection (tau = 0.95 by default) drops tokens whatever the budget
     tau: float | None = 0.95
     min_keep: int = 1
     patch_budget: int | None = None

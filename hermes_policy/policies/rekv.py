@@ -2,9 +2,11 @@
 
 What it does:
 
-**While streaming** (:meth:`ReKVPolicy.after_chunk`), every layer keeps the
-system prefix (the attention sink) plus a local window of its ``budget`` most
-recent video tokens. Video tokens that leave the window are *offloaded*: their
+**While streaming** (the shared prune loop of
+:class:`~hermes_policy.policies.scoring.ScoringPolicy`, scoring by recency),
+every layer keeps the system prefix (the attention sink) plus a local window of
+its ``budget`` most recent video tokens. Video tokens that leave the window are
+*offloaded* (:meth:`ReKVPolicy.before_evict`): their
 keys, values, positions and metadata are copied to CPU memory into one
 :class:`Block` per frame (per frame unit the adapter tags, e.g. a Qwen-VL
 temporal group), kept in ``cache.policy_state["rekv"]`` and evicted from the
@@ -68,7 +70,8 @@ import torch
 from hermes_policy.attention import AttentionEvent, streaming_context
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import PolicyError
-from hermes_policy.policies.base import Policy, register_policy
+from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.scoring import ScoringPolicy, recency
 from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
 
@@ -193,7 +196,7 @@ class _QuestionQueries:
 # --------------------------------------------------------------------- policy
 @register_policy
 @dataclass
-class ReKVPolicy(Policy):
+class ReKVPolicy(ScoringPolicy):
     """Sink + local window while streaming; per-layer retrieval of offloaded frames at question time.
 
     Attributes:
@@ -202,6 +205,7 @@ class ReKVPolicy(Policy):
     """
 
     name = "rekv"
+    exact_under_budget = True
     budget_help = "the local window, in video tokens per layer"
     retrieve_frames: int = 8
 
@@ -212,18 +216,18 @@ class ReKVPolicy(Policy):
             raise PolicyError(f"rekv: retrieve_frames must be a positive number of frames, got {n!r}")
 
     # ---------------------------------------------------------------- ingest
-    def after_chunk(self, session) -> None:
+    def prepare(self, session, layers: list[int]) -> None:
+        rekv_state(session.cache)  # the block store exists from the first chunk on, offloaded or not
+
+    def score(self, session, layer: int) -> torch.Tensor:
+        """Recency: the layer keeps its ``budget`` newest video tokens (the local window)."""
+        return recency(session.cache.video_count(layer))
+
+    def before_evict(self, session, layer: int, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        # what leaves the window (the oldest video rows, in time order) goes to CPU blocks
         cache = session.cache
-        blocks = rekv_state(cache)["blocks"]
-        for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
-            is_video = cache.meta(layer).is_video
-            video = torch.nonzero(is_video).flatten()
-            leaving = video.numel() - budget
-            if leaving <= 0:
-                continue
-            self._offload(cache, layer, video[:leaving], blocks[layer])
-            keep = torch.sort(torch.cat([torch.nonzero(~is_video).flatten(), video[leaving:]])).values
-            cache.evict(layer, keep)
+        self._offload(cache, layer, dropped, rekv_state(cache)["blocks"][layer])
+        return keep
 
     @staticmethod
     def _offload(cache: CompactCache, layer: int, rows: torch.Tensor, blocks: list[Block]) -> None:

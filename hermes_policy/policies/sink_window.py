@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import torch
 
 from hermes_policy.errors import BudgetError
-from hermes_policy.policies.base import Policy, keep_rows, register_policy
+from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.scoring import ScoringPolicy, recency
 
 
 @register_policy
 @dataclass
-class SinkWindowPolicy(Policy):
+class SinkWindowPolicy(ScoringPolicy):
     name = "sink-window"
+    exact_under_budget = True
     sink_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -29,13 +31,10 @@ class SinkWindowPolicy(Policy):
     def reserved_tokens(self) -> int:
         return self.sink_tokens
 
-    def after_chunk(self, session) -> None:
-        cache = session.cache
-        for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
-            is_video = cache.meta(layer).is_video
-            n_video = int(is_video.sum())
-            if n_video <= budget:
-                continue
-            window = budget - self.sink_tokens
-            keep = torch.cat([torch.arange(self.sink_tokens), torch.arange(n_video - window, n_video)])
-            cache.evict(layer, keep_rows(is_video, keep))
+    def score(self, session, layer: int) -> torch.Tensor:
+        """Recency, with the first ``sink_tokens`` video tokens pinned above every other token."""
+        n = session.cache.video_count(layer)
+        score = recency(n)
+        # validate() made the budget hold the sinks plus a frame, so all pinned rows fit
+        score[: self.sink_tokens] = n
+        return score

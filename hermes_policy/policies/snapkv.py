@@ -20,7 +20,8 @@ What it does, per layer:
    the policy evicts.
 4. **Evict.** After each chunk, every layer holding more than ``budget``
    video tokens keeps its top-``budget`` video tokens by score, in time order,
-   plus every non-video row (the system prefix).
+   plus every non-video row (the system prefix): the shared loop of
+   :class:`~hermes_policy.policies.scoring.ScoringPolicy`.
 
 How it differs from the papers:
 
@@ -45,7 +46,8 @@ import torch.nn.functional as F
 
 from hermes_policy.attention import AttentionEvent
 from hermes_policy.errors import PolicyError
-from hermes_policy.policies.base import Policy, register_policy
+from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.scoring import ScoringPolicy
 
 _STATE = "snapkv"
 POOLINGS = ("avg", "max")
@@ -80,7 +82,7 @@ def window_votes(event: AttentionEvent, window: int, kernel: int, pooling: str) 
 class _WindowScorer:
     """Observer: per layer, the pooled votes of the latest ingest forward.
 
-    They stay *pending* until :meth:`SnapKVPolicy.after_chunk` merges them:
+    They stay *pending* until :meth:`SnapKVPolicy.prepare` (after the chunk) merges them:
     a forward that fails half-way is rolled back by the cache, and merging in
     ``observe`` would then leave scores for rows that do not exist.
     """
@@ -99,7 +101,7 @@ class _WindowScorer:
 
 @register_policy
 @dataclass
-class SnapKVPolicy(Policy):
+class SnapKVPolicy(ScoringPolicy):
     """SnapKV-style observation-window scores, accumulated over chunks, top-``budget`` per layer.
 
     Attributes:
@@ -110,6 +112,7 @@ class SnapKVPolicy(Policy):
     """
 
     name = "snapkv"
+    exact_under_budget = True
     window: int = 16
     pool: int = 5
     pooling: str = "avg"
@@ -157,16 +160,15 @@ class SnapKVPolicy(Policy):
         return scores
 
     # ---------------------------------------------------------------- prune
-    def after_chunk(self, session) -> None:
+    def prepare(self, session, layers: list[int]) -> None:
+        # every chunk, pruned or not: the votes of this forward join the running scores
+        self._merge_pending(session.cache)
+
+    def score(self, session, layer: int) -> torch.Tensor:
         cache = session.cache
-        scores = self._merge_pending(cache)
-        for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
-            is_video = cache.meta(layer).is_video
-            if budget is None or int(is_video.sum()) <= budget:
-                continue
-            video = torch.nonzero(is_video).flatten()
-            top = video[torch.topk(scores[layer][video], budget).indices]
-            keep = torch.sort(torch.cat([torch.nonzero(~is_video).flatten(), top])).values
-            cache.evict(layer, keep)
-            # keep the score vector row-aligned with what the cache now holds
-            scores[layer] = scores[layer].index_select(0, keep)
+        return self.scores(cache)[layer][torch.nonzero(cache.meta(layer).is_video).flatten()]
+
+    def on_evict(self, session, layer: int, keep: torch.Tensor) -> None:
+        # keep the score vector row-aligned with what the cache now holds
+        scores = self.scores(session.cache)
+        scores[layer] = scores[layer].index_select(0, keep)

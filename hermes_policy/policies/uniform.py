@@ -51,6 +51,7 @@ class UniformPolicy(Policy):
     """
 
     name = "uniform"
+    exact_under_budget = True
 
     def after_chunk(self, session) -> None:
         cache = session.cache

@@ -11,19 +11,19 @@ from dataclasses import dataclass
 
 import torch
 
-from hermes_policy.policies.base import Policy, keep_rows, register_policy
+from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.scoring import ScoringPolicy, recency
 
 
 @register_policy
 @dataclass
-class WindowPolicy(Policy):
+class WindowPolicy(ScoringPolicy):
     name = "window"
+    keep_other = False
 
-    def after_chunk(self, session) -> None:
-        cache = session.cache
-        for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
-            is_video = cache.meta(layer).is_video
-            n_video = int(is_video.sum())
-            if n_video > budget or n_video < len(is_video):
-                keep = torch.arange(max(0, n_video - budget), n_video)
-                cache.evict(layer, keep_rows(is_video, keep, keep_other=False))
+    def needs_prune(self, cache, layer: int, budget: int) -> bool:
+        # the prefix goes even while the video fits: a layer holding any non-video row is pruned
+        return cache.video_count(layer) > budget or cache.layer_len(layer) > cache.video_count(layer)
+
+    def score(self, session, layer: int) -> torch.Tensor:
+        return recency(session.cache.video_count(layer))
