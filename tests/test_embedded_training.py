@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from analysis.training_curves import plot_curve
 from hermes_policy.errors import ModelError
 from hermes_policy.models import embedded
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
 from hermes_policy.models.scratch import ScratchConfig, build_scratch, is_scratch_dir, load_scratch, save_scratch
-from hermes_policy.models.train_embedded import TrainConfig, tokenizer_corpus, train
+from hermes_policy.training import TrainConfig, tokenizer_corpus, train
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
 
@@ -80,7 +81,8 @@ def test_training_logs_a_curve_resumes_and_yields_a_streamable_model(tmp_path: P
     assert evaluation["n"] == 2 and evaluation["frames"] == 3
     assert all(0 <= v <= 1 for k, v in evaluation.items() if k not in ("n", "frames"))
     # resume: the last checkpoint (the final step, 3) is picked up and only the missing steps run
-    train(_tiny_train_config(qa_steps=3), run, resume=True, progress=False)
+    # the CLI hands train() the plotter from analysis (the runtime may not import analysis)
+    train(_tiny_train_config(qa_steps=3), run, resume=True, progress=False, plot=plot_curve)
     rows = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert (run / "curve.png").stat().st_size > 1000
