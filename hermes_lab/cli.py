@@ -13,12 +13,15 @@ import sys
 import typer
 
 from analysis import cli as analysis_cli
+from analysis.training_curves import plot_curve
 from dashboard import cli as dashboard_cli
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
 from hermes_policy.data import cli as data_cli
-from probes import cli as probes_cli
 from hermes_policy.errors import HermesError
+from hermes_policy.eval import cli as eval_cli
+from hermes_policy.training import cli as training_cli
+from probes import cli as probes_cli
 
 app = typer.Typer(
     name="hermes-lab",
@@ -45,9 +48,12 @@ def _root(
 
 
 policy_cli.register(app)
+# the runtime may not import analysis, so the curve plotter is handed in here, where both meet
+training_cli.register(app, plot_curve=plot_curve)
 probes_cli.register(app)
 analysis_cli.register(app)
 data_cli.register(app)
+eval_cli.register(app)
 dashboard_cli.register(app)
 
 

@@ -31,7 +31,7 @@ from hermes_policy.eval.scoring import (
     Scored,
     Scorer,
     WordLetterScorer,
-    _letter_scored,  # hermes_policy.training.loop reads letters as evaluation does
+    score_letters,
     letter_token_ids,
     scorer_for,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "StreamInfo",
     "UnitRows",
     "WordLetterScorer",
-    "_letter_scored",
+    "score_letters",
     "attach_fidelity",
     "evaluate",
     "fit_budget",

@@ -14,7 +14,7 @@ from conftest import _tiny
 from typer.testing import CliRunner
 
 from hermes_policy.data import DatasetError, Question, VideoItem, load_annotations, synthesize, write_dataset
-from hermes_policy.data.cli import register
+from hermes_policy.eval.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError
 from hermes_policy.evaluate import (
@@ -233,6 +233,7 @@ def test_evaluate_rejects_empty_work(items):
 # ------------------------------------------------------------------- CLI
 def _app() -> typer.Typer:
     app = typer.Typer()
+    app.callback()(lambda: None)  # a group, so the command keeps its name "eval"
     register(app)
     return app
 

@@ -1,8 +1,7 @@
 """``hermes-lab data synth|convert``.
 
 :func:`register` adds ``data`` to the ``hermes-lab`` app as a typer sub-app
-(``app.add_typer``), and, until the top-level CLI registers it itself, ``eval``
-from :mod:`hermes_policy.eval.cli`.
+(``app.add_typer``); ``eval`` lives in :mod:`hermes_policy.eval.cli`.
 """
 
 from __future__ import annotations
@@ -86,15 +85,12 @@ def convert_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``data synth``, ``data convert`` and ``eval`` to the ``hermes-lab`` app."""
+    """Add ``data synth`` and ``data convert`` to the ``hermes-lab`` app."""
     data_app = typer.Typer(help="Streaming-QA datasets: synthesize, convert benchmark annotations.",
                            no_args_is_help=True, add_completion=False)
     data_app.command("synth")(synth_command)
     data_app.command("convert")(convert_command)
     app.add_typer(data_app, name="data")
-    from hermes_policy.eval.cli import register as register_eval  # here: hermes_policy.eval imports data
-
-    register_eval(app)
 
 
 __all__ = ["convert_command", "parse_size", "register", "synth_command"]

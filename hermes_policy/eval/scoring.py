@@ -107,7 +107,7 @@ def _flat(groups: list[list[int]]) -> torch.Tensor:
     return torch.tensor([i for g in groups for i in g])
 
 
-def _letter_scored(logits: torch.Tensor, groups: list[list[int]], tokenizer, ttft_ms: float,
+def score_letters(logits: torch.Tensor, groups: list[list[int]], tokenizer, ttft_ms: float,
                    answer_text: str | None = None) -> Scored:
     """Per option, the log-sum-exp of its letter spellings' logits; logits: (vocab,) at the letter token."""
     flat = _flat(groups)
@@ -137,7 +137,7 @@ class LetterScorer:
         logits = session.question_logits(question.question, options)  # (vocab,)
         logits[flat.to(logits.device)].cpu()  # the copy waits for the device: TTFT is complete
         ttft = (time.perf_counter() - start) * 1000
-        return _letter_scored(logits, groups, session.adapter.tokenizer, ttft)
+        return score_letters(logits, groups, session.adapter.tokenizer, ttft)
 
 
 @dataclass
@@ -156,7 +156,7 @@ class WordLetterScorer:
         session.flush()
         out = session.letter_after_word(question.question, list(question.options), self.max_word_tokens)
         groups = letter_token_ids(session.adapter.tokenizer, out.prompt + out.written, len(question.options))
-        return _letter_scored(out.logits, groups, session.adapter.tokenizer, out.ttft_ms, out.word)
+        return score_letters(out.logits, groups, session.adapter.tokenizer, out.ttft_ms, out.word)
 
 
 class ClozeScorer:

@@ -26,22 +26,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.errors import BudgetError
+from hermes_policy.policies.registry import POLICIES, make_policy, register_policy  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from hermes_policy.attention import AttentionObserver
     from hermes_policy.session import StreamingSession
-
-POLICIES: dict[str, type["Policy"]] = {}
-
-
-def register_policy(cls: type["Policy"]) -> type["Policy"]:
-    """Class decorator: make a policy constructible by its ``name``."""
-    if cls.name in POLICIES:
-        raise ValueError(f"policy {cls.name!r} is registered twice")
-    POLICIES[cls.name] = cls
-    return cls
-
 
 @dataclass
 class Policy(ABC):
@@ -128,15 +118,3 @@ def keep_rows(is_video: torch.Tensor, video_keep: torch.Tensor, keep_other: bool
     if keep_other:
         chosen = torch.cat([torch.nonzero(~is_video).flatten(), chosen])
     return torch.sort(chosen).values
-
-
-def make_policy(name: str, **params) -> Policy:
-    """Build a registered policy by name; unknown names and bad parameters raise PolicyError."""
-    if name not in POLICIES:
-        raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
-    cls = POLICIES[name]
-    known = {f.name for f in fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise PolicyError(f"policy {name!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(known)}")
-    return cls(**params)

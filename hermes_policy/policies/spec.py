@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_policy.atomic import atomic_write_json
 from hermes_policy.errors import PolicyError
 from hermes_policy.jsonfile import read_json
-from hermes_policy.policies.base import POLICIES, Policy, make_policy
+from hermes_policy.policies.registry import POLICIES, make_policy
+
+if TYPE_CHECKING:
+    from hermes_policy.policies.base import Policy
 
 FORMAT = "hermes-lab/policy-spec"
 VERSION = 1

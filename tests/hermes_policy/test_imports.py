@@ -14,6 +14,9 @@ LIGHT = [
     "hermes_policy.jsonfile",
     "hermes_policy.mc_format",
     "hermes_policy.timeline",
+    "hermes_policy.policies",
+    "hermes_policy.policies.spec",
+    "hermes_policy.policies.registry",
     "hermes_policy.data",
     "hermes_policy.video",
     "analysis",
@@ -38,3 +41,14 @@ def test_lazy_names_resolve_to_the_defining_objects() -> None:
     assert set(hermes_policy.__all__) <= set(dir(hermes_policy))
     with pytest.raises(AttributeError, match="no attribute"):
         hermes_policy.not_a_name  # noqa: B018
+
+
+def test_policy_registry_loads_the_builtins_on_first_read() -> None:
+    code = ("import sys\n"
+            "from hermes_policy.policies import POLICIES, PolicySpec\n"
+            "assert 'torch' not in sys.modules\n"
+            "names = sorted(POLICIES)\n"
+            "assert {'full', 'hermes', 'rekv', 'sink-window', 'snapkv', 'uniform', 'window'} <= set(names), names\n"
+            "assert POLICIES['full'].requires_budget is False")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
