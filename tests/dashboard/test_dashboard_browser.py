@@ -34,7 +34,7 @@ CHROMIUM = os.environ.get("HERMES_CHROMIUM", "/usr/bin/chromium")
 #: flags that work as root on these machines; the background-networking ones keep a closed network quiet
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("HERMES_DASHBOARD_ARTIFACTS") or ROOT / "tests" / "artifacts" / "dashboard")
 VIDEO = "synthetic:seed=1,frames=8,size=64x64"
 PLOT_TIMEOUT_MS = 90_000

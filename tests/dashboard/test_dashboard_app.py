@@ -28,7 +28,7 @@ from hermes_policy.video import open_video
 from probes.capture import StudyConfig, capture
 from probes.recording import TENSORS_FILE, Recording
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 MODEL = "tiny-embedded"
 VIDEO = "synthetic:seed=1,frames=8,size=64x64"
 
