@@ -2,26 +2,5 @@
 
 from __future__ import annotations
 
-from hermes_policy.eval.sweep import (
-    CONFIG_FILE,
-    PARTIAL_FILE,
-    RESULTS_FILE,
-    ROWS_FILE,
-    EvalDir,
-    build_recipes,
-    data_fingerprint,
-    parse_list,
-    resume_note,
-)
-
-__all__ = [
-    "CONFIG_FILE",
-    "PARTIAL_FILE",
-    "RESULTS_FILE",
-    "ROWS_FILE",
-    "EvalDir",
-    "build_recipes",
-    "data_fingerprint",
-    "parse_list",
-    "resume_note",
-]
+from hermes_policy.eval.sweep import *  # noqa: F403  (the shim re-exports the module)
+from hermes_policy.eval.sweep import __all__  # noqa: F401

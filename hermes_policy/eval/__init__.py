@@ -15,130 +15,21 @@ does not load the harness.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from hermes_policy.lazy import exports_from, lazy_exports
 
-#: public name -> the submodule that defines it
-_EXPORTS = {
-    **dict.fromkeys(
-        ["PolicyFactory", "PolicyRecipe", "StreamInfo", "check_policy", "fit_budget", "format_budget",
-         "open_item", "stream_info", "takes_budget"], "budgets"),
-    "EvalError": "errors",
-    **dict.fromkeys(["REFERENCE_LABEL", "Asked", "EvalPlan", "UnitRows", "evaluate", "plan", "run_video"],
-                    "harness"),
-    **dict.fromkeys(["eval_table", "format_table"], "report"),
-    **dict.fromkeys(["CONFIG_FORMAT", "RESULTS_FORMAT", "VERSION", "EvalResult", "EvalRow", "attach_fidelity",
-                     "option_kl", "option_probs"], "results"),
-    **dict.fromkeys(["SCORERS", "ClozeScorer", "LetterScorer", "Scored", "Scorer", "WordLetterScorer",
-                     "letter_token_ids", "scorer_for"], "scoring"),
-    **dict.fromkeys(["CONFIG_FILE", "PARTIAL_FILE", "RESULTS_FILE", "ROWS_FILE", "EvalDir", "build_recipes",
-                     "data_fingerprint", "parse_list", "resume_note"], "sweep"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hermes_policy.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"hermes_policy.eval.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
-
-if TYPE_CHECKING:
-    from hermes_policy.eval.budgets import (
-        PolicyFactory,
-        PolicyRecipe,
-        StreamInfo,
-        check_policy,
-        fit_budget,
-        format_budget,
-        open_item,
-        stream_info,
-        takes_budget,
-    )
-    from hermes_policy.eval.errors import EvalError
-    from hermes_policy.eval.harness import REFERENCE_LABEL, Asked, EvalPlan, UnitRows, evaluate, plan, run_video
-    from hermes_policy.eval.report import eval_table, format_table
-    from hermes_policy.eval.results import (
-        CONFIG_FORMAT,
-        RESULTS_FORMAT,
-        VERSION,
-        EvalResult,
-        EvalRow,
-        attach_fidelity,
-        option_kl,
-        option_probs,
-    )
-    from hermes_policy.eval.scoring import (
-        SCORERS,
-        ClozeScorer,
-        LetterScorer,
-        Scored,
-        Scorer,
-        WordLetterScorer,
-        letter_token_ids,
-        scorer_for,
-    )
-    from hermes_policy.eval.sweep import (
-        CONFIG_FILE,
-        PARTIAL_FILE,
-        RESULTS_FILE,
-        ROWS_FILE,
-        EvalDir,
-        build_recipes,
-        data_fingerprint,
-        parse_list,
-        resume_note,
-    )
-
-__all__ = [
-    "CONFIG_FILE",
-    "CONFIG_FORMAT",
-    "PARTIAL_FILE",
-    "REFERENCE_LABEL",
-    "RESULTS_FILE",
-    "RESULTS_FORMAT",
-    "ROWS_FILE",
-    "SCORERS",
-    "VERSION",
-    "Asked",
-    "ClozeScorer",
-    "EvalDir",
-    "EvalError",
-    "EvalPlan",
-    "EvalResult",
-    "EvalRow",
-    "LetterScorer",
-    "PolicyFactory",
-    "PolicyRecipe",
-    "Scored",
-    "Scorer",
-    "StreamInfo",
-    "UnitRows",
-    "WordLetterScorer",
-    "attach_fidelity",
-    "build_recipes",
-    "check_policy",
-    "data_fingerprint",
-    "eval_table",
-    "evaluate",
-    "fit_budget",
-    "format_budget",
-    "format_table",
-    "letter_token_ids",
-    "open_item",
-    "option_kl",
-    "option_probs",
-    "parse_list",
-    "plan",
-    "resume_note",
-    "run_video",
-    "scorer_for",
-    "stream_info",
-    "takes_budget",
-]
+_EXPORTS = exports_from({
+    "hermes_policy.eval.budgets": ["PolicyFactory", "PolicyRecipe", "StreamInfo", "check_policy", "fit_budget",
+                                   "format_budget", "open_item", "stream_info", "takes_budget"],
+    "hermes_policy.eval.errors": ["EvalError"],
+    "hermes_policy.eval.harness": ["REFERENCE_LABEL", "Asked", "EvalPlan", "UnitRows", "evaluate", "plan",
+                                   "run_video"],
+    "hermes_policy.eval.report": ["eval_table", "format_table"],
+    "hermes_policy.eval.results": ["CONFIG_FORMAT", "RESULTS_FORMAT", "VERSION", "EvalResult", "EvalRow",
+                                   "attach_fidelity", "option_kl", "option_probs"],
+    "hermes_policy.eval.scoring": ["SCORERS", "ClozeScorer", "LetterScorer", "Scored", "Scorer",
+                                   "WordLetterScorer", "letter_token_ids", "score_letters", "scorer_for"],
+    "hermes_policy.eval.sweep": ["CONFIG_FILE", "PARTIAL_FILE", "RESULTS_FILE", "ROWS_FILE", "EvalDir",
+                                 "build_recipes", "data_fingerprint", "parse_list", "resume_note"],
+})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
+__all__ = sorted(_EXPORTS)
