@@ -100,7 +100,7 @@ class ModelAdapter(ABC):
     """
 
     frames_per_group: int = 1
-    #: how evaluation reads its multiple-choice answers by default (``hermes_policy.evaluate.SCORERS``):
+    #: how evaluation reads its multiple-choice answers by default (``hermes_policy.eval.scoring.SCORERS``):
     #: hub models answer by the letter; a model trained here says how in its ``frontend.json``.
     mc_scoring: str = "letter"
     video_open: str = ""

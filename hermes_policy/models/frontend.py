@@ -228,7 +228,7 @@ def save_frontend(module: nn.Module, directory: str | Path, extra: dict | None =
 
 
 def mc_scoring(directory: str | Path) -> str:
-    """How evaluation reads a trained model's multiple-choice answers by default (``hermes_policy.evaluate``).
+    """How evaluation reads a trained model's multiple-choice answers by default (:mod:`hermes_policy.eval.scoring`).
 
     ``frontend.json``'s ``mc_scoring`` when set (the model card says why), else the answer format it was
     trained on (``training.mc_answer``), else ``letter``.

@@ -52,3 +52,20 @@ def test_policy_registry_loads_the_builtins_on_first_read() -> None:
             "assert POLICIES['full'].requires_budget is False")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_moved_modules_still_import_from_their_old_paths() -> None:
+    """evaluate.py, sweep.py and models/train_embedded.py became rooms of their own; the old names keep working."""
+    from hermes_policy import eval as eval_pkg, training
+    from hermes_policy.eval import sweep
+    from hermes_policy.evaluate import ClozeScorer, EvalResult, PolicyRecipe, evaluate
+    from hermes_policy.models.train_embedded import TrainConfig, _branch, install_model, train
+    from hermes_policy.session import OPTION_LETTERS, decode_to_opener, format_question, interleave
+    from hermes_policy.sweep import EvalDir
+
+    assert evaluate is eval_pkg.evaluate and PolicyRecipe is eval_pkg.PolicyRecipe
+    assert ClozeScorer is eval_pkg.ClozeScorer and EvalResult is eval_pkg.EvalResult
+    assert EvalDir is sweep.EvalDir
+    assert train is training.train and TrainConfig is training.TrainConfig and install_model is training.install_model
+    assert callable(_branch) and OPTION_LETTERS.startswith("ABCD")
+    assert callable(decode_to_opener) and callable(format_question) and callable(interleave)

@@ -10,7 +10,7 @@ from test_streaming_oracle import reference_logits
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.data import Question, VideoItem, synthesize
-from hermes_policy.evaluate import (
+from hermes_policy.eval import (
     ClozeScorer,
     EvalError,
     LetterScorer,
@@ -149,7 +149,7 @@ def test_training_reads_the_letter_where_the_session_does():
     from hermes_policy.models.byte_tokenizer import bpe_tokenizer
     from hermes_policy.models.frontend_lm import FrontendLMAdapter
     from hermes_policy.models.scratch import build_scratch
-    from hermes_policy.models.train_embedded import Batcher, Sample, answer_logits, tokenizer_corpus
+    from hermes_policy.training import Batcher, Sample, answer_logits, tokenizer_corpus
     from hermes_policy.video import SyntheticVideo
 
     cfg = _tiny_train_config(mc_answer="word-letter")
@@ -180,7 +180,7 @@ def test_train_config_rejects_an_unknown_answer_format():
 
 
 def test_word_letter_training_targets():
-    from hermes_policy.models.train_embedded import mc_target
+    from hermes_policy.training import mc_target
 
     q = Question(1.0, 2, "What colour is the circle?", ("blue", "red", "green", "white"), "B", "red", "real-time")
     assert mc_target(q, "letter") == "B" and mc_target(q, "word-letter") == "red (B)"
@@ -191,7 +191,7 @@ def test_option_matching_drills_give_the_word_and_ask_its_letter():
 
     from test_embedded_training import _tiny_train_config
 
-    from hermes_policy.models.train_embedded import MATCH_QUESTION, qa_sample
+    from hermes_policy.training import MATCH_QUESTION, qa_sample
 
     cfg = _tiny_train_config(mc_answer="word-letter", match_share=1.0, branches=6, min_clip=6, max_clip=6,
                              caption_share=0.0)

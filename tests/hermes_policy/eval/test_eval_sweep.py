@@ -18,7 +18,7 @@ from hermes_policy.data import synthesize, write_dataset
 from hermes_policy.eval.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError, PolicyError
-from hermes_policy.evaluate import (
+from hermes_policy.eval import (
     EvalError,
     EvalRow,
     LetterScorer,
@@ -30,7 +30,7 @@ from hermes_policy.evaluate import (
     option_probs,
     plan,
 )
-from hermes_policy.sweep import PARTIAL_FILE, EvalDir, build_recipes, data_fingerprint
+from hermes_policy.eval.sweep import PARTIAL_FILE, EvalDir, build_recipes, data_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from hermes_policy.data import DatasetError, Question, VideoItem, load_annotatio
 from hermes_policy.eval.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError
-from hermes_policy.evaluate import (
+from hermes_policy.eval import (
     EvalError,
     PolicyRecipe,
     Scored,

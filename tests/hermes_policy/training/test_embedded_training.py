@@ -135,7 +135,7 @@ def test_a_training_run_directory_loads_by_path(tmp_path: Path) -> None:
 def _packed_setup(tokenizer, gap_share: float):
     import random
 
-    from hermes_policy.models.train_embedded import Batcher, qa_sample
+    from hermes_policy.training import Batcher, qa_sample
 
     model, frontend = build_scratch(TINY, tokenizer, seed=0)
     model.eval()
@@ -148,7 +148,7 @@ def _packed_setup(tokenizer, gap_share: float):
 @torch.no_grad()
 def test_each_packed_branch_matches_its_own_unpacked_forward(tokenizer, gap_share: float) -> None:
     """The oracle for packing: a branch sees exactly its prefix of the stream, at the session's positions."""
-    from hermes_policy.models.train_embedded import Sample
+    from hermes_policy.training import Sample
 
     model, batcher, sample = _packed_setup(tokenizer, gap_share)
     assert len(sample.branches) == 5 and (sample.gaps is not None) == bool(gap_share)
@@ -173,7 +173,7 @@ def test_each_packed_branch_matches_its_own_unpacked_forward(tokenizer, gap_shar
 def test_an_unpacked_sample_is_the_plain_causal_forward(tokenizer) -> None:
     """One branch, no gaps: the 4-D mask and positions must reduce to what the session runs."""
     model, batcher, sample = _packed_setup(tokenizer, 0.0)
-    from hermes_policy.models.train_embedded import Sample
+    from hermes_policy.training import Sample
 
     one = batcher([Sample(sample.frames, sample.branches[-1:])])
     plain = model(inputs_embeds=one.embeds).logits
@@ -184,7 +184,7 @@ def test_an_unpacked_sample_is_the_plain_causal_forward(tokenizer) -> None:
 def test_a_padded_row_gives_the_same_logits_as_alone(tokenizer) -> None:
     import random
 
-    from hermes_policy.models.train_embedded import qa_sample
+    from hermes_policy.training import qa_sample
 
     model, batcher, sample = _packed_setup(tokenizer, 1.0)
     other = qa_sample(random.Random(7), _tiny_train_config(branches=2, min_clip=2, max_clip=2))
@@ -227,7 +227,7 @@ def test_hard_backward_questions_cannot_be_read_off_the_current_frame(hard: floa
     import random
 
     from hermes_policy.data.questions import questions_at
-    from hermes_policy.models.train_embedded import _branch, _clip, on_screen
+    from hermes_policy.training.samples import _branch, _clip, on_screen
 
     cfg = _tiny_train_config(category_weights={"real-time": 1e-9, "backward": 1.0}, hard_backward=hard, mc_share=0.0)
     rng = random.Random(3)
@@ -258,7 +258,7 @@ def test_train_config_rejects_a_hard_share_outside_zero_one() -> None:
 
 
 def test_install_replaces_the_weights_and_keeps_the_model_card(tmp_path: Path) -> None:
-    from hermes_policy.models.train_embedded import install_model
+    from hermes_policy.training import install_model
 
     final, target = tmp_path / "final", tmp_path / "weights"
     final.mkdir()
@@ -288,7 +288,7 @@ def test_the_shipped_model_answers_from_memory() -> None:
     well above chance (0.25) with the full cache, and backward falls when only the start and the recent
     window are kept. Fails if the weights, the scorer or the streaming path break."""
     from hermes_policy.data import synthesize
-    from hermes_policy.evaluate import PolicyRecipe, evaluate
+    from hermes_policy.eval import PolicyRecipe, evaluate
     from hermes_policy.models import load_model
 
     adapter = load_model("embedded")
