@@ -25,14 +25,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from analysis import explore, occupancy as occ
-from analysis.recordings import load_study
+from analysis import explore
+from analysis import occupancy as occ
 from analysis.derive import TierAssignment, derive, derive_tiers
 from analysis.errors import StudyError
 from analysis.export import export_figures
 from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_head_tiers, plotly_recency_depth
+from analysis.recordings import load_study
 from analysis.tidy import age_heatmap_data, anchor_profile_data, head_tier_data
 from dashboard import plots
+from hermes_policy.atomic import atomic_write_bytes
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.registry import load_model
 from hermes_policy.policies.spec import PolicySpec, policy_from_args
@@ -324,8 +326,8 @@ def save_upload(runs: Path, name: str, content: bytes) -> Path:
         raise StudyError(f"{name!r} is empty (0 bytes)")
     out = runs / "uploads" / f"{hashlib.sha256(content).hexdigest()[:16]}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        out.write_bytes(content)
+    if not out.exists():  # content-addressed: a file that exists is complete, because it appears atomically
+        atomic_write_bytes(out, content)
     return out
 
 

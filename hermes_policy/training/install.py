@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from hermes_policy.atomic import atomic_write_json
 from hermes_policy.eval.scoring import SCORERS
 from hermes_policy.training.checkpoint import STATE_FILE
 
@@ -34,7 +35,7 @@ def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> N
         meta_path = target / "frontend.json"
         meta = json.loads(meta_path.read_text())
         meta["mc_scoring"] = mc_scoring
-        meta_path.write_text(json.dumps(meta, indent=2))
+        atomic_write_json(meta_path, meta)
 
 
 __all__ = ["check_mc_scoring", "install_model"]
