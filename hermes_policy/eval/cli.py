@@ -60,15 +60,24 @@ def eval_command(
                                               "writes its word, then the letter is scored) | cloze (each option's "
                                               "likelihood as the free-form answer)")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...; under "
+                                             "torchrun / accelerate launch each rank takes cuda:LOCAL_RANK")] = "auto",
+    dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
+                                                     "after which rank 0 gives up (and every collective's "
+                                                     "timeout)")] = 3600.0,
     trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
     max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
                                                          "(a list for a sweep); no table, no progress bar")] = False,
 ) -> None:
     """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
-    tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out."""
+    tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out.
+
+    Data parallel when launched by torchrun or accelerate launch (WORLD_SIZE > 1): the (run, video)
+    units are split over the ranks, and rank 0 writes the same files one process would."""
+    from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_env, share_threads
     from hermes_policy.eval.errors import EvalError
+    from hermes_policy.eval.parallel import evaluate_distributed
     from hermes_policy.eval.harness import evaluate, plan
     from hermes_policy.eval.results import CONFIG_FORMAT, VERSION
     from hermes_policy.eval.scoring import SCORERS, scorer_for
@@ -87,7 +96,10 @@ def eval_command(
         limit = max_videos
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {limit}")
-    outdir = EvalDir(out)
+    if not dist_timeout > 0:
+        raise EvalError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
+    env = launch_env()
+    outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
     all_items, fmt = _resolve_data(data, format, video_root)
     items = all_items[:limit] if limit is not None else all_items
@@ -105,7 +117,10 @@ def eval_command(
         "scoring": scoring,
     }
     units = plan(items, recipes).units
-    done = outdir.resume(settings, units)
+    done = outdir.resume(settings, units, repair=not env.distributed)
+    initialise(env, dist_timeout)
+    device = device_for(env, device)
+    share_threads(env)
     adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
     scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {
@@ -129,14 +144,27 @@ def eval_command(
         "reindex": reindex,
         "dtype": dtype,
         "device": device,
+        "world_size": env.world_size,
         "scoring": scorer.name,  # resolved: auto is the model's own format (see hermes_policy.eval.scoring)
         "versions": _versions(),
         "argv": sys.argv[1:],
     }
-    outdir.start(config)
-    resume_note(len(done), len(units))
-    result = evaluate(adapter, items, recipes, chunk_frames=chunk_frames, progress=not as_json, fps=fps,
-                      reindex=reindex, done=done, on_unit=outdir.append, model=model, scorer=scorer)
+    options = {"chunk_frames": chunk_frames, "fps": fps, "reindex": reindex, "model": model, "scorer": scorer}
+    if env.is_main:
+        outdir.start(config)
+        resume_note(len(done), len(units))
+    barrier()  # no rank writes a partial file before config.json exists (a folder without one is refused)
+    if env.distributed:
+        try:
+            result = evaluate_distributed(env, outdir, settings, adapter, items, recipes, done, units,
+                                          dist_timeout, show_progress=not as_json, **options)
+        finally:
+            finalise()
+        if result is None:  # every rank but 0 prints nothing
+            return
+    else:
+        result = evaluate(adapter, items, recipes, progress=not as_json, done=done, on_unit=outdir.append,
+                          **options)
     outdir.finish(result)
     if as_json:
         typer.echo(json.dumps(result.to_json()))

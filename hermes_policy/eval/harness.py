@@ -37,7 +37,7 @@ Runs are labelled ``policy@budget`` as given (``hermes@0.3``, ``sink-window@512`
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +198,7 @@ def evaluate(
     done: UnitRows | None = None,
     on_unit: Callable[[str, int, list[EvalRow]], None] | None = None,
     model: str | None = None,
+    only: Collection[tuple[str, int]] | None = None,
 ) -> EvalResult:
     """Stream every item under every policy and score its questions.
 
@@ -216,6 +217,9 @@ def evaluate(
         done: rows of (run label, video index) units already evaluated (a resumed run): not streamed again.
         on_unit: called with ``(label, video index, rows)`` after each unit streamed here.
         model: the model's name, for the summaries.
+        only: stream just these (run label, video index) units, leaving out every other unit that is
+            not in ``done`` (one rank's share of a distributed run); fidelity is then not attached, since
+            the reference rows may be another rank's: the merge (all units in ``done``) attaches it.
     """
     work = plan(items, policy_factory, reference)
     scorer = scorer if scorer is not None else scorer_for(adapter)
@@ -231,6 +235,8 @@ def evaluate(
             for label, factory in work.factories.items():
                 if (label, v) in done:
                     rows.extend(done[(label, v)])
+                    continue
+                if only is not None and (label, v) not in only:
                     continue
                 if info is None:
                     info = stream_info(adapter, item, fps)
@@ -264,7 +270,7 @@ def evaluate(
                     on_unit(label, v, unit)
                 rows.extend(unit)
                 bar.update(1)
-    if work.reference is not None:
+    if work.reference is not None and only is None:
         attach_fidelity(rows, work.reference)
     configs = {label: (f.to_dict() if isinstance(f, PolicyRecipe) else {"label": label})
                for label, f in work.factories.items()}

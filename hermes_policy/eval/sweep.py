@@ -11,11 +11,14 @@ The output folder (:class:`EvalDir`)::
 
     DIR/config.json          resolved config: settings (compared on resume), model info, versions, argv
     DIR/rows.partial.jsonl   while running: one line per finished (run, video) unit, fsynced
+                             (rows.partial.rank{R}.jsonl: rank R's, when launched distributed)
+    DIR/failures.rank{R}.json  a distributed rank's units that raised, and why (until a rerun finishes them)
     DIR/rows.parquet         at the end: every per-question row (a hidden reference run's included)
     DIR/results.json         at the end: per run the ``--json`` object, plus the per-category summary
 
-Rerunning with the same settings skips the units already in ``rows.partial.jsonl``
-(or in ``rows.parquet``, for a finished run); other settings are refused, never overwritten.
+Rerunning with the same settings skips the units already in any ``rows.partial*.jsonl``
+(or in ``rows.parquet``, for a finished run), whatever world size wrote them: unit keys are
+global; other settings are refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from hermes_policy.policies import PolicySpec
 
 CONFIG_FILE = "config.json"
 PARTIAL_FILE = "rows.partial.jsonl"
+PARTIAL_GLOB = "rows.partial*.jsonl"
 ROWS_FILE = "rows.parquet"
 RESULTS_FILE = "results.json"
 
@@ -137,8 +141,10 @@ class EvalDir:
     :meth:`start` (writes ``config.json``), :meth:`append` per finished unit, :meth:`finish`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, rank: int | None = None) -> None:
+        """``rank``: this process's rank in a distributed run (its own partial file); None: one process."""
         self.path = Path(path)
+        self.rank = rank
         if self.path.exists() and not self.path.is_dir():
             raise EvalError(f"--out {self.path} is a file; --out takes a folder (created if needed)")
 
@@ -148,7 +154,17 @@ class EvalDir:
 
     @property
     def partial_path(self) -> Path:
-        return self.path / PARTIAL_FILE
+        """Where this process appends finished units."""
+        if self.rank is None:
+            return self.path / PARTIAL_FILE
+        return self.path / f"rows.partial.rank{self.rank}.jsonl"
+
+    def partial_paths(self) -> list[Path]:
+        """Every partial file in the folder, of any process of any earlier run (sorted)."""
+        return sorted(self.path.glob(PARTIAL_GLOB)) if self.path.is_dir() else []
+
+    def failures_path(self, rank: int) -> Path:
+        return self.path / f"failures.rank{rank}.json"
 
     @property
     def rows_path(self) -> Path:
@@ -162,9 +178,12 @@ class EvalDir:
         return EvalError(f"--out {self.path} {why}; pick another --out or delete {self.path}")
 
     def resume(
-        self, settings: dict[str, Any], units: Sequence[tuple[str, int]]
+        self, settings: dict[str, Any], units: Sequence[tuple[str, int]], repair: bool = True
     ) -> dict[tuple[str, int], list[EvalRow]]:
         """Finished units' rows, if the folder holds a run with the same ``settings`` (else nothing).
+
+        ``repair`` rewrites a partial file without its torn lines; ranks of a distributed run read
+        only (several read at once), and :meth:`append` starts a fresh line after a torn one instead.
 
         Raises:
             EvalError: the folder holds another evaluation (other settings, or outputs without a config),
@@ -173,7 +192,7 @@ class EvalDir:
         if not self.path.exists():
             return {}
         if not self.config_path.exists():
-            for f in (self.partial_path, self.rows_path, self.results_path):
+            for f in (*self.partial_paths(), self.rows_path, self.results_path):
                 if f.exists():
                     raise self._refuse(f"holds {f.name} but no {CONFIG_FILE}")
             return {}
@@ -188,28 +207,30 @@ class EvalDir:
                 raise self._refuse(f"holds an evaluation without comparable settings ({CONFIG_FILE})")
             diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             raise self._refuse(f"holds an evaluation with other settings ({', '.join(diff)} differ)")
-        done = self._read_partial() if self.partial_path.exists() else self._read_finished()
+        partials = self.partial_paths()
+        done = self._read_partials(partials, repair) if partials else self._read_finished()
         wanted = set(units)
         extra = sorted({v for _, v in done} - {v for _, v in wanted})
         if extra:
             raise self._refuse(f"holds finished streams of video(s) {extra} that this run (--limit) would drop")
         return {u: rows for u, rows in done.items() if u in wanted}
 
-    def _read_partial(self) -> dict[tuple[str, int], list[EvalRow]]:
+    def _read_partials(self, paths: Sequence[Path], repair: bool) -> dict[tuple[str, int], list[EvalRow]]:
         done: dict[tuple[str, int], list[EvalRow]] = {}
-        good, bad = [], 0
-        for line in self.partial_path.read_text(encoding="utf-8").splitlines():
-            try:
-                unit = json.loads(line)
-                rows = [EvalRow.from_dict(r) for r in unit["rows"]]
-                key = (str(unit["run"]), int(unit["video_index"]))
-            except (ValueError, KeyError, TypeError):
-                bad += 1  # a unit cut off mid-write: it is streamed again
-                continue
-            done[key] = rows
-            good.append(line)
-        if bad:  # rewrite without the broken line, so appends start on a fresh line
-            atomic_write_text(self.partial_path, "".join(g + "\n" for g in good))
+        for path in paths:
+            good, bad = [], 0
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    unit = json.loads(line)
+                    rows = [EvalRow.from_dict(r) for r in unit["rows"]]
+                    key = (str(unit["run"]), int(unit["video_index"]))
+                except (ValueError, KeyError, TypeError):
+                    bad += 1  # a unit cut off mid-write: it is streamed again
+                    continue
+                done[key] = rows
+                good.append(line)
+            if bad and repair:  # rewrite without the broken line, so appends start on a fresh line
+                atomic_write_text(path, "".join(g + "\n" for g in good))
         return done
 
     def _read_finished(self) -> dict[tuple[str, int], list[EvalRow]]:
@@ -233,8 +254,13 @@ class EvalDir:
         """Record one finished unit in ``rows.partial.jsonl`` (flushed and fsynced before returning)."""
         line = json.dumps({"run": label, "video_index": video_index, "rows": [asdict(r) for r in rows]},
                           ensure_ascii=False)
-        with open(self.partial_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        with open(self.partial_path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell():  # after a torn last line (a killed writer), start a fresh one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write((line + "\n").encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
 
@@ -244,7 +270,8 @@ class EvalDir:
         results["files"] = {"config": CONFIG_FILE, "rows": ROWS_FILE}
         result.write_rows(self.rows_path)
         atomic_write_json(self.results_path, results)
-        self.partial_path.unlink(missing_ok=True)
+        for path in (*self.partial_paths(), *self.path.glob("failures.rank*.json")):
+            path.unlink(missing_ok=True)
         return results
 
 

@@ -1,0 +1,211 @@
+"""Data parallelism on torch.distributed, as ``torchrun`` and ``accelerate launch`` start it.
+
+A launcher sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` (and the
+rendezvous address) in every process; :func:`launch_env` reads them, and :func:`initialise`
+joins the process group: NCCL when CUDA is present, gloo on CPU. Nothing here starts
+processes or opens sockets of its own.
+
+Work is split by :func:`shard`: deterministic, balanced by a weight per unit (a video's
+frames), so any rank computes every rank's share without talking to the others. Ranks
+report progress and completion through counters in the process group's own key-value
+store (:class:`Progress`), which needs no collective: a rank that finishes early never
+blocks in a barrier waiting for a slow one, and rank 0 gives up on a rank that makes no
+progress for ``timeout`` seconds instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from hermes_policy.errors import HermesError
+
+T = TypeVar("T", bound=Hashable)
+
+
+class DistributedError(HermesError):
+    """A distributed run that cannot start or finish as asked."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Where this process sits in a launch (``WORLD_SIZE`` 1: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise DistributedError(f"RANK {self.rank} is not within WORLD_SIZE {self.world_size}")
+        if self.local_world_size < 1 or not 0 <= self.local_rank < self.local_world_size:
+            raise DistributedError(f"LOCAL_RANK {self.local_rank} is not within LOCAL_WORLD_SIZE "
+                                   f"{self.local_world_size}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
+    """The launch this process belongs to, from the variables torchrun and accelerate set."""
+    env = os.environ if environ is None else environ
+
+    def number(name: str, default: int) -> int:
+        text = env.get(name)
+        if text is None or text == "":
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise DistributedError(f"{name}={text!r} is not a whole number") from None
+
+    world = number("WORLD_SIZE", 1)
+    local_world = number("LOCAL_WORLD_SIZE", world)
+    return LaunchEnv(number("RANK", 0), world, number("LOCAL_RANK", 0), local_world)
+
+
+def device_for(env: LaunchEnv, requested: str) -> str:
+    """The device this rank streams on: ``cuda:{LOCAL_RANK}`` when CUDA is present and asked for, else CPU.
+
+    ``requested`` is the user's ``--device``; under a launch, ``cuda`` (or ``auto``) means this rank's own GPU.
+    """
+    import torch
+
+    if not env.distributed:
+        return "cuda" if requested == "auto" and torch.cuda.is_available() else ("cpu" if requested == "auto"
+                                                                                 else requested)
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        if env.local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"local rank {env.local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+        return f"cuda:{env.local_rank}"
+    if requested.startswith("cuda") and requested not in ("cuda",):
+        raise DistributedError(f"--device {requested} names one GPU; under a launch each rank takes "
+                               "cuda:LOCAL_RANK, so pass --device cuda")
+    return "cpu" if requested in ("auto", "cuda") else requested
+
+
+def share_threads(env: LaunchEnv) -> int:
+    """Give this rank its share of the CPU cores (cores / local ranks); returns the thread count."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // env.local_world_size)
+    if env.distributed:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def initialise(env: LaunchEnv, timeout: float) -> None:
+    """Join the launch's process group (NCCL with CUDA, else gloo); ``timeout`` bounds every collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not env.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(env.local_rank)
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+
+
+def barrier() -> None:
+    """Wait for every rank (bounded by the group's timeout); only for short, even waits such as start-up."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def finalise() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(units: Sequence[T], weight: Callable[[T], float], world_size: int) -> list[list[T]]:
+    """Split ``units`` over ``world_size`` ranks, balanced by ``weight``; the same answer on every rank.
+
+    Heaviest first, each to the rank with the least weight so far (ties: the lower rank);
+    each rank's share keeps the units' original order.
+    """
+    order = sorted(range(len(units)), key=lambda i: (-weight(units[i]), i))
+    loads = [0.0] * world_size
+    owner = [0] * len(units)
+    for i in order:
+        r = min(range(world_size), key=lambda k: (loads[k], k))
+        owner[i] = r
+        loads[r] += weight(units[i])
+    return [[u for i, u in enumerate(units) if owner[i] == r] for r in range(world_size)]
+
+
+class Progress:
+    """Counters in the process group's key-value store: units finished, ranks finished.
+
+    Every rank adds to them without waiting for anyone; rank 0 reads them to drive one
+    progress bar over all ranks and to know when every rank is done.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d
+
+        # the store torchrun's rendezvous created; prefixed so reruns and other commands never collide
+        self.store = dist.PrefixStore(namespace, distributed_c10d._get_default_store())
+
+    def unit_done(self) -> None:
+        self.store.add("units", 1)
+
+    def rank_done(self) -> None:
+        self.store.add("ranks", 1)
+
+    def units(self) -> int:
+        return int(self.store.add("units", 0))
+
+    def ranks(self) -> int:
+        return int(self.store.add("ranks", 0))
+
+    def wait_for_ranks(self, world_size: int, timeout: float, on_tick: Callable[[int], None] | None = None,
+                       poll: float = 0.5) -> None:
+        """Return once every rank has called :meth:`rank_done`.
+
+        Raises:
+            DistributedError: no unit finished and no rank came in for ``timeout`` seconds.
+        """
+        last_units, last_change = self.units(), time.monotonic()
+        while self.ranks() < world_size:
+            units = self.units()
+            if on_tick is not None:
+                on_tick(units)
+            if units != last_units:
+                last_units, last_change = units, time.monotonic()
+            elif time.monotonic() - last_change > timeout:
+                raise DistributedError(
+                    f"{world_size - self.ranks()} rank(s) made no progress for {timeout:g} s; giving up "
+                    "(their finished units are saved: rerun to resume)")
+            time.sleep(poll)
+        if on_tick is not None:
+            on_tick(self.units())
+
+
+__all__ = [
+    "DistributedError",
+    "LaunchEnv",
+    "barrier",
+    "Progress",
+    "device_for",
+    "finalise",
+    "initialise",
+    "launch_env",
+    "share_threads",
+    "shard",
+]
