@@ -120,6 +120,17 @@ class CompactCache(DynamicCache):
         return total
 
     @property
+    def kv_bytes_by_device(self) -> dict[str, int]:
+        """:attr:`kv_bytes` per device: each layer's keys and values live on that layer's device."""
+        totals: dict[str, int] = {}
+        for layer in self.layers:
+            if layer.is_initialized:
+                device = str(layer.keys.device)
+                totals[device] = (totals.get(device, 0) + layer.keys.untyped_storage().nbytes()
+                                  + layer.values.untyped_storage().nbytes())
+        return totals
+
+    @property
     def nbytes(self) -> int:
         """All bytes held: keys, values, positions and token metadata."""
         side = sum(p.untyped_storage().nbytes() + m.nbytes for p, m in zip(self._positions, self._meta))

@@ -87,7 +87,7 @@ class RotarySpec:
         Returns:
             (..., S, D) keys in the input dtype; the rotation itself runs in float32.
         """
-        theta = self.angles(delta)  # (S, D/2)
+        theta = self.angles(delta.to(keys.device))  # (S, D/2), where the keys are (layers may sit on other devices)
         cos = torch.cat([theta.cos(), theta.cos()], dim=-1)
         sin = torch.cat([theta.sin(), theta.sin()], dim=-1)
         k = keys.float()

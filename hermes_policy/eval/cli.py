@@ -16,6 +16,7 @@ import typer
 
 from hermes_policy.data.dataset import DatasetError
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
+from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP, placement_from_options
 
 
 def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
@@ -62,6 +63,9 @@ def eval_command(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...; under "
                                              "torchrun / accelerate launch each rank takes cuda:LOCAL_RANK")] = "auto",
+    device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
+    max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
+    offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
     dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
                                                      "after which rank 0 gives up (and every collective's "
                                                      "timeout)")] = 3600.0,
@@ -99,6 +103,11 @@ def eval_command(
     if not dist_timeout > 0:
         raise EvalError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
     env = launch_env()
+    placement = placement_from_options(device, device_map, max_memory, offload_folder)
+    if placement.mapped and env.distributed:
+        raise EvalError("--device-map under a distributed launch is not supported yet (every rank would spread "
+                        "its model over every visible device); run one process per model, or one rank per GPU "
+                        "without --device-map")
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
     all_items, fmt = _resolve_data(data, format, video_root)
@@ -121,7 +130,8 @@ def eval_command(
     initialise(env, dist_timeout)
     device = device_for(env, device)
     share_threads(env)
-    adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
+    placement.device = device
+    adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
     scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,
@@ -144,6 +154,7 @@ def eval_command(
         "reindex": reindex,
         "dtype": dtype,
         "device": device,
+        "device_map": device_map,
         "world_size": env.world_size,
         "scoring": scorer.name,  # resolved: auto is the model's own format (see hermes_policy.eval.scoring)
         "versions": _versions(),

@@ -153,7 +153,12 @@ class ModelAdapter(ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.text_model.get_input_embeddings().weight.device
+        """Where inputs go: the embeddings' device (where accelerate runs them, if it offloaded them to disk)."""
+        embeddings = self.text_model.get_input_embeddings()
+        device = embeddings.weight.device
+        if device.type == "meta":
+            device = torch.device(getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None) or "cpu")
+        return device
 
     def set_attention(self, implementation: str) -> None:
         """Switch the language model's attention; the vision encoder keeps its own."""

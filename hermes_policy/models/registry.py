@@ -19,6 +19,7 @@ import torch
 
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.placement import Placement, dispatch, from_pretrained_kwargs
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
 
@@ -66,22 +67,33 @@ def load_model(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ) -> ModelAdapter:
     """Load a model by built-in name, HF hub id, or local path.
 
+    Args:
+        placement: a device map over GPUs, CPU and disk (:mod:`hermes_policy.models.placement`);
+            None: everything on ``device``.
+
     Raises:
-        ModelError: unknown name, unreachable checkpoint, or unsupported architecture.
+        ModelError: unknown name, unreachable checkpoint, unsupported architecture, or an impossible placement.
     """
+    placement = placement if placement is not None else Placement(device=str(device))
     builtin = _builtin()
     if name in builtin:
         adapter = builtin[name](dtype)
     elif is_scratch_dir(name):  # a `train-embedded` run's final/ or checkpoint/ directory
         adapter = load_scratch(name, str(name), dtype or torch.float32)
     else:
-        adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
-    adapter.model.to(device)
+        adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, placement=placement)
+        if placement.mapped:  # from_pretrained placed it; moving it now would undo that
+            return adapter
+    if placement.mapped:
+        dispatch(adapter.model, placement, dtype)
+    else:
+        adapter.model.to(placement.device)
     if hasattr(adapter, "frontend"):
-        adapter.frontend.to(device)
+        adapter.frontend.to(adapter.device)  # beside the embeddings it feeds
     return adapter
 
 
@@ -104,7 +116,8 @@ def _read_config(name: str, trust_remote_code: bool):
         raise ModelError(f"cannot load model {name!r}: not a {where} ({reason}). {supported_help()}") from None
 
 
-def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> ModelAdapter:
+def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                    placement: Placement | None = None) -> ModelAdapter:
     """A real checkpoint: read its config first so unsupported ones fail before any weight loads."""
     config = _read_config(name, trust_remote_code)
     model_type = getattr(config, "model_type", None)
@@ -115,7 +128,8 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_co
     kwargs = dict(trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
-            name, dtype=dtype or "auto", attn_implementation="sdpa", **kwargs
+            name, dtype=dtype or "auto", attn_implementation="sdpa", **kwargs,
+            **from_pretrained_kwargs(placement or Placement()),
         )
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)

@@ -105,7 +105,8 @@ class _PseudoQueryScores:
         n_cached = event.n_key - event.n_query
         for seg in event.segments:
             if seg.tag in PROMPTS:
-                self.scores[(event.layer, seg.tag)] = rows[:, seg.start : seg.stop, :n_cached].mean(dim=(0, 1))
+                # on the CPU: layers may live on different devices, and smoothing mixes them
+                self.scores[(event.layer, seg.tag)] = rows[:, seg.start : seg.stop, :n_cached].mean(dim=(0, 1)).cpu()
 
 
 @register_policy

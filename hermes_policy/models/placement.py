@@ -1,0 +1,147 @@
+"""Placing a model over devices: one device, or accelerate's big-model device maps.
+
+``--device-map auto|balanced|balanced_low_0|sequential|FILE.json`` (with ``--max-memory``
+and an offload folder) spreads a model's layers over GPUs, CPU memory and disk, the way
+``from_pretrained(device_map=...)`` does. Hub checkpoints are loaded with it directly;
+models built here (``embedded``, ``tiny-*``) are dispatched after they are built, with
+accelerate's own ``infer_auto_device_map`` and ``dispatch_model``. Either way accelerate's
+hooks move activations between layers, and the compact cache keeps each layer's keys and
+values on that layer's device.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hermes_policy.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Placement:
+    """Where a model's weights go.
+
+    Attributes:
+        device: the single device when there is no device map.
+        device_map: a strategy from :data:`STRATEGIES`, or ``{module name: device}``; None: all on ``device``.
+        max_memory: ``{device: bytes or "20GiB"}`` caps for a strategy (keys ``0``, ``"cuda:1"``, ``"cpu"``).
+        offload_folder: where weights mapped to ``"disk"`` are written.
+    """
+
+    device: str = "cpu"
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[Any, Any] | None = None
+    offload_folder: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device_map, str) and self.device_map not in STRATEGIES:
+            raise ModelError(f"--device-map must be one of {', '.join(STRATEGIES)} or a JSON file, "
+                             f"got {self.device_map!r}")
+        if self.max_memory is not None and self.device_map is None:
+            raise ModelError("--max-memory caps a --device-map; give one too (e.g. --device-map auto)")
+
+    @property
+    def mapped(self) -> bool:
+        return self.device_map is not None
+
+
+def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
+    """``--device-map``: a strategy name, or a JSON file of ``{module name: device}``."""
+    if text is None or text == "":
+        return None
+    if text in STRATEGIES:
+        return text
+    path = Path(text)
+    if not path.is_file():
+        raise ModelError(f"--device-map takes {', '.join(STRATEGIES)} or a JSON file; {text!r} is neither")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"--device-map {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not data or not all(isinstance(k, str) for k in data):
+        raise ModelError(f"--device-map {path} must hold a JSON object of module name -> device")
+    return data
+
+
+def parse_max_memory(text: str | None) -> dict[Any, Any] | None:
+    """``--max-memory 0=20GiB,1=20GiB,cpu=64GiB`` -> ``{0: "20GiB", 1: "20GiB", "cpu": "64GiB"}``."""
+    if text is None or text == "":
+        return None
+    caps: dict[Any, Any] = {}
+    for part in text.split(","):
+        key, sep, size = part.partition("=")
+        key = key.strip()
+        if not sep or not key or not _SIZE.match(size):
+            raise ModelError(f"--max-memory takes DEVICE=SIZE pairs such as 0=20GiB,cpu=64GiB; got {part!r}")
+        caps[int(key) if key.isdigit() else key] = size.strip()
+    return caps
+
+
+def placement_from_options(device: str, device_map: str | None, max_memory: str | None,
+                           offload_folder: str | Path | None) -> Placement:
+    """A :class:`Placement` from the CLI's ``--device``, ``--device-map``, ``--max-memory``, ``--offload-folder``."""
+    placement = Placement(device=device, device_map=parse_device_map(device_map),
+                          max_memory=parse_max_memory(max_memory),
+                          offload_folder=None if offload_folder is None else str(offload_folder))
+    if placement.offload_folder is not None and not placement.mapped:
+        raise ModelError("--offload-folder holds weights a --device-map sends to disk; give a --device-map too")
+    return placement
+
+
+#: help texts shared by every command that loads a model
+DEVICE_MAP_HELP = ("spread the model over devices with accelerate: auto | balanced | balanced_low_0 | "
+                   "sequential | a JSON file of module -> device (cuda:0, cpu, disk)")
+MAX_MEMORY_HELP = "with --device-map: caps per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB"
+OFFLOAD_HELP = "with --device-map: folder for the weights it sends to disk"
+
+
+def dispatch(model: torch.nn.Module, placement: Placement, dtype: torch.dtype | None = None) -> None:
+    """Spread a built model over ``placement``'s device map (accelerate's ``dispatch_model``)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    device_map = placement.device_map
+    if isinstance(device_map, str):
+        max_memory = placement.max_memory
+        if device_map != "sequential":
+            max_memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split,
+                                             dtype=dtype, low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split,
+                                           dtype=dtype)
+    if "disk" in device_map.values() and placement.offload_folder is None:
+        raise ModelError("the device map offloads to disk; give an offload folder (--offload-folder DIR)")
+    try:
+        dispatch_model(model, device_map=device_map, offload_dir=placement.offload_folder)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"cannot place the model with this device map: {e}") from None
+
+
+def from_pretrained_kwargs(placement: Placement) -> dict[str, Any]:
+    """What ``from_pretrained`` takes for this placement (nothing when there is no device map)."""
+    if not placement.mapped:
+        return {}
+    kwargs: dict[str, Any] = {"device_map": placement.device_map}
+    if placement.max_memory is not None:
+        kwargs["max_memory"] = placement.max_memory
+    if placement.offload_folder is not None:
+        kwargs["offload_folder"] = placement.offload_folder
+    return kwargs
+
+
+def devices_of(model: torch.nn.Module) -> list[str]:
+    """The devices holding the model's weights (``"meta"`` for weights offloaded to disk), sorted."""
+    return sorted({str(p.device) for p in model.parameters()})
+
+
+__all__ = ["DEVICE_MAP_HELP", "MAX_MEMORY_HELP", "OFFLOAD_HELP", "STRATEGIES", "Placement", "devices_of", "dispatch",
+           "from_pretrained_kwargs", "parse_device_map", "parse_max_memory", "placement_from_options"]
