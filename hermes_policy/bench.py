@@ -10,6 +10,10 @@ then asks the same few questions at the end of the stream. Measured per cell:
   from ``/proc/self/statm`` (the model's weights are part of it).
 
 Ratios between cells are what to read: absolute numbers move with the machine's load.
+
+Under ``torchrun`` / ``accelerate launch`` with ``--distributed``, :func:`bench_distributed`
+splits the cells over the ranks (balanced by stream length) and rank 0 reports the rows
+in the order one process would.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from hermes_policy.errors import BudgetError, PolicyError
+from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
+from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
@@ -38,6 +44,25 @@ QUESTIONS = (
     "What colour was the first shape that appeared?",
     "How many shapes have appeared so far?",
 )
+
+
+class BenchError(HermesError):
+    """A bench run that cannot start as asked, or cells that failed on some rank."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (policy, stream length) measurement; ``index`` is its row's place in the table."""
+
+    index: int
+    policy: str
+    frames: int
+
+
+def plan_cells(names: list[str], lengths: list[int]) -> list[Cell]:
+    """The cells in table order: each length in turn, every policy at that length."""
+    pairs = [(name, n) for n in lengths for name in names]
+    return [Cell(i, name, n) for i, (name, n) in enumerate(pairs)]
 
 
 @dataclass
@@ -161,3 +186,90 @@ def parse_int_list(text: str, what: str) -> list[int]:
 
 def rows_json(rows: list[BenchRow]) -> str:
     return json.dumps([asdict(r) for r in rows])
+
+
+def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int]) -> None:
+    """Open the video and build every policy once, so a bad video, name, budget or spec fails before the (slow)
+    model load, on one rank, instead of once per cell on every rank."""
+    video_for(video, max(lengths))
+    if not names:
+        raise PolicyError("--policies names no policy")
+    for name in names:
+        if name not in POLICIES:
+            raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
+        policy_for(name, cell_budget(name, budget), spec)
+
+
+def cell_budget(name: str, budget: int | None) -> int | None:
+    """``full`` keeps everything, so it is never given a budget."""
+    return None if name == "full" else budget
+
+
+def measure(adapter: ModelAdapter, cell: Cell, video: str, budget: int | None, spec: Path | None,
+            chunk_frames: int, progress: bool = True) -> BenchRow:
+    """One cell, measured the same way in one process and on any rank."""
+    return run_cell(adapter, video, cell.frames, cell.policy, cell_budget(cell.policy, budget), spec, chunk_frames,
+                    progress=progress)
+
+
+def merge_shares(cells: list[Cell], shares: list[dict]) -> list[BenchRow]:
+    """The table one process would print, from every rank's ``{"rows": [[index, row], ...], "failures": [...]}``.
+
+    Raises:
+        BenchError: some cells failed (named, with their error) or no rank reported them.
+    """
+    failures = [f for s in shares for f in s["failures"]]
+    if failures:
+        named = "; ".join(f"{f['policy']}@{f['frames']} ({f['error']})" for f in failures)
+        raise BenchError(f"{len(failures)} cell(s) failed: {named}")
+    rows = {index: BenchRow(**row) for s in shares for index, row in s["rows"]}
+    missing = [c for c in cells if c.index not in rows]
+    if missing:
+        raise BenchError(f"{len(missing)} cell(s) came back from no rank (first: {missing[0].policy}@"
+                         f"{missing[0].frames})")
+    return [rows[c.index] for c in cells]
+
+
+def bench_distributed(env: LaunchEnv, cells: list[Cell], run: Callable[[Cell], BenchRow], timeout: float,
+                      show_progress: bool) -> list[BenchRow] | None:
+    """Measure this rank's share of ``cells``; rank 0 returns every rank's rows in table order, the others None.
+
+    Rows travel through the process group's key-value store, the same store :class:`Progress` counts in:
+    a few hundred bytes per rank, so it needs no shared folder across nodes (bench has no output folder, and
+    a node's /tmp is its own), works the same under NCCL and gloo (``gather_object`` would need a gloo
+    side group under NCCL), and keeps the one rule of :mod:`hermes_policy.distributed`: no rank waits in
+    a collective for a slower one; rank 0 polls the counters and gives up after ``timeout`` s without progress.
+
+    Raises:
+        BenchError: (rank 0) some cells failed on their rank (named, with the error).
+        DistributedError: (rank 0) a rank measured no cell for ``timeout`` seconds.
+    """
+    # a fresh namespace per restart of an elastic launch, whose store outlives the restarted workers
+    progress = Progress(f"hermes-lab/bench/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/")
+    share: dict[str, list] = {"rows": [], "failures": []}
+    for cell in shard(cells, lambda c: c.frames, env.world_size)[env.rank]:
+        try:
+            share["rows"].append([cell.index, asdict(run(cell))])
+        except Exception as e:  # noqa: BLE001  (one failing cell, e.g. out of memory, is named by rank 0)
+            share["failures"].append({"policy": cell.policy, "frames": cell.frames,
+                                      "error": f"{type(e).__name__}: {e}"})
+        progress.unit_done()
+    progress.store.set(f"share{env.rank}", json.dumps(share))  # before rank_done: rank 0 reads it after
+    progress.rank_done()
+    if not env.is_main:
+        return None
+    bar = tqdm(total=len(cells), unit="cell", file=sys.stderr, desc=f"benchmarking on {env.world_size} ranks",
+               disable=not show_progress, leave=False)
+
+    def tick(finished: int) -> None:
+        bar.n = finished
+        bar.refresh()
+
+    with bar:
+        try:
+            progress.wait_for_ranks(env.world_size, timeout, on_tick=tick)
+        except DistributedError:
+            raise DistributedError(f"{env.world_size - progress.ranks()} rank(s) measured no cell for {timeout:g} s;"
+                                   " giving up (raise --dist-timeout for long cells)") from None
+    shares = [json.loads(progress.store.get(f"share{r}")) for r in range(env.world_size)]
+    return merge_shares(cells, shares)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from tqdm import tqdm
 
-from hermes_policy.errors import HermesError, PolicyError, SessionError
+from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
@@ -124,25 +124,77 @@ def register(app: typer.Typer) -> None:
         spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON; configures the --policies entry it names")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
-        device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+        device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:1, ...; with --distributed each rank "
+                                                 "takes cuda:LOCAL_RANK")] = "cpu",
+        distributed: Annotated[bool, typer.Option(
+            help="under torchrun / accelerate launch (WORLD_SIZE > 1), split the cells over the ranks; rank 0 "
+                 "prints the whole table. Ranks that share a GPU, or a machine's CPU cores and memory bandwidth, "
+                 "slow each other down, so timings are comparable only with one device per rank and nothing "
+                 "else on it; a launch without this flag is refused for that reason")] = False,
+        dist_timeout: Annotated[float, typer.Option(help="with --distributed: seconds without any finished cell "
+                                                         "after which rank 0 gives up (and every collective's "
+                                                         "timeout)")] = 3600.0,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     ) -> None:
-        """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run."""
-        from hermes_policy.bench import format_table, parse_int_list, rows_json, run_cell
+        """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run.
 
+        With --distributed under torchrun / accelerate launch, the cells are split over the ranks."""
+        from hermes_policy.bench import (
+            BenchError,
+            BenchRow,
+            Cell,
+            bench_distributed,
+            check_arguments,
+            format_table,
+            measure,
+            parse_int_list,
+            plan_cells,
+            rows_json,
+        )
+        from hermes_policy.distributed import device_for, finalise, initialise, launch_env, share_threads
+
+        # everything that can be wrong with the arguments fails before the (slow) model load
         torch_dtype = parse_dtype(dtype)
-        lengths = parse_int_list(frames, "frames")
         names = [p.strip() for p in policies.split(",") if p.strip()]
-        for name in names:  # fail on a bad policy before the (slow) model load
-            if name not in POLICIES:
-                raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
-        adapter = load_model(model, dtype=torch_dtype, device=device)
-        rows = []
-        for n in lengths:
-            for name in names:
-                rows.append(run_cell(adapter, video, n, name, None if name == "full" else budget, spec, chunk_frames))
-                if not as_json:
-                    print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+        lengths = parse_int_list(frames, "frames")
+        check_arguments(names, budget, spec, video, lengths)
+        cells = plan_cells(names, lengths)
+        if not dist_timeout > 0:
+            raise BenchError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
+        env = launch_env()
+        if env.distributed and not distributed:
+            # refused rather than run on rank 0 alone: N launched processes of which N-1 silently do nothing
+            # would hide a mistake, and N unaware copies would time each other's contention
+            if not env.is_main:
+                raise typer.Exit(2)  # rank 0 says why, once
+            raise BenchError(f"bench was launched on {env.world_size} ranks without --distributed: pass "
+                             "--distributed to split the cells over them, or run hermes-lab bench without a "
+                             "launcher (ranks timing on shared devices would slow each other down)")
+        if distributed and not env.distributed:
+            print("note: --distributed without torchrun / accelerate launch (WORLD_SIZE 1): running as one process",
+                  file=sys.stderr)
+        initialise(env, dist_timeout)
+        try:
+            share_threads(env)
+            adapter = load_model(model, dtype=torch_dtype, device=device_for(env, device))
+
+            def run(cell: Cell, progress: bool = True) -> BenchRow:
+                return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress)
+
+            if env.distributed:
+                # per-cell bars from several ranks would interleave on one terminal: rank 0 draws one over all
+                rows = bench_distributed(env, cells, lambda c: run(c, progress=False), dist_timeout,
+                                         show_progress=not as_json)
+                if rows is None:  # every rank but 0 prints nothing
+                    return
+            else:
+                rows = []
+                for cell in cells:
+                    rows.append(run(cell))
+                    if not as_json:
+                        print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+        finally:
+            finalise()
         typer.echo(rows_json(rows) if as_json else format_table(rows))
 
 
