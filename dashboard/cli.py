@@ -11,6 +11,7 @@ import typer
 
 from dashboard.settings import DEFAULT_MODEL, DEFAULT_RUNS, DEFAULT_VIDEO, Settings
 from hermes_policy.errors import HermesError
+from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP
 
 APP = Path(__file__).with_name("app.py")
 
@@ -53,9 +54,14 @@ def register(app: typer.Typer) -> None:
         DEFAULT_VIDEO,
         runs: Annotated[Path, typer.Option(help="folder for recordings, uploads, specs and figures the app writes")] =
         Path(DEFAULT_RUNS),
+        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
+        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
+        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
     ) -> None:
         """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask."""
-        settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs))
+        settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs), device_map, max_memory,
+                            None if offload_folder is None else str(offload_folder))
+        settings.placement()  # a bad device map fails here, in one line, not on every page
         cmd = streamlit_command(settings, host, port)
         typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)
         sys.stdout.flush(), sys.stderr.flush()

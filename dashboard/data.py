@@ -34,6 +34,7 @@ from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_h
 from analysis.recordings import load_study
 from analysis.tidy import age_heatmap_data, anchor_profile_data, head_tier_data
 from dashboard import plots
+from dashboard.settings import from_environment
 from hermes_policy.atomic import atomic_write_bytes
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.registry import load_model
@@ -43,13 +44,14 @@ from probes.capture import StudyConfig, capture
 from probes.recording import META_FILE, TENSORS_FILE, Recording
 
 THUMB_HEIGHT = 48
+APP = Path(__file__).with_name("app.py")
 
 
 # --------------------------------------------------------------------------- models
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def model(name: str) -> ModelAdapter:
-    """A model by built-in name, HF id or path (``trust_remote_code`` stays off)."""
-    return load_model(name)
+    """A model by built-in name, HF id or path (``trust_remote_code`` stays off), placed as the app was launched."""
+    return load_model(name, placement=from_environment(APP).placement())
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

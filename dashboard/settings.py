@@ -30,12 +30,17 @@ class Settings:
         model: the model selected when the app opens.
         video: the video spec or file every page starts from.
         runs: folder for what the app writes: recordings it makes, uploads, specs, figures.
+        device_map, max_memory, offload_folder: how every model the app loads is placed over devices
+            (``--device-map`` etc., as on the other commands); None: one device.
     """
 
     studies: tuple[str, ...] = ()
     model: str = DEFAULT_MODEL
     video: str = DEFAULT_VIDEO
     runs: str = DEFAULT_RUNS
+    device_map: str | None = None
+    max_memory: str | None = None
+    offload_folder: str | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -46,7 +51,18 @@ class Settings:
         args: list[str] = []
         for study in self.studies:
             args += ["--study", study]
-        return [*args, "--model", self.model, "--video", self.video, "--runs", self.runs]
+        args += ["--model", self.model, "--video", self.video, "--runs", self.runs]
+        for flag, value in (("--device-map", self.device_map), ("--max-memory", self.max_memory),
+                            ("--offload-folder", self.offload_folder)):
+            if value is not None:
+                args += [flag, value]
+        return args
+
+    def placement(self):
+        """The :class:`~hermes_policy.models.placement.Placement` models are loaded with (raises ModelError)."""
+        from hermes_policy.models.placement import placement_from_options
+
+        return placement_from_options("cpu", self.device_map, self.max_memory, self.offload_folder)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,13 +71,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--video", default=DEFAULT_VIDEO)
     p.add_argument("--runs", default=DEFAULT_RUNS)
+    p.add_argument("--device-map", default=None)
+    p.add_argument("--max-memory", default=None)
+    p.add_argument("--offload-folder", default=None)
     return p
 
 
 def parse_args(argv: list[str]) -> Settings:
     # parse_known_args: an unknown flag must not kill the app (it would show a bare SystemExit page)
     ns, _ = parser().parse_known_args(argv)
-    return Settings(tuple(ns.study), ns.model, ns.video, ns.runs)
+    return Settings(tuple(ns.study), ns.model, ns.video, ns.runs, ns.device_map, ns.max_memory, ns.offload_folder)
 
 
 def from_environment(main_script: str | Path) -> Settings:
