@@ -13,12 +13,12 @@ from tqdm import tqdm
 
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
+from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP, placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
 from hermes_policy.video import open_video
-
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
+        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
+        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
         trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
@@ -92,7 +95,8 @@ def register(app: typer.Typer) -> None:
         mem_policy = policy_from_args(policy, budget, spec)
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
-        adapter = load_model(model, dtype=torch_dtype, device=device, trust_remote_code=trust_remote_code)
+        placement = placement_from_options(device, device_map, max_memory, offload_folder)
+        adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
         session = StreamingSession(adapter, mem_policy, config)
         answers = run_stream(session, source, questions)
         result = {
@@ -101,6 +105,7 @@ def register(app: typer.Typer) -> None:
             "budget": getattr(mem_policy, "budget", None),
             "frames": session.frames_seen,
             "kv_bytes": session.kv_bytes,
+            "kv_bytes_by_device": session.cache.kv_bytes_by_device,
             "answers": [a.to_dict() for a in answers],
         }
         if as_json:
@@ -126,6 +131,9 @@ def register(app: typer.Typer) -> None:
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:1, ...; with --distributed each rank "
                                                  "takes cuda:LOCAL_RANK")] = "cpu",
+        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
+        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
+        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
         distributed: Annotated[bool, typer.Option(
             help="under torchrun / accelerate launch (WORLD_SIZE > 1), split the cells over the ranks; rank 0 "
                  "prints the whole table. Ranks that share a GPU, or a machine's CPU cores and memory bandwidth, "
@@ -162,6 +170,10 @@ def register(app: typer.Typer) -> None:
         if not dist_timeout > 0:
             raise BenchError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
         env = launch_env()
+        placement = placement_from_options(device, device_map, max_memory, offload_folder)
+        if placement.mapped and env.distributed:
+            raise BenchError("--device-map under a distributed launch is not supported yet (every rank would spread "
+                             "its model over every visible device)")
         if env.distributed and not distributed:
             # refused rather than run on rank 0 alone: N launched processes of which N-1 silently do nothing
             # would hide a mistake, and N unaware copies would time each other's contention
@@ -176,7 +188,8 @@ def register(app: typer.Typer) -> None:
         initialise(env, dist_timeout)
         try:
             share_threads(env)
-            adapter = load_model(model, dtype=torch_dtype, device=device_for(env, device))
+            placement.device = device_for(env, device)
+            adapter = load_model(model, dtype=torch_dtype, placement=placement)
 
             def run(cell: Cell, progress: bool = True) -> BenchRow:
                 return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress)
