@@ -7,16 +7,55 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from hermes_policy.models import load_model
+from hermes_policy.models.placement import (
+    DEVICE_MAP_HELP,
+    MAX_MEMORY_HELP,
+    OFFLOAD_HELP,
+    Placement,
+    placement_from_options,
+)
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
-from probes.capture import PSEUDO_PROMPTS, StudyConfig, capture
+from probes.capture import (
+    DEFAULT_VIDEO,
+    PSEUDO_PROMPTS,
+    StudyConfig,
+    StudyDir,
+    StudyRunError,
+    record_video,
+    resolve_videos,
+    run_study,
+    study_settings,
+    video_frames,
+)
 from probes.observer import AttentionProbe
+from probes.recording import Recording
+
+
+def _summary(recording: Recording) -> str:
+    """``12 steps x 4 layers x 2 heads (local, global, mixed) over 48 frames in 3.1s``."""
+    meta = recording.meta
+    return (f"{meta['steps']} steps x {recording.num_layers} layers x {recording.num_heads} heads "
+            f"({', '.join(recording.queries)}) over {meta['frames']} frames in {meta['seconds']:.1f}s")
+
+
+def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trust_remote_code: bool) -> None:
+    """One video: the folder is its recording, as it always was (kept as is when a rerun finds it complete)."""
+    if target.is_done(0):
+        recording = Recording.load(target.path)
+        print(f"{target.path} already holds this recording; remove it to record again", file=sys.stderr)
+        typer.echo(f"recorded {_summary(recording)} -> {target.path}")
+        return
+    open_video(target.videos[0], fps=target.settings["fps"])  # a bad video fails before the model loads
+    adapter = load_model(target.settings["model"], trust_remote_code=trust_remote_code, placement=placement)
+    recording = record_video(adapter, target, 0, config)
+    typer.echo(f"recorded {_summary(recording)} -> {target.path}")
 
 
 def register(app: typer.Typer) -> None:
@@ -25,27 +64,72 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def study(
         model: Annotated[str, typer.Option(help="model name or HF id/path")] = "embedded",
-        video: Annotated[str, typer.Option(help="a video file or synthetic:seed=S,frames=N")] =
-        "synthetic:seed=1,frames=64",
-        out: Annotated[Path, typer.Option(help="directory to write the recording into")] = Path("runs/study"),
-        fps: Annotated[Optional[float], typer.Option(help="sampling rate (frames per second)")] = None,
+        video: Annotated[list[str] | None, typer.Option(
+            help="a video file or synthetic:seed=S,frames=N; repeat for several videos (default: "
+                 f"{DEFAULT_VIDEO})")] = None,
+        videos: Annotated[Path | None, typer.Option(
+            help="a text file naming the videos, one path or synthetic: spec per line (# comments); relative "
+                 "paths are relative to the file")] = None,
+        out: Annotated[Path, typer.Option(help="folder for the recording; with several videos, videos/NNN/ holds "
+                                               "each video's and the folder itself their aggregate")] =
+        Path("runs/study"),
+        fps: Annotated[float | None, typer.Option(help="sampling rate (frames per second)")] = None,
         queries: Annotated[str, typer.Option(help="pseudo | newest-frame | both")] = "pseudo",
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest chunk (one step each)")] = 4,
         raw_steps: Annotated[int, typer.Option(help="keep raw attention rows for this many first steps")] = 0,
-        device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+        device: Annotated[str, typer.Option(help="torch device; under torchrun, cuda means cuda:LOCAL_RANK")] =
+        "cpu",
+        device_map: Annotated[str | None, typer.Option(help=DEVICE_MAP_HELP)] = None,
+        max_memory: Annotated[str | None, typer.Option(help=MAX_MEMORY_HELP)] = None,
+        offload_folder: Annotated[Path | None, typer.Option(help=OFFLOAD_HELP)] = None,
+        dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished video "
+                                                         "after which rank 0 gives up (and every collective's "
+                                                         "timeout)")] = 3600.0,
         trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
     ) -> None:
-        """Stream a video with the full cache and record per-layer, per-head attention after every chunk."""
+        """Stream videos with the full cache and record per-layer, per-head attention after every chunk.
+
+        Several videos (--video repeated, or --videos FILE) give one recording each plus their aggregate
+        (mean and spread over videos), which derive reads like any recording. Data parallel when launched
+        by torchrun (WORLD_SIZE > 1); resumable: rerun with the same --out to record only what is missing."""
+        from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_env, share_threads
+
+        # everything that can be wrong with the arguments fails before the (slow) model load
         config = StudyConfig(queries=queries, chunk_frames=chunk_frames, raw_steps=raw_steps)  # type: ignore[arg-type]
-        source = open_video(video, fps=fps)
-        adapter = load_model(model, device=device, trust_remote_code=trust_remote_code)
-        recording = capture(adapter, source, config)
-        recording.save(out)
-        typer.echo(
-            f"recorded {recording.meta['steps']} steps x {recording.num_layers} layers x {recording.num_heads} heads "
-            f"({', '.join(recording.queries)}) over {recording.meta['frames']} frames in "
-            f"{recording.meta['seconds']:.1f}s -> {out}"
-        )
+        if not dist_timeout > 0:
+            raise StudyRunError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
+        target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config))
+        target.check()
+        env = launch_env()
+        placement = placement_from_options(device, device_map, max_memory, offload_folder)
+        if not target.many:
+            if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
+                placement.device = device_for(env, device)
+                _study_one(target, config, placement, trust_remote_code)
+            return
+        if placement.mapped and env.distributed:
+            raise StudyRunError("--device-map under a distributed launch is not supported yet (every rank would "
+                                "spread its model over every visible device)")
+        frames = video_frames(target.videos, fps)
+        done = {i for i in range(len(target.videos)) if target.is_done(i)}
+        initialise(env, dist_timeout)
+        try:
+            placement.device = device_for(env, device)
+            share_threads(env)
+            adapter = load_model(model, trust_remote_code=trust_remote_code, placement=placement)
+            if env.is_main:
+                target.start()
+                if done:
+                    print(f"resuming: {len(done)} of {len(target.videos)} videos already recorded in {out}",
+                          file=sys.stderr)
+            barrier()  # no rank records before study.json says what the folder is
+            recording = run_study(env, target, adapter, config, frames, done, dist_timeout)
+        finally:
+            finalise()
+        if recording is None:  # every rank but 0 prints nothing
+            return
+        typer.echo(f"recorded {len(target.videos) - len(done)} of {len(target.videos)} videos "
+                   f"({len(done)} already there) into {out}/videos; aggregate: {_summary(recording)} -> {out}")
 
     @app.command("bench-capture")
     def bench_capture(

@@ -97,7 +97,8 @@ class AttentionProbe:
             means = [everything[:, rows].mean(dim=1) for _, rows in wanted]  # rows are slices: views
         else:
             means = [event.attention(rows).mean(dim=1) for _, rows in wanted]
-        reduced = reduce_rows(torch.cat(means), event.meta, num_frames, self.tokens_per_frame)
+        # reduced on the CPU, where the token metadata lives: layers may sit on different devices
+        reduced = reduce_rows(torch.cat(means).cpu(), event.meta, num_frames, self.tokens_per_frame)
         keep_raw = len(self._steps) <= self.raw_steps
         for (name, _), reduction in zip(wanted, split(reduced, len(wanted))):
             if not keep_raw:

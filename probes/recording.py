@@ -26,7 +26,13 @@ name                        shape           meaning
 Step-level tensors: ``steps.frames`` (T,) frames streamed at each step,
 ``steps.time`` (T,) stream time; ``frames.time`` (F,) each frame's time.
 ``meta`` holds the model, video spec, fps, tokens per frame, chunk size, the
-query kinds (names of the Q axis), layer/head counts and the package version.
+query kinds (names of the Q axis), layer/head counts and the package version;
+``meta["study"]`` the settings it was recorded with (what a rerun compares to resume).
+
+An **aggregate** over videos (:mod:`probes.aggregate`) has the same names and
+shapes, holding the mean over videos, plus ``blocks.{L}.attn.{quantity}_std``
+(same shape: the spread over videos) and ``steps.videos`` (T,) (videos averaged
+at each step); ``meta["aggregate"]`` says how many videos and lists them.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ TENSORS_FILE = "recording.safetensors"
 META_FILE = "recording.json"
 LAYER_QUANTITIES = ("frame_mass", "position_mass", "entropy", "sink_mass", "periodicity", "rows")
 _LAYER_NAME = re.compile(r"^blocks\.(\d+)\.attn\.(\w+)$")
+#: suffix of an aggregate's spread-over-videos tensors: ``blocks.{L}.attn.entropy_std``
+STD_SUFFIX = "_std"
 
 
 class RecordingError(ValueError):
@@ -57,6 +65,12 @@ class RecordingError(ValueError):
 
 def layer_name(layer: int, quantity: str) -> str:
     return f"blocks.{layer}.attn.{quantity}"
+
+
+def parse_layer_name(name: str) -> tuple[int, str] | None:
+    """``blocks.3.attn.entropy`` -> (3, "entropy"); None for step-level names such as ``steps.frames``."""
+    m = _LAYER_NAME.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 @dataclass
@@ -103,6 +117,11 @@ class Recording:
         return int(self.meta["num_heads"])
 
     @property
+    def is_aggregate(self) -> bool:
+        """Whether this is a mean over several videos' recordings (see :mod:`probes.aggregate`)."""
+        return "aggregate" in self.meta
+
+    @property
     def queries(self) -> list[str]:
         return list(self.meta["queries"])
 
@@ -123,8 +142,13 @@ class Recording:
         atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2, default=_json_default))
         return directory
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "Recording":
+    @staticmethod
+    def read_meta(directory: str | Path) -> dict[str, Any]:
+        """The metadata of the recording in ``directory``, without reading its tensors.
+
+        :meth:`save` writes the JSON last, so a directory whose JSON reads back holds a
+        complete tensor file too (each file is replaced atomically).
+        """
         directory = Path(directory)
         meta_path, tensor_path = directory / META_FILE, directory / TENSORS_FILE
         if not meta_path.is_file() or not tensor_path.is_file():
@@ -133,15 +157,21 @@ class Recording:
             meta = json.loads(meta_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise RecordingError(f"{meta_path} is not valid JSON: {e}") from None
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise RecordingError(f"{meta_path} is not a hermes-lab recording")
         if meta.get("version") != VERSION:
             raise RecordingError(f"{meta_path} has version {meta.get('version')!r}; this build reads {VERSION}")
+        meta.pop("format"), meta.pop("version")
+        return meta
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Recording":
+        meta = cls.read_meta(directory)
+        tensor_path = Path(directory) / TENSORS_FILE
         try:
             tensors = load_file(tensor_path)
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
             raise RecordingError(f"{tensor_path} is corrupt: {e}") from None
-        meta.pop("format"), meta.pop("version")
         rec = cls(tensors, meta)
         rec.validate()
         return rec
@@ -160,8 +190,8 @@ class Recording:
             if fm.ndim != 4 or fm.shape[1:3] != (q, h):
                 raise RecordingError(f"{layer_name(layer, 'frame_mass')} has shape {tuple(fm.shape)}, expected (T, {q}, {h}, F)")
         for name in self.tensors:
-            m = _LAYER_NAME.match(name)
-            if m and int(m.group(1)) >= self.num_layers:
+            parsed = parse_layer_name(name)
+            if parsed and parsed[0] >= self.num_layers:
                 raise RecordingError(f"{name} refers to a layer beyond num_layers={self.num_layers}")
 
 

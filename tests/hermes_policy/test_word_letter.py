@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import _tiny
-from test_streaming_oracle import reference_logits
+from oracles import reference_logits
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.data import Question, VideoItem, synthesize
@@ -144,7 +144,7 @@ def test_the_letter_after_the_word_decides_the_answer(items, monkeypatch):
 @torch.no_grad()
 def test_training_reads_the_letter_where_the_session_does():
     """quick_eval's word-letter read (one packed-layout batch) equals the streaming session's, on one model."""
-    from test_embedded_training import TINY, _tiny_train_config
+    from tiny_training import TINY, _tiny_train_config
 
     from hermes_policy.models.byte_tokenizer import bpe_tokenizer
     from hermes_policy.models.frontend_lm import FrontendLMAdapter
@@ -173,7 +173,7 @@ def test_training_reads_the_letter_where_the_session_does():
 
 
 def test_train_config_rejects_an_unknown_answer_format():
-    from test_embedded_training import _tiny_train_config
+    from tiny_training import _tiny_train_config
 
     with pytest.raises(ValueError, match="mc_answer"):
         _tiny_train_config(mc_answer="word")
@@ -189,7 +189,7 @@ def test_word_letter_training_targets():
 def test_option_matching_drills_give_the_word_and_ask_its_letter():
     import random
 
-    from test_embedded_training import _tiny_train_config
+    from tiny_training import _tiny_train_config
 
     from hermes_policy.training import MATCH_QUESTION, qa_sample
 

@@ -16,7 +16,7 @@ from probes.recording import Recording, RecordingError
 from probes.reducers import lag_autocorrelation, reduce_rows
 
 from conftest import _tiny
-from test_streaming_oracle import full_sequence
+from oracles import full_sequence
 
 
 class RowGrabber:
