@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
             plan_cells,
             rows_json,
         )
-        from hermes_policy.distributed import device_for, finalise, initialise, launch_env, share_threads
+        from hermes_policy.distributed import device_for, finalise, initialise, launch_for, share_threads
 
         # everything that can be wrong with the arguments fails before the (slow) model load
         torch_dtype = parse_dtype(dtype)
@@ -167,13 +167,8 @@ def register(app: typer.Typer) -> None:
         lengths = parse_int_list(frames, "frames")
         check_arguments(names, budget, spec, video, lengths)
         cells = plan_cells(names, lengths)
-        if not dist_timeout > 0:
-            raise BenchError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
-        env = launch_env()
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
-        if placement.mapped and env.distributed:
-            raise BenchError("--device-map under a distributed launch is not supported yet (every rank would spread "
-                             "its model over every visible device)")
+        env = launch_for(dist_timeout, placement.mapped, BenchError)
         if env.distributed and not distributed:
             # refused rather than run on rank 0 alone: N launched processes of which N-1 silently do nothing
             # would hide a mistake, and N unaware copies would time each other's contention

@@ -74,6 +74,24 @@ def launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
     return LaunchEnv(number("RANK", 0), world, number("LOCAL_RANK", 0), local_world)
 
 
+def launch_for(timeout: float, device_map: bool, error: type[HermesError]) -> LaunchEnv:
+    """This process's launch, after the checks every distributed command makes before loading anything.
+
+    Args:
+        timeout: ``--dist-timeout``, which must be positive.
+        device_map: whether ``--device-map`` was given (not yet combinable with a launch).
+        error: the command's own error class, so the message reads as that command's.
+    """
+    if not timeout > 0:
+        raise error(f"--dist-timeout must be a positive number of seconds, got {timeout}")
+    env = launch_env()
+    if device_map and env.distributed:
+        raise error("--device-map under a distributed launch is not supported yet (every rank would spread its "
+                    "model over every visible device); run one process per model, or one rank per GPU without "
+                    "--device-map")
+    return env
+
+
 def device_for(env: LaunchEnv, requested: str) -> str:
     """The device this rank streams on: ``cuda:{LOCAL_RANK}`` when CUDA is present and asked for, else CPU.
 
@@ -206,6 +224,7 @@ __all__ = [
     "finalise",
     "initialise",
     "launch_env",
+    "launch_for",
     "share_threads",
     "shard",
 ]

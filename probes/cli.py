@@ -92,24 +92,20 @@ def register(app: typer.Typer) -> None:
         Several videos (--video repeated, or --videos FILE) give one recording each plus their aggregate
         (mean and spread over videos), which derive reads like any recording. Data parallel when launched
         by torchrun (WORLD_SIZE > 1); resumable: rerun with the same --out to record only what is missing."""
-        from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_env, share_threads
+        from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_for, share_threads
 
         # everything that can be wrong with the arguments fails before the (slow) model load
         config = StudyConfig(queries=queries, chunk_frames=chunk_frames, raw_steps=raw_steps)  # type: ignore[arg-type]
-        if not dist_timeout > 0:
-            raise StudyRunError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
-        target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config))
-        target.check()
-        env = launch_env()
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
+        target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config))
+        # one video runs on rank 0 alone, so only several combine a device map with a launch
+        env = launch_for(dist_timeout, placement.mapped and target.many, StudyRunError)
+        target.check()
         if not target.many:
             if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
                 placement.device = device_for(env, device)
                 _study_one(target, config, placement, trust_remote_code)
             return
-        if placement.mapped and env.distributed:
-            raise StudyRunError("--device-map under a distributed launch is not supported yet (every rank would "
-                                "spread its model over every visible device)")
         frames = video_frames(target.videos, fps)
         done = {i for i in range(len(target.videos)) if target.is_done(i)}
         initialise(env, dist_timeout)

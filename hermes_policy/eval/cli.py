@@ -79,7 +79,7 @@ def eval_command(
 
     Data parallel when launched by torchrun or accelerate launch (WORLD_SIZE > 1): the (run, video)
     units are split over the ranks, and rank 0 writes the same files one process would."""
-    from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_env, share_threads
+    from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_for, share_threads
     from hermes_policy.eval.errors import EvalError
     from hermes_policy.eval.parallel import evaluate_distributed
     from hermes_policy.eval.harness import evaluate, plan
@@ -100,14 +100,8 @@ def eval_command(
         limit = max_videos
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {limit}")
-    if not dist_timeout > 0:
-        raise EvalError(f"--dist-timeout must be a positive number of seconds, got {dist_timeout}")
-    env = launch_env()
     placement = placement_from_options(device, device_map, max_memory, offload_folder)
-    if placement.mapped and env.distributed:
-        raise EvalError("--device-map under a distributed launch is not supported yet (every rank would spread "
-                        "its model over every visible device); run one process per model, or one rank per GPU "
-                        "without --device-map")
+    env = launch_for(dist_timeout, placement.mapped, EvalError)
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
     all_items, fmt = _resolve_data(data, format, video_root)
