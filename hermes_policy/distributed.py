@@ -15,20 +15,31 @@ progress for ``timeout`` seconds instead of hanging.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Hashable, Sequence
+import traceback
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
+from hermes_policy.atomic import atomic_write_json
 from hermes_policy.errors import HermesError
 
 T = TypeVar("T", bound=Hashable)
+U = TypeVar("U", bound=tuple)
 
 
 class DistributedError(HermesError):
     """A distributed run that cannot start or finish as asked."""
+
+
+class FailureLog(Protocol):
+    """An output folder that says where rank R records the units that raised on it."""
+
+    def failures_path(self, rank: int) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -215,8 +226,46 @@ class Progress:
             on_tick(self.units())
 
 
+def run_share(env: LaunchEnv, outdir: FailureLog, units: Sequence[U], done: Collection[U],
+              stream: Callable[[U], None], weight: Callable[[U], float], progress: Progress) -> list[dict]:
+    """Run this rank's share of the units not yet ``done``; returns the failures (also written to ``outdir``).
+
+    A unit that raises is recorded (its ``(name, index)`` key, the error, the traceback) and the rank goes
+    on with its other units: one bad video must not cost every other unit of the rank.
+    """
+    remaining = [u for u in units if u not in done]
+    mine = shard(remaining, weight, env.world_size)[env.rank]
+    failures: list[dict] = []
+    for unit in mine:
+        try:
+            stream(unit)
+        except Exception as e:  # noqa: BLE001  (any failure of one unit is recorded; the rank goes on)
+            failures.append({"run": unit[0], "video_index": unit[1], "error": f"{type(e).__name__}: {e}",
+                             "traceback": traceback.format_exc()})
+        progress.unit_done()
+    path = outdir.failures_path(env.rank)
+    if failures:
+        atomic_write_json(path, {"rank": env.rank, "failures": failures}, DistributedError)
+    else:
+        path.unlink(missing_ok=True)  # a rerun that finished what failed before
+    return failures
+
+
+def collect_failures(outdir: FailureLog, world_size: int) -> list[dict]:
+    """The failures the ranks of this run recorded (older, larger runs' files are ignored)."""
+    failures = []
+    for rank in range(world_size):
+        path = outdir.failures_path(rank)
+        if path.exists():
+            failures += json.loads(path.read_text(encoding="utf-8"))["failures"]
+    return failures
+
+
 __all__ = [
     "DistributedError",
+    "FailureLog",
+    "collect_failures",
+    "run_share",
     "LaunchEnv",
     "barrier",
     "Progress",

@@ -8,7 +8,7 @@ also records the ingest forward's rows for the newest frame.
 A study over several videos (:class:`StudyDir`, :func:`run_study`) records each
 video into ``OUT/videos/NNN/`` and then their aggregate into ``OUT/``
 (:mod:`probes.aggregate`). Under ``torchrun`` the videos are split over the ranks
-the way ``eval`` splits its units (:mod:`hermes_policy.eval.parallel`): balanced
+the way ``eval`` splits its units (:func:`hermes_policy.distributed.run_share`): balanced
 by frames, failures recorded per rank, rank 0 waiting on the store's counters.
 A rerun with the same videos and settings records only what is missing.
 """
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import hermes_policy
 from hermes_policy.atomic import atomic_write_json
-from hermes_policy.distributed import LaunchEnv, Progress
+from hermes_policy.distributed import LaunchEnv, Progress, collect_failures, run_share
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import FullPolicy
@@ -270,7 +270,7 @@ def record_video(adapter: ModelAdapter, study: StudyDir, index: int, config: Stu
 
 
 class _BarCounter:
-    """What :func:`~hermes_policy.eval.parallel.run_share` reports to, in one process: a tqdm bar."""
+    """What :func:`~hermes_policy.distributed.run_share` reports to, in one process: a tqdm bar."""
 
     def __init__(self, bar: tqdm) -> None:
         self.bar = bar
@@ -289,8 +289,6 @@ def run_study(env: LaunchEnv, study: StudyDir, adapter: ModelAdapter, config: St
         StudyRunError: (rank 0) some videos failed; they are named, the rest is saved for a rerun.
         DistributedError: (rank 0) a rank made no progress for ``timeout`` seconds.
     """
-    from hermes_policy.eval.parallel import collect_failures, run_share  # the eval harness is heavy to import
-
     units = [(video, i) for i, video in enumerate(study.videos)]
     finished = {u for u in units if u[1] in done}
     bar = tqdm(total=len(units), initial=len(finished), unit="video", file=sys.stderr, leave=False,

@@ -13,16 +13,13 @@ world size, streams only the units that are missing.
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm import tqdm
 
-from hermes_policy.atomic import atomic_write_json
-from hermes_policy.distributed import LaunchEnv, Progress, shard
+from hermes_policy.distributed import LaunchEnv, Progress, collect_failures, run_share
 from hermes_policy.errors import HermesError
 from hermes_policy.eval.budgets import open_item
 from hermes_policy.eval.errors import EvalError
@@ -48,37 +45,6 @@ def unit_weights(items: Sequence, fps: float | None) -> Callable[[Unit], float]:
         return frames[v]
 
     return weight
-
-
-def run_share(env: LaunchEnv, outdir: EvalDir, units: Sequence[Unit], done: UnitRows,
-              stream: Callable[[Unit], None], weight: Callable[[Unit], float], progress: Progress) -> list[dict]:
-    """Stream this rank's share of the units not yet done; returns the failures (also written to disk)."""
-    remaining = [u for u in units if u not in done]
-    mine = shard(remaining, weight, env.world_size)[env.rank]
-    failures: list[dict[str, Any]] = []
-    for unit in mine:
-        try:
-            stream(unit)
-        except Exception as e:  # noqa: BLE001  (any failure of one unit is recorded; the rank goes on)
-            failures.append({"run": unit[0], "video_index": unit[1], "error": f"{type(e).__name__}: {e}",
-                             "traceback": traceback.format_exc()})
-        progress.unit_done()
-    path = outdir.failures_path(env.rank)
-    if failures:
-        atomic_write_json(path, {"rank": env.rank, "failures": failures}, EvalError)
-    else:
-        path.unlink(missing_ok=True)  # a rerun that finished what failed before
-    return failures
-
-
-def collect_failures(outdir: EvalDir, world_size: int) -> list[dict]:
-    """The failures the ranks of this run recorded (older, larger runs' files are ignored)."""
-    failures = []
-    for rank in range(world_size):
-        path = outdir.failures_path(rank)
-        if path.exists():
-            failures += json.loads(path.read_text(encoding="utf-8"))["failures"]
-    return failures
 
 
 def evaluate_distributed(
@@ -129,4 +95,4 @@ def evaluate_distributed(
     return evaluate(adapter, items, recipes, progress=False, done=merged, **options)
 
 
-__all__ = ["collect_failures", "evaluate_distributed", "run_share", "unit_weights"]
+__all__ = ["evaluate_distributed", "unit_weights"]
