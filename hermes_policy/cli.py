@@ -13,7 +13,13 @@ from tqdm import tqdm
 
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
-from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP, placement_from_options
+from hermes_policy.models.placement import (
+    DEVICE_MAP_HELP,
+    GPUS_PER_RANK_HELP,
+    MAX_MEMORY_HELP,
+    OFFLOAD_HELP,
+    placement_from_options,
+)
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
@@ -134,6 +140,7 @@ def register(app: typer.Typer) -> None:
         device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
         max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
         offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
+        gpus_per_rank: Annotated[Optional[int], typer.Option(help=GPUS_PER_RANK_HELP)] = None,
         distributed: Annotated[bool, typer.Option(
             help="under torchrun / accelerate launch (WORLD_SIZE > 1), split the cells over the ranks; rank 0 "
                  "prints the whole table. Ranks that share a GPU, or a machine's CPU cores and memory bandwidth, "
@@ -159,7 +166,7 @@ def register(app: typer.Typer) -> None:
             plan_cells,
             rows_json,
         )
-        from hermes_policy.distributed import device_for, finalise, initialise, launch_for, share_threads
+        from hermes_policy.distributed import finalise, initialise, launch_for, place_rank, share_threads
 
         # everything that can be wrong with the arguments fails before the (slow) model load
         torch_dtype = parse_dtype(dtype)
@@ -168,7 +175,7 @@ def register(app: typer.Typer) -> None:
         check_arguments(names, budget, spec, video, lengths)
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
-        env = launch_for(dist_timeout, placement.mapped, BenchError)
+        env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)
         if env.distributed and not distributed:
             # refused rather than run on rank 0 alone: N launched processes of which N-1 silently do nothing
             # would hide a mistake, and N unaware copies would time each other's contention
@@ -180,11 +187,10 @@ def register(app: typer.Typer) -> None:
         if distributed and not env.distributed:
             print("note: --distributed without torchrun / accelerate launch (WORLD_SIZE 1): running as one process",
                   file=sys.stderr)
-        initialise(env, dist_timeout)
+        initialise(env, dist_timeout, gpus_per_rank)
         try:
             share_threads(env)
-            placement.device = device_for(env, device)
-            adapter = load_model(model, dtype=torch_dtype, placement=placement)
+            adapter = load_model(model, dtype=torch_dtype, placement=place_rank(env, placement, device, gpus_per_rank))
 
             def run(cell: Cell, progress: bool = True) -> BenchRow:
                 return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress)

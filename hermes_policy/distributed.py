@@ -23,10 +23,13 @@ from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from hermes_policy.atomic import atomic_write_json
 from hermes_policy.errors import HermesError
+
+if TYPE_CHECKING:
+    from hermes_policy.models.placement import Placement
 
 T = TypeVar("T", bound=Hashable)
 U = TypeVar("U", bound=tuple)
@@ -85,26 +88,57 @@ def launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
     return LaunchEnv(number("RANK", 0), world, number("LOCAL_RANK", 0), local_world)
 
 
-def launch_for(timeout: float, device_map: bool, error: type[HermesError]) -> LaunchEnv:
+def launch_for(timeout: float, placement: Placement | None, gpus_per_rank: int | None,
+               error: type[HermesError]) -> LaunchEnv:
     """This process's launch, after the checks every distributed command makes before loading anything.
 
     Args:
         timeout: ``--dist-timeout``, which must be positive.
-        device_map: whether ``--device-map`` was given (not yet combinable with a launch).
+        placement: the model's placement, if every rank loads one; a device map under a launch needs
+            ``gpus_per_rank``.
+        gpus_per_rank: ``--gpus-per-rank`` (None: one device per rank).
         error: the command's own error class, so the message reads as that command's.
     """
     if not timeout > 0:
         raise error(f"--dist-timeout must be a positive number of seconds, got {timeout}")
+    if gpus_per_rank is not None and (isinstance(gpus_per_rank, bool) or gpus_per_rank < 1):
+        raise error(f"--gpus-per-rank must be a positive number of GPUs, got {gpus_per_rank}")
     env = launch_env()
-    if device_map and env.distributed:
-        raise error("--device-map under a distributed launch is not supported yet (every rank would spread its "
-                    "model over every visible device); run one process per model, or one rank per GPU without "
-                    "--device-map")
+    if placement is not None and placement.mapped and env.distributed:
+        if gpus_per_rank is None:
+            raise error("--device-map under a distributed launch needs --gpus-per-rank G: each rank then spreads "
+                        "its model over its own G GPUs (ranks x G must not exceed the GPUs of a node)")
+        if not isinstance(placement.device_map, str):
+            raise error("a --device-map FILE names fixed devices, which every rank would share; under a launch "
+                        "use a strategy (auto, balanced, sequential) with --gpus-per-rank")
     return env
 
 
-def device_for(env: LaunchEnv, requested: str) -> str:
-    """The device this rank streams on: ``cuda:{LOCAL_RANK}`` when CUDA is present and asked for, else CPU.
+def gpu_group(env: LaunchEnv, gpus_per_rank: int, visible: int) -> list[int]:
+    """The GPUs of this rank: ``G`` consecutive ones from ``LOCAL_RANK x G`` (8 GPUs = 4 ranks x 2)."""
+    first = env.local_rank * gpus_per_rank
+    if first + gpus_per_rank > visible:
+        raise DistributedError(
+            f"local rank {env.local_rank} needs GPUs {first}..{first + gpus_per_rank - 1} but {visible} are visible; "
+            f"start at most {visible // gpus_per_rank} rank(s) per node with --gpus-per-rank {gpus_per_rank}")
+    return list(range(first, first + gpus_per_rank))
+
+
+def place_rank(env: LaunchEnv, placement: Placement, requested: str, gpus_per_rank: int | None) -> Placement:
+    """This rank's placement: its own device, or (a device map under a launch) a map over its own GPUs only."""
+    import torch
+
+    if env.distributed and placement.mapped:
+        if not torch.cuda.is_available():
+            raise DistributedError("--device-map with --gpus-per-rank under a launch needs CUDA GPUs; none is visible")
+        return placement.restricted_to(gpu_group(env, gpus_per_rank or 1, torch.cuda.device_count()))
+    placement.device = device_for(env, requested, gpus_per_rank or 1)
+    return placement
+
+
+def device_for(env: LaunchEnv, requested: str, gpus_per_rank: int = 1) -> str:
+    """The device this rank streams on: its first GPU (``cuda:{LOCAL_RANK x G}``) when CUDA is present and
+    asked for, else CPU.
 
     ``requested`` is the user's ``--device``; under a launch, ``cuda`` (or ``auto``) means this rank's own GPU.
     """
@@ -114,9 +148,7 @@ def device_for(env: LaunchEnv, requested: str) -> str:
         return "cuda" if requested == "auto" and torch.cuda.is_available() else ("cpu" if requested == "auto"
                                                                                  else requested)
     if requested in ("auto", "cuda") and torch.cuda.is_available():
-        if env.local_rank >= torch.cuda.device_count():
-            raise DistributedError(f"local rank {env.local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-        return f"cuda:{env.local_rank}"
+        return f"cuda:{gpu_group(env, gpus_per_rank, torch.cuda.device_count())[0]}"
     if requested.startswith("cuda") and requested not in ("cuda",):
         raise DistributedError(f"--device {requested} names one GPU; under a launch each rank takes "
                                "cuda:LOCAL_RANK, so pass --device cuda")
@@ -133,7 +165,7 @@ def share_threads(env: LaunchEnv) -> int:
     return threads
 
 
-def initialise(env: LaunchEnv, timeout: float) -> None:
+def initialise(env: LaunchEnv, timeout: float, gpus_per_rank: int | None = None) -> None:
     """Join the launch's process group (NCCL with CUDA, else gloo); ``timeout`` bounds every collective."""
     import torch
     import torch.distributed as dist
@@ -142,7 +174,7 @@ def initialise(env: LaunchEnv, timeout: float) -> None:
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(env.local_rank)
+        torch.cuda.set_device(env.local_rank * (gpus_per_rank or 1))  # the rank's first GPU
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
 
 
@@ -274,6 +306,8 @@ __all__ = [
     "initialise",
     "launch_env",
     "launch_for",
+    "gpu_group",
+    "place_rank",
     "share_threads",
     "shard",
 ]

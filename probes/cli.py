@@ -14,6 +14,7 @@ import typer
 from hermes_policy.models import load_model
 from hermes_policy.models.placement import (
     DEVICE_MAP_HELP,
+    GPUS_PER_RANK_HELP,
     MAX_MEMORY_HELP,
     OFFLOAD_HELP,
     Placement,
@@ -82,6 +83,7 @@ def register(app: typer.Typer) -> None:
         device_map: Annotated[str | None, typer.Option(help=DEVICE_MAP_HELP)] = None,
         max_memory: Annotated[str | None, typer.Option(help=MAX_MEMORY_HELP)] = None,
         offload_folder: Annotated[Path | None, typer.Option(help=OFFLOAD_HELP)] = None,
+        gpus_per_rank: Annotated[int | None, typer.Option(help=GPUS_PER_RANK_HELP)] = None,
         dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished video "
                                                          "after which rank 0 gives up (and every collective's "
                                                          "timeout)")] = 3600.0,
@@ -92,14 +94,22 @@ def register(app: typer.Typer) -> None:
         Several videos (--video repeated, or --videos FILE) give one recording each plus their aggregate
         (mean and spread over videos), which derive reads like any recording. Data parallel when launched
         by torchrun (WORLD_SIZE > 1); resumable: rerun with the same --out to record only what is missing."""
-        from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_for, share_threads
+        from hermes_policy.distributed import (
+            barrier,
+            device_for,
+            finalise,
+            initialise,
+            launch_for,
+            place_rank,
+            share_threads,
+        )
 
         # everything that can be wrong with the arguments fails before the (slow) model load
         config = StudyConfig(queries=queries, chunk_frames=chunk_frames, raw_steps=raw_steps)  # type: ignore[arg-type]
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config))
         # one video runs on rank 0 alone, so only several combine a device map with a launch
-        env = launch_for(dist_timeout, placement.mapped and target.many, StudyRunError)
+        env = launch_for(dist_timeout, placement if target.many else None, gpus_per_rank, StudyRunError)
         target.check()
         if not target.many:
             if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
@@ -108,9 +118,9 @@ def register(app: typer.Typer) -> None:
             return
         frames = video_frames(target.videos, fps)
         done = {i for i in range(len(target.videos)) if target.is_done(i)}
-        initialise(env, dist_timeout)
+        initialise(env, dist_timeout, gpus_per_rank)
         try:
-            placement.device = device_for(env, device)
+            placement = place_rank(env, placement, device, gpus_per_rank)
             share_threads(env)
             adapter = load_model(model, trust_remote_code=trust_remote_code, placement=placement)
             if env.is_main:

@@ -16,7 +16,13 @@ import typer
 
 from hermes_policy.data.dataset import DatasetError
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
-from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP, placement_from_options
+from hermes_policy.models.placement import (
+    DEVICE_MAP_HELP,
+    GPUS_PER_RANK_HELP,
+    MAX_MEMORY_HELP,
+    OFFLOAD_HELP,
+    placement_from_options,
+)
 
 
 def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
@@ -66,6 +72,7 @@ def eval_command(
     device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
     max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
     offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
+    gpus_per_rank: Annotated[Optional[int], typer.Option(help=GPUS_PER_RANK_HELP)] = None,
     dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
                                                      "after which rank 0 gives up (and every collective's "
                                                      "timeout)")] = 3600.0,
@@ -79,10 +86,10 @@ def eval_command(
 
     Data parallel when launched by torchrun or accelerate launch (WORLD_SIZE > 1): the (run, video)
     units are split over the ranks, and rank 0 writes the same files one process would."""
-    from hermes_policy.distributed import barrier, device_for, finalise, initialise, launch_for, share_threads
+    from hermes_policy.distributed import barrier, finalise, initialise, launch_for, place_rank, share_threads
     from hermes_policy.eval.errors import EvalError
-    from hermes_policy.eval.parallel import evaluate_distributed
     from hermes_policy.eval.harness import evaluate, plan
+    from hermes_policy.eval.parallel import evaluate_distributed
     from hermes_policy.eval.results import CONFIG_FORMAT, VERSION
     from hermes_policy.eval.scoring import SCORERS, scorer_for
     from hermes_policy.eval.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
@@ -101,7 +108,7 @@ def eval_command(
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {limit}")
     placement = placement_from_options(device, device_map, max_memory, offload_folder)
-    env = launch_for(dist_timeout, placement.mapped, EvalError)
+    env = launch_for(dist_timeout, placement, gpus_per_rank, EvalError)
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
     all_items, fmt = _resolve_data(data, format, video_root)
@@ -121,10 +128,10 @@ def eval_command(
     }
     units = plan(items, recipes).units
     done = outdir.resume(settings, units, repair=not env.distributed)
-    initialise(env, dist_timeout)
-    device = device_for(env, device)
+    initialise(env, dist_timeout, gpus_per_rank)
+    placement = place_rank(env, placement, device, gpus_per_rank)
+    device = placement.device
     share_threads(env)
-    placement.device = device
     adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
     scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {

@@ -11,6 +11,7 @@ values on that layer's device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -52,6 +53,29 @@ class Placement:
     @property
     def mapped(self) -> bool:
         return self.device_map is not None
+
+    def restricted_to(self, gpus: list[int]) -> Placement:
+        """The same strategy over only these GPU indices (plus CPU and disk): one rank's share of a node.
+
+        Without ``max_memory``, each kept GPU is capped at what accelerate finds free on it.
+        """
+        caps = self.max_memory
+        if caps is None:
+            from accelerate.utils import get_max_memory
+
+            caps = get_max_memory()
+
+        def gpu_index(key: Any) -> int | None:
+            if isinstance(key, int):
+                return key
+            if isinstance(key, str) and key.startswith("cuda:") and key[5:].isdigit():
+                return int(key[5:])
+            return None
+
+        kept = {k: v for k, v in caps.items() if gpu_index(k) in gpus or (gpu_index(k) is None and k != "mps")}
+        if not any(gpu_index(k) is not None for k in kept):
+            raise ModelError(f"--max-memory gives none of this rank's GPUs {gpus} any memory")
+        return dataclasses.replace(self, device=f"cuda:{gpus[0]}", max_memory=kept)
 
 
 def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
@@ -102,6 +126,8 @@ DEVICE_MAP_HELP = ("spread the model over devices with accelerate: auto | balanc
                    "sequential | a JSON file of module -> device (cuda:0, cpu, disk)")
 MAX_MEMORY_HELP = "with --device-map: caps per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB"
 OFFLOAD_HELP = "with --device-map: folder for the weights it sends to disk"
+GPUS_PER_RANK_HELP = ("under torchrun / accelerate launch with --device-map: GPUs each rank spreads its model over "
+                      "(LOCAL_RANK x G onward; 8 GPUs = 4 ranks x 2)")
 
 
 def dispatch(model: torch.nn.Module, placement: Placement, dtype: torch.dtype | None = None) -> None:
@@ -143,5 +169,6 @@ def devices_of(model: torch.nn.Module) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-__all__ = ["DEVICE_MAP_HELP", "MAX_MEMORY_HELP", "OFFLOAD_HELP", "STRATEGIES", "Placement", "devices_of", "dispatch",
-           "from_pretrained_kwargs", "parse_device_map", "parse_max_memory", "placement_from_options"]
+__all__ = ["DEVICE_MAP_HELP", "GPUS_PER_RANK_HELP", "MAX_MEMORY_HELP", "OFFLOAD_HELP", "STRATEGIES", "Placement",
+           "devices_of", "dispatch", "from_pretrained_kwargs", "parse_device_map", "parse_max_memory",
+           "placement_from_options"]

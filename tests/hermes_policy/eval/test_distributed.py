@@ -140,3 +140,40 @@ def test_a_failing_rank_names_its_units_and_a_rerun_finishes(tmp_path) -> None:
     assert proc.returncode == 0, stderr[-3000:]
     assert "resuming: 6 of 8 streams already done" in stderr
     assert len(_rows(out)) == 8 and not list(out.glob("failures.rank*.json"))
+
+
+# ------------------------------------------------------ a model per group of GPUs
+def test_each_rank_takes_its_own_group_of_gpus() -> None:
+    from hermes_policy.distributed import LaunchEnv, gpu_group
+
+    groups = [gpu_group(LaunchEnv(r, 4, r, 4), 2, visible=8) for r in range(4)]
+    assert groups == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    with pytest.raises(DistributedError, match="at most 4 rank"):
+        gpu_group(LaunchEnv(4, 5, 4, 5), 2, visible=8)
+
+
+def test_a_rank_device_map_is_restricted_to_its_gpus() -> None:
+    from hermes_policy.errors import ModelError
+    from hermes_policy.models.placement import Placement
+
+    placement = Placement(device_map="auto", max_memory={0: "70GiB", 1: "70GiB", "cuda:2": "70GiB", 3: "70GiB",
+                                                         "cpu": "200GiB"})
+    mine = placement.restricted_to([2, 3])
+    assert mine.max_memory == {"cuda:2": "70GiB", 3: "70GiB", "cpu": "200GiB"}
+    assert mine.device == "cuda:2" and mine.device_map == "auto"
+    assert placement.max_memory[0] == "70GiB", "the shared placement is not changed"
+    with pytest.raises(ModelError, match="none of this rank's GPUs"):
+        Placement(device_map="auto", max_memory={0: "1GiB", "cpu": "1GiB"}).restricted_to([4, 5])
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--device-map", "auto"], "needs --gpus-per-rank"),
+    (["--device-map", "auto", "--gpus-per-rank", "0"], "positive number of GPUs"),
+    (["--dist-timeout", "0"], "positive number of seconds"),
+])
+def test_launch_checks_come_before_any_model_loads(args, match, data, tmp_path, monkeypatch, capsys) -> None:
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    assert main(["eval", "--data", str(data), "--out", str(out), *ARGS, *args]) == 2
+    assert match in capsys.readouterr().err and not out.exists()
