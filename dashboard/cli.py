@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from dashboard.settings import DEFAULT_MODEL, DEFAULT_RUNS, DEFAULT_VIDEO, Settings
+from hermes_policy.cli_options import DeviceMapOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.errors import HermesError
-from hermes_policy.models.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP, OFFLOAD_HELP
 
 APP = Path(__file__).with_name("app.py")
 
@@ -54,9 +54,9 @@ def register(app: typer.Typer) -> None:
         DEFAULT_VIDEO,
         runs: Annotated[Path, typer.Option(help="folder for recordings, uploads, specs and figures the app writes")] =
         Path(DEFAULT_RUNS),
-        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
-        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
-        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
+        device_map: DeviceMapOption = None,
+        max_memory: MaxMemoryOption = None,
+        offload_folder: OffloadFolderOption = None,
     ) -> None:
         """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask."""
         settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs), device_map, max_memory,

@@ -11,15 +11,10 @@ from typing import Annotated, Optional
 import typer
 from tqdm import tqdm
 
+from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
-from hermes_policy.models.placement import (
-    DEVICE_MAP_HELP,
-    GPUS_PER_RANK_HELP,
-    MAX_MEMORY_HELP,
-    OFFLOAD_HELP,
-    placement_from_options,
-)
+from hermes_policy.models.placement import placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
@@ -88,9 +83,9 @@ def register(app: typer.Typer) -> None:
         reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
-        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
-        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
+        device_map: DeviceMapOption = None,
+        max_memory: MaxMemoryOption = None,
+        offload_folder: OffloadFolderOption = None,
         trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
@@ -137,10 +132,10 @@ def register(app: typer.Typer) -> None:
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:1, ...; with --distributed each rank "
                                                  "takes cuda:LOCAL_RANK")] = "cpu",
-        device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
-        max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
-        offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
-        gpus_per_rank: Annotated[Optional[int], typer.Option(help=GPUS_PER_RANK_HELP)] = None,
+        device_map: DeviceMapOption = None,
+        max_memory: MaxMemoryOption = None,
+        offload_folder: OffloadFolderOption = None,
+        gpus_per_rank: GpusPerRankOption = None,
         distributed: Annotated[bool, typer.Option(
             help="under torchrun / accelerate launch (WORLD_SIZE > 1), split the cells over the ranks; rank 0 "
                  "prints the whole table. Ranks that share a GPU, or a machine's CPU cores and memory bandwidth, "

@@ -22,7 +22,14 @@ from typing import Literal
 
 import torch
 
-from hermes_policy.attention import ATTENTION_NAME, AttentionObserver, Segment, Subscription, streaming_context, subscribe
+from hermes_policy.attention import (
+    ATTENTION_NAME,
+    AttentionObserver,
+    Segment,
+    Subscription,
+    streaming_context,
+    subscribe,
+)
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import SessionError
 from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
@@ -40,6 +47,7 @@ from hermes_policy.policies.full import FullPolicy
 from hermes_policy.timeline import TIME_TOLERANCE, interleave  # noqa: F401  (re-exported)
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import Frame
+
 
 @dataclass
 class SessionConfig:

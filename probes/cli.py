@@ -11,15 +11,9 @@ from typing import Annotated
 
 import typer
 
+from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.models import load_model
-from hermes_policy.models.placement import (
-    DEVICE_MAP_HELP,
-    GPUS_PER_RANK_HELP,
-    MAX_MEMORY_HELP,
-    OFFLOAD_HELP,
-    Placement,
-    placement_from_options,
-)
+from hermes_policy.models.placement import Placement, placement_from_options
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
@@ -80,10 +74,10 @@ def register(app: typer.Typer) -> None:
         raw_steps: Annotated[int, typer.Option(help="keep raw attention rows for this many first steps")] = 0,
         device: Annotated[str, typer.Option(help="torch device; under torchrun, cuda means cuda:LOCAL_RANK")] =
         "cpu",
-        device_map: Annotated[str | None, typer.Option(help=DEVICE_MAP_HELP)] = None,
-        max_memory: Annotated[str | None, typer.Option(help=MAX_MEMORY_HELP)] = None,
-        offload_folder: Annotated[Path | None, typer.Option(help=OFFLOAD_HELP)] = None,
-        gpus_per_rank: Annotated[int | None, typer.Option(help=GPUS_PER_RANK_HELP)] = None,
+        device_map: DeviceMapOption = None,
+        max_memory: MaxMemoryOption = None,
+        offload_folder: OffloadFolderOption = None,
+        gpus_per_rank: GpusPerRankOption = None,
         dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished video "
                                                          "after which rank 0 gives up (and every collective's "
                                                          "timeout)")] = 3600.0,

@@ -64,8 +64,8 @@ from hermes_policy.data.dataset import (
     read_dataset,
     resolve_video,
 )
-from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.jsonfile import read_json
+from hermes_policy.mc_format import OPTION_LETTERS
 
 Format = Literal["auto", "jsonl", "streamingbench", "ovobench"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "streamingbench", "ovobench")

@@ -14,15 +14,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.data.dataset import DatasetError
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
-from hermes_policy.models.placement import (
-    DEVICE_MAP_HELP,
-    GPUS_PER_RANK_HELP,
-    MAX_MEMORY_HELP,
-    OFFLOAD_HELP,
-    placement_from_options,
-)
+from hermes_policy.models.placement import placement_from_options
 
 
 def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
@@ -69,10 +64,10 @@ def eval_command(
     dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...; under "
                                              "torchrun / accelerate launch each rank takes cuda:LOCAL_RANK")] = "auto",
-    device_map: Annotated[Optional[str], typer.Option(help=DEVICE_MAP_HELP)] = None,
-    max_memory: Annotated[Optional[str], typer.Option(help=MAX_MEMORY_HELP)] = None,
-    offload_folder: Annotated[Optional[Path], typer.Option(help=OFFLOAD_HELP)] = None,
-    gpus_per_rank: Annotated[Optional[int], typer.Option(help=GPUS_PER_RANK_HELP)] = None,
+    device_map: DeviceMapOption = None,
+    max_memory: MaxMemoryOption = None,
+    offload_folder: OffloadFolderOption = None,
+    gpus_per_rank: GpusPerRankOption = None,
     dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
                                                      "after which rank 0 gives up (and every collective's "
                                                      "timeout)")] = 3600.0,

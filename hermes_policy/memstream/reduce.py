@@ -129,7 +129,7 @@ class IngestReducer:
         if new.numel() == 0:
             return
         state["seen"][layer] = int(meta.frame[new].max())
-        positions, keys, values = cache.positions(layer), cache.keys(layer), cache.values(layer)
+        positions, keys = cache.positions(layer), cache.keys(layer)
         flat = flat_unrotated_keys(cache.rotary, keys.index_select(-2, new.to(keys.device)), positions[:, new])
         reference: KeyReference = state["reference"][layer]
         frames = meta.frame[new]

@@ -121,15 +121,6 @@ def placement_from_options(device: str, device_map: str | None, max_memory: str 
     return placement
 
 
-#: help texts shared by every command that loads a model
-DEVICE_MAP_HELP = ("spread the model over devices with accelerate: auto | balanced | balanced_low_0 | "
-                   "sequential | a JSON file of module -> device (cuda:0, cpu, disk)")
-MAX_MEMORY_HELP = "with --device-map: caps per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB"
-OFFLOAD_HELP = "with --device-map: folder for the weights it sends to disk"
-GPUS_PER_RANK_HELP = ("under torchrun / accelerate launch with --device-map: GPUs each rank spreads its model over "
-                      "(LOCAL_RANK x G onward; 8 GPUs = 4 ranks x 2)")
-
-
 def dispatch(model: torch.nn.Module, placement: Placement, dtype: torch.dtype | None = None) -> None:
     """Spread a built model over ``placement``'s device map (accelerate's ``dispatch_model``)."""
     from accelerate import dispatch_model, infer_auto_device_map
@@ -169,6 +160,5 @@ def devices_of(model: torch.nn.Module) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-__all__ = ["DEVICE_MAP_HELP", "GPUS_PER_RANK_HELP", "MAX_MEMORY_HELP", "OFFLOAD_HELP", "STRATEGIES", "Placement",
-           "devices_of", "dispatch", "from_pretrained_kwargs", "parse_device_map", "parse_max_memory",
+__all__ = ["STRATEGIES", "Placement", "devices_of", "dispatch", "from_pretrained_kwargs", "parse_device_map", "parse_max_memory",
            "placement_from_options"]
