@@ -3,7 +3,7 @@
 #
 #   (a) distributed eval: torchrun on every GPU (NCCL, --device cuda) writes the same results.json accuracies and
 #       rows (predictions equal, scores within 1e-4) as one process on a small synthetic dataset;
-#   (b) device map: `stream --device-map auto` answers as a plain `stream` does (placeholder until --device-map lands).
+#   (b) device map: a tiny model split between cuda:0 and the CPU (dry run: CPU and disk) gives the unsplit logits.
 #
 # Without a GPU it says so and runs (a) on the CPU instead (gloo, 2 processes, --device auto), so the script itself
 # is exercised on any machine. Usage: scripts/gpu-check.sh   (PYTHON=... to pick the interpreter; default .venv)
@@ -109,30 +109,53 @@ print(f"{len(rows_a)} rows: predictions equal, largest score difference {worst:.
 PYEOF
 }
 
-# ------------------------------------------------------------------ (b) device map (placeholder)
-# Another change adds `stream --device-map`; until this build has it, the check only says so.
+# ------------------------------------------------------------------ (b) device map
+# A tiny model split between cuda:0 and the CPU (dry run: CPU and disk) streams to the logits of the unsplit
+# model, under full and hermes (cross-layer smoothing, summary slots) and rekv (offloaded blocks).
 device_map_matches_single_device() {
-    if ! "$PY" -m hermes_lab stream --help | grep -q -- "--device-map"; then
-        echo "device-map check: not available in this build"
-        return "$SKIPPED"
-    fi
-    local args=(--model tiny-qwen2-vl --video synthetic:seed=1,frames=8 --ask "2:What is happening?" --json)
-    timeout 300 "$PY" -m hermes_lab stream "${args[@]}" >"$WORK/plain.json"
-    timeout 300 "$PY" -m hermes_lab stream "${args[@]}" --device-map auto >"$WORK/mapped.json"
-    "$PY" - "$WORK/plain.json" "$WORK/mapped.json" <<'PYEOF'
-import json
+    "$PY" - "$WORK" <<'PYEOF'
 import sys
+import tempfile
 
-plain, mapped = (json.load(open(p)) for p in sys.argv[1:3])
-a, b = ([x["answer"] for x in r["answers"]] for r in (plain, mapped))
-assert a == b, f"answers differ: {a} vs {b}"
-print(f"device map: {len(a)} answer(s) equal")
+import torch
+
+from hermes_policy.models.placement import Placement, devices_of
+from hermes_policy.models.registry import load_model
+from hermes_policy.policies import make_policy
+from hermes_policy.session import SessionConfig, StreamingSession
+from hermes_policy.video import SyntheticVideo
+
+gpu = torch.cuda.is_available()
+
+
+def logits(adapter, policy):
+    session = StreamingSession(adapter, None if policy == "full" else make_policy(policy, budget=2 * adapter.tokens_per_frame(64, 64)),
+                               SessionConfig(chunk_frames=2, reindex="eager"))
+    session.ingest(SyntheticVideo(seed=3, frames=8, width=64, height=64).frames())
+    return session.question_logits("What colour is the circle?", ["red", "blue"]).cpu(), session
+
+
+for name in ("tiny-qwen2-vl", "tiny-llava-ov"):
+    plain = load_model(name, device="cuda:0" if gpu else "cpu")
+    size = sum(p.numel() * p.element_size() for p in plain.model.parameters())
+    with tempfile.TemporaryDirectory(dir=sys.argv[1]) as offload:
+        caps = {0: int(size * 0.5), "cpu": "4GiB"} if gpu else {"cpu": int(size * 0.6)}
+        mapped = load_model(name, placement=Placement(device_map="sequential", max_memory=caps,
+                                                      offload_folder=offload))
+        where = devices_of(mapped.model)
+        assert len(where) == 2, f"{name}: the map did not split the model ({where})"
+        for policy in ("full", "hermes", "rekv"):
+            a, _ = logits(plain, policy)
+            b, session = logits(mapped, policy)
+            worst = float((a - b).abs().max())
+            assert worst < (1e-3 if gpu else 1e-6), f"{name} {policy}: logits differ by {worst:.2e}"
+            print(f"{name} {policy}: split over {where}, kv {session.cache.kv_bytes_by_device}, max |d| {worst:.1e}")
 PYEOF
 }
 
 START=$SECONDS
 check "(a) eval: torchrun x$NPROC ($BACKEND) == one process" eval_matches_single_process
-check "(b) stream --device-map auto == plain stream" device_map_matches_single_device
+check "(b) device map split == unsplit model" device_map_matches_single_device
 
 echo
 echo "== summary ($((SECONDS - START)) s$([ "$GPUS" -eq 0 ] && echo ', DRY RUN: no GPU, CPU/gloo path only'))"

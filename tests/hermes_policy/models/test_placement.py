@@ -18,7 +18,7 @@ from hermes_policy.video import SyntheticVideo
 
 
 def _logits(adapter, policy: str) -> tuple[torch.Tensor, StreamingSession]:
-    session = StreamingSession(adapter, None if policy == "full" else make_policy(policy, budget=40),
+    session = StreamingSession(adapter, None if policy == "full" else make_policy(policy, budget=2 * adapter.tokens_per_frame(64, 64)),
                                SessionConfig(chunk_frames=2, reindex="eager"))
     session.ingest(SyntheticVideo(seed=3, frames=8, width=64, height=64).frames())
     return session.question_logits("What colour is the circle?", ["red", "blue"]), session
@@ -38,6 +38,8 @@ def test_cpu_and_disk_offload_streams_to_the_same_logits(name: str, tmp_path: Pa
         expected, _ = _logits(plain, policy)
         got, session = _logits(mapped, policy)
         assert torch.equal(got, expected), policy
+        if policy != "full":  # the budget holds two frames: the policy really evicted
+            assert max(session.cache.video_count(i) for i in range(mapped.num_layers)) < session.video_tokens_seen
         assert session.cache.kv_bytes_by_device == {"cpu": session.cache.kv_bytes}
 
 
