@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -74,6 +74,8 @@ class BenchRow:
     ingest_ms_per_frame: float
     kv_bytes: int
     peak_rss_bytes: int
+    #: ``kv_bytes`` per device at that peak (layers of a device-mapped model live on different devices)
+    kv_bytes_by_device: dict[str, int] = field(default_factory=dict)
 
 
 class RssSampler:
@@ -135,7 +137,13 @@ def run_cell(
     gc.collect()
     with RssSampler() as rss:
         session = StreamingSession(adapter, policy, SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1))
-        kv_peak = 0
+        kv_peak, by_device = 0, {}
+
+        def sample(cache) -> None:
+            nonlocal kv_peak, by_device
+            if cache.kv_bytes > kv_peak:
+                kv_peak, by_device = cache.kv_bytes, cache.kv_bytes_by_device
+
         bar = tqdm(total=frames, desc=f"{policy_name}@{frames}", unit="frame", file=sys.stderr,
                    disable=not progress, leave=False)
         start = time.perf_counter()
@@ -143,14 +151,14 @@ def run_cell(
             for frame in source.frames():
                 session.ingest([frame])
                 bar.update(1)
-                kv_peak = max(kv_peak, session.kv_bytes)
+                sample(session.cache)
         session.flush()
         ingest = (time.perf_counter() - start) / max(session.frames_seen, 1) * 1000
         ttfts = []
         for q in questions:
             answer = session.ask(q, max_new_tokens=1)
             ttfts.append(answer.ttft_ms)
-            kv_peak = max(kv_peak, answer.kv_bytes, session.kv_bytes)
+            sample(session.cache)  # what the question arrived to (its own rows were rolled back)
     del session
     return BenchRow(
         policy=policy_name,
@@ -160,6 +168,7 @@ def run_cell(
         ingest_ms_per_frame=round(ingest, 3),
         kv_bytes=kv_peak,
         peak_rss_bytes=rss.peak,
+        kv_bytes_by_device=by_device,
     )
 
 

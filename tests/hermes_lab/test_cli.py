@@ -116,7 +116,9 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
         (p, n) for n in (6, 12) for p in ("full", "sink-window", "hermes")
     ]
     for r in rows:
-        assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes"}
+        assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes",
+                          "kv_bytes_by_device"}
+        assert sum(r["kv_bytes_by_device"].values()) == r["kv_bytes"]
         assert r["ttft_ms"] > 0 and r["kv_bytes"] > 0 and r["peak_rss_bytes"] > 2**20
     by = {(r["policy"], r["frames"]): r for r in rows}
     assert by[("full", 12)]["kv_bytes"] > by[("full", 6)]["kv_bytes"]
