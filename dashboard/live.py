@@ -14,6 +14,7 @@ import streamlit as st
 
 from analysis.occupancy import suggested_budget
 from dashboard import data, plots, ui
+from hermes_policy.models.configured import CONFIG_PREFIX, RANDOM_WEIGHTS_NOTE
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import Frame
@@ -155,6 +156,8 @@ def _ask(live: Live) -> None:
 def render() -> None:
     st.title("Live stream & ask")
     model_name = ui.current_model()
+    if model_name.startswith(CONFIG_PREFIX):
+        st.warning(RANDOM_WEIGHTS_NOTE)
     source = _source()
     if source is None:
         return

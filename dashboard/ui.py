@@ -65,10 +65,11 @@ def model_picker() -> str:
     index = options.index(default) if default in BUILTIN_MODELS else len(options) - 1
     choice = st.selectbox("Model", options, index=index, key="model_choice",
                           help="built-in models need no download; an HF id or path loads its checkpoint "
-                               "(never with trust_remote_code)")
+                               "(never with trust_remote_code); config:NAME builds a published architecture "
+                               "with random weights (time and memory only)")
     name = choice
     if choice == OTHER_MODEL:
-        name = st.text_input("HF id or local path", value="" if default in BUILTIN_MODELS else default,
+        name = st.text_input("HF id, local path or config:NAME", value="" if default in BUILTIN_MODELS else default,
                              key="model_other").strip()
     st.session_state[MODEL_KEY] = name
     return name

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
@@ -76,6 +77,10 @@ class BenchRow:
     peak_rss_bytes: int
     #: ``kv_bytes`` per device at that peak (layers of a device-mapped model live on different devices)
     kv_bytes_by_device: dict[str, int] = field(default_factory=dict)
+    #: video tokens one frame (group) adds, through the model's own processor
+    tokens_per_frame: int | None = None
+    #: ``random`` for a ``config:`` model: its answers are noise, only time and memory are real
+    weights: str = "trained"
 
 
 class RssSampler:
@@ -159,6 +164,7 @@ def run_cell(
             answer = session.ask(q, max_new_tokens=1)
             ttfts.append(answer.ttft_ms)
             sample(session.cache)  # what the question arrived to (its own rows were rolled back)
+    tokens_per_frame = session.tokens_per_frame
     del session
     return BenchRow(
         policy=policy_name,
@@ -169,17 +175,22 @@ def run_cell(
         kv_bytes=kv_peak,
         peak_rss_bytes=rss.peak,
         kv_bytes_by_device=by_device,
+        tokens_per_frame=tokens_per_frame,
+        weights=adapter.weights,
     )
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    head = f"{'policy':<12} {'frames':>6} {'budget':>7} {'TTFT ms':>9} {'ingest ms/f':>11} {'KV MiB':>8} {'RSS MiB':>8}"
+    head = (f"{'policy':<12} {'frames':>6} {'budget':>7} {'tok/frame':>9} {'TTFT ms':>9} {'ingest ms/f':>11} "
+            f"{'KV MiB':>8} {'RSS MiB':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.policy:<12} {r.frames:>6} {str(r.budget or '-'):>7} {r.ttft_ms:>9.1f} {r.ingest_ms_per_frame:>11.2f} "
-            f"{r.kv_bytes / 2**20:>8.2f} {r.peak_rss_bytes / 2**20:>8.0f}"
+            f"{r.policy:<12} {r.frames:>6} {str(r.budget or '-'):>7} {str(r.tokens_per_frame or '-'):>9} "
+            f"{r.ttft_ms:>9.1f} {r.ingest_ms_per_frame:>11.2f} {r.kv_bytes / 2**20:>8.2f} {r.peak_rss_bytes / 2**20:>8.0f}"
         )
+    if any(r.weights == "random" for r in rows):
+        lines.append(RANDOM_WEIGHTS_NOTE)
     return "\n".join(lines)
 
 

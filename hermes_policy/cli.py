@@ -14,6 +14,7 @@ from tqdm import tqdm
 from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
+from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
@@ -107,6 +108,7 @@ def register(app: typer.Typer) -> None:
             "frames": session.frames_seen,
             "kv_bytes": session.kv_bytes,
             "kv_bytes_by_device": session.cache.kv_bytes_by_device,
+            "weights": adapter.weights,
             "answers": [a.to_dict() for a in answers],
         }
         if as_json:
@@ -114,6 +116,8 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"{model} | policy {mem_policy.name} (budget {result['budget']}) | {session.frames_seen} frames "
                    f"| KV {session.kv_bytes / 2**20:.2f} MiB")
+        if adapter.weights == "random":
+            typer.echo(RANDOM_WEIGHTS_NOTE)
         for a in answers:
             typer.echo(f"[{a.time:7.1f}s] Q: {a.question}\n           A: {a.answer}   "
                        f"(TTFT {a.ttft_ms:.1f} ms, KV {a.kv_bytes / 2**20:.2f} MiB)")

@@ -17,6 +17,7 @@ import typer
 from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.data.dataset import DatasetError
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
+from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 
 
@@ -181,6 +182,8 @@ def eval_command(
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     console.print(f"{model} | {fmt} data {data} | {len(items)} videos, {config['questions']} questions "
                   f"| {scorer.name} scoring | fidelity vs {result.reference}", highlight=False, soft_wrap=True)
+    if adapter.weights == "random":
+        console.print(f"{RANDOM_WEIGHTS_NOTE} (accuracy included)", highlight=False, soft_wrap=True)
     console.print(result.table())
     console.print(f"wrote {outdir.path}/: {outdir.results_path.name}, {outdir.rows_path.name}, "
                   f"{outdir.config_path.name}", highlight=False, soft_wrap=True)

@@ -274,7 +274,7 @@ def evaluate(
         attach_fidelity(rows, work.reference)
     configs = {label: (f.to_dict() if isinstance(f, PolicyRecipe) else {"label": label})
                for label, f in work.factories.items()}
-    return EvalResult(rows, work.runs, configs, work.reference, model)
+    return EvalResult(rows, work.runs, configs, work.reference, model, adapter.weights)
 
 
 __all__ = [

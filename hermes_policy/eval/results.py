@@ -141,6 +141,7 @@ class EvalResult:
         policy_configs: label -> resolved recipe (``PolicyRecipe.to_dict``) or ``{"label": ...}``.
         reference: the label of the full-cache run fidelity is measured against (None: no fidelity).
         model: the model's name, for the summaries.
+        weights: ``random`` for a ``config:`` model (its accuracy is noise; every summary says so).
     """
 
     rows: list[EvalRow]
@@ -148,6 +149,7 @@ class EvalResult:
     policy_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference: str | None = None
     model: str | None = None
+    weights: str = "trained"
 
     @property
     def policies(self) -> list[str]:
@@ -190,7 +192,9 @@ class EvalResult:
         median TTFT, peak KV bytes (max over videos), mean kept fraction and fidelity vs the full cache."""
         rows = self._select(run)
         policy, budget = self._listed(run)
+        labelled = {"weights": self.weights} if self.weights != "trained" else {}  # trained: as it always was
         return {
+            **labelled,
             "model": self.model,
             "policy": policy,
             "budget": budget,

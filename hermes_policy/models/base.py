@@ -103,6 +103,8 @@ class ModelAdapter(ABC):
     #: how evaluation reads its multiple-choice answers by default (``hermes_policy.eval.scoring.SCORERS``):
     #: hub models answer by the letter; a model trained here says how in its ``frontend.json``.
     mc_scoring: str = "letter"
+    #: ``trained`` or ``random`` (a ``config:`` model: its answers are noise; only time and memory are real)
+    weights: str = "trained"
     video_open: str = ""
     video_close: str = ""
 
@@ -219,6 +221,7 @@ class ModelAdapter(ABC):
             "frames_per_group": self.frames_per_group,
             "mc_scoring": self.mc_scoring,
             "dtype": str(self.dtype).removeprefix("torch."),
+            "weights": self.weights,
         }
 
 

@@ -19,6 +19,7 @@ import torch
 
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.configured import CONFIG_PREFIX, build_config_model
 from hermes_policy.models.placement import Placement, dispatch, from_pretrained_kwargs
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
@@ -80,7 +81,11 @@ def load_model(
     """
     placement = placement if placement is not None else Placement(device=str(device))
     builtin = _builtin()
-    if name in builtin:
+    if name.startswith(CONFIG_PREFIX):
+        # built where it will run, in its dtype: a full-size model never passes through fp32 or another device
+        target = placement.device if not placement.mapped else "cpu"
+        adapter = build_config_model(name, dtype, "cpu" if target == "auto" else target)
+    elif name in builtin:
         adapter = builtin[name](dtype)
     elif is_scratch_dir(name):  # a `train-embedded` run's final/ or checkpoint/ directory
         adapter = load_scratch(name, str(name), dtype or torch.float32)

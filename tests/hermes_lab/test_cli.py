@@ -26,7 +26,7 @@ def test_stream_json_answers_each_timed_question(capsys):
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"model", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "answers"}
+    assert set(result) == {"model", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "weights", "answers"}
     assert (result["model"], result["policy"], result["budget"], result["frames"]) == ("tiny-qwen2-vl", "sink-window", 24, 16)
     assert [a["question"] for a in result["answers"]] == ["What?", "And now?"]
     # a question at T is asked once the stream reaches T: the last frame before it is at most T
@@ -117,7 +117,8 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
     ]
     for r in rows:
         assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes",
-                          "kv_bytes_by_device"}
+                          "kv_bytes_by_device", "tokens_per_frame", "weights"}
+        assert r["weights"] == "trained" and r["tokens_per_frame"] > 0
         assert sum(r["kv_bytes_by_device"].values()) == r["kv_bytes"]
         assert r["ttft_ms"] > 0 and r["kv_bytes"] > 0 and r["peak_rss_bytes"] > 2**20
     by = {(r["policy"], r["frames"]): r for r in rows}
