@@ -64,7 +64,9 @@ class AttentionEvent:
         layer: decoder layer index.
         phase: one of :data:`PHASES`.
         query: (1, Hq, q, D) queries of the new tokens (after RoPE).
-        key, value: (1, Hkv, S, D) every key/value the layer attends to, new ones last.
+        key, value: (1, Hkv, S, D) every key/value the layer attends to, new ones last. ``value`` is
+            None for embedding-level pseudo-queries (:mod:`hermes_policy.embedding_probe`), which
+            compute attention weights but no attention output.
         cache: the cache being attended to; :attr:`positions` and :attr:`meta` of
             the keys are read from it only when an observer asks (most events are skipped).
         scaling: softmax scale.
@@ -76,7 +78,7 @@ class AttentionEvent:
     phase: str
     query: torch.Tensor
     key: torch.Tensor
-    value: torch.Tensor
+    value: torch.Tensor | None
     cache: CompactCache = field(repr=False)
     scaling: float = 1.0
     tag: str = ""
@@ -237,6 +239,7 @@ def attention_rows(
     rows: Sequence[int],
     scaling: float,
     segments: Sequence[Segment] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax rows of attention for selected queries, grouped-query aware.
 
@@ -245,6 +248,7 @@ def attention_rows(
         key: (Hkv, S, D); Hq must be a multiple of Hkv.
         rows: r indices into the q queries.
         segments: packed independent queries (see :class:`Segment`).
+        mask: the (r, q) mask of the rows over the new keys, when the caller built it once for many layers.
 
     Returns:
         (Hq, r, S) float32.
@@ -256,10 +260,12 @@ def attention_rows(
     r = index.numel()
     # grouped matmul: (Hkv, G*r, D) x (Hkv, D, S), no copy of the keys per query head. Like
     # transformers' eager attention, scores are computed in the model dtype and softmaxed in float32.
-    qs = query.index_select(1, index).reshape(hkv, group * r, d)
-    scores = torch.matmul(qs, key.transpose(-1, -2).contiguous()).reshape(hq, r, s).float() * scaling
+    every_row = isinstance(rows, range) and rows == range(q)
+    qs = (query if every_row else query.index_select(1, index)).reshape(hkv, group * r, d)
+    scores = torch.matmul(qs, key.transpose(-1, -2)).reshape(hq, r, s).float() * scaling
     # only the new (last q) columns can be hidden from a new query row
-    mask = right_aligned_causal_mask(q, q, index.tolist(), device=query.device, segments=segments)
+    if mask is None:
+        mask = right_aligned_causal_mask(q, q, index.tolist(), device=query.device, segments=segments)
     scores[..., s - q :].masked_fill_(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1)
 
@@ -341,22 +347,41 @@ def hermes_attention(
     else:
         out = _attend(query, key, value, attention_mask, scale, dropout, segments)
     if watchers:
-        event = AttentionEvent(
-            layer=layer,
-            phase=ctx.phase,
-            query=query.detach(),
-            key=key.detach(),
-            value=value.detach(),
-            cache=ctx.cache,
-            scaling=scale,
-            tag=ctx.tag,
-            segments=segments,
-        )
-        if probs is not None:
-            event._memo[tuple(range(query.shape[-2]))] = probs
-        for observer in watchers:
-            observer.observe(event)
+        notify(ctx, layer, watchers, query, key, value, scale, probs)
     return out, None
+
+
+def notify(
+    ctx: StreamingContext,
+    layer: int,
+    watchers: Sequence[AttentionObserver],
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor | None,
+    scale: float,
+    probs: torch.Tensor | None = None,
+) -> None:
+    """Hand one layer's attention inputs to ``watchers`` as an :class:`AttentionEvent`.
+
+    Args:
+        query: (1, Hq, q, D); key, value: (1, Hkv, S, D), the q new keys last.
+        probs: (Hq, q, S) probabilities of every query row, when the caller already has them.
+    """
+    event = AttentionEvent(
+        layer=layer,
+        phase=ctx.phase,
+        query=query.detach(),
+        key=key.detach(),
+        value=None if value is None else value.detach(),
+        cache=ctx.cache,
+        scaling=scale,
+        tag=ctx.tag,
+        segments=ctx.segments,
+    )
+    if probs is not None:
+        event._memo[tuple(range(query.shape[-2]))] = probs
+    for observer in watchers:
+        observer.observe(event)
 
 
 AttentionInterface.register(ATTENTION_NAME, hermes_attention)

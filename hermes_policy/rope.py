@@ -87,13 +87,21 @@ class RotarySpec:
         Returns:
             (..., S, D) keys in the input dtype; the rotation itself runs in float32.
         """
-        theta = self.angles(delta.to(keys.device))  # (S, D/2), where the keys are (layers may sit on other devices)
-        cos = torch.cat([theta.cos(), theta.cos()], dim=-1)
-        sin = torch.cat([theta.sin(), theta.sin()], dim=-1)
-        k = keys.float()
+        cos, sin = self.cos_sin(delta.to(keys.device))  # where the keys are (layers may sit on other devices)
+        return self.apply(keys, cos, sin)
+
+    def cos_sin(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, D) float32 cosines and sines of the rotation by ``delta`` ((n_axes, S)); reusable across layers."""
+        theta = self.angles(delta)
+        return torch.cat([theta.cos(), theta.cos()], dim=-1), torch.cat([theta.sin(), theta.sin()], dim=-1)
+
+    @staticmethod
+    def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate (..., S, D) ``x`` by precomputed (S, D) ``cos``/``sin``; float32 math, ``x``'s dtype out."""
+        k = x.float()
         half = k.shape[-1] // 2
         rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
-        return (k * cos + rotated_half * sin).to(keys.dtype)
+        return (k * cos + rotated_half * sin).to(x.dtype)
 
 
 def dense_positions(positions: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from hermes_policy.attention import (
     subscribe,
 )
 from hermes_policy.cache import CompactCache
+from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS, PseudoQueryDepth, embedding_probe
 from hermes_policy.errors import SessionError
 from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
     LETTER_OPENER,
@@ -60,6 +61,9 @@ class SessionConfig:
         reindex: "lazy" compacts positions only when they near the model's
             maximum (streaming); "eager" after every chunk that evicted (offline); "off" never.
         reindex_headroom: lazy re-indexing fires when fewer positions than this remain.
+        timed: add each ingest stage's wall time to :attr:`StreamingSession.stage_seconds`
+            (``vision``: frames to embeddings; ``lm``: the chunk's prefill; ``policy``: pruning and
+            re-indexing). On CUDA this synchronises at every stage boundary, so it is for benchmarks.
     """
 
     chunk_frames: int = 4
@@ -67,6 +71,7 @@ class SessionConfig:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     reindex: Literal["lazy", "eager", "off"] = "lazy"
     reindex_headroom: int = 2048
+    timed: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_frames, int) or self.chunk_frames < 1:
@@ -167,6 +172,8 @@ class StreamingSession:
         #: video tokens written so far (every frame's rows, before any eviction)
         self.video_tokens_seen = 0
         self.timeline: list[dict] = []
+        #: seconds spent per ingest stage when ``config.timed`` (see :class:`SessionConfig`)
+        self.stage_seconds: dict[str, float] = {"vision": 0.0, "lm": 0.0, "policy": 0.0}
         self._pending: list[Frame] = []
         self._stop_ids = self._stop_token_ids()
 
@@ -300,18 +307,21 @@ class StreamingSession:
                 f"the stream so far had {self.tokens_per_frame})"
             )
         self._ensure_prefix()
-        chunk = self.adapter.encode_frames(frames, self.next_position)
-        self._write(chunk, "ingest")
+        with self._stage("vision"):
+            chunk = self.adapter.encode_frames(frames, self.next_position)
+        with self._stage("lm"):
+            self._write(chunk, "ingest")
         self.video_tokens_seen += int(chunk.meta.is_video.sum())
         del self._pending[:n]
         self.tokens_per_frame = tokens_per_frame
         self.frames_seen += n
         self.stream_time = frames[-1].time
         before = self.cache.lengths()
-        self.policy.on_frames(self, frames)
-        self.policy.after_chunk(self)
-        evicted = self.cache.lengths() != before
-        self._maybe_reindex(evicted)
+        with self._stage("policy"):
+            self.policy.on_frames(self, frames)
+            self.policy.after_chunk(self)
+            evicted = self.cache.lengths() != before
+            self._maybe_reindex(evicted)
         self.timeline.append(
             {
                 "frames": self.frames_seen,
@@ -320,6 +330,24 @@ class StreamingSession:
                 "tokens": self.cache.lengths(),
             }
         )
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if not self.config.timed:
+            yield
+            return
+        self._synchronise()
+        start = time.perf_counter()
+        yield
+        self._synchronise()
+        self.stage_seconds[name] += time.perf_counter() - start
+
+    @staticmethod
+    def _synchronise() -> None:
+        # every GPU: with a device map, layers run on several
+        if torch.cuda.is_available():
+            for index in range(torch.cuda.device_count()):
+                torch.cuda.synchronize(index)
 
     def _maybe_reindex(self, evicted: bool) -> None:
         mode = self.config.reindex
@@ -340,14 +368,22 @@ class StreamingSession:
         return text
 
     @torch.no_grad()
-    def pseudo_queries(self, prompts: dict[str, str]) -> None:
+    def pseudo_queries(self, prompts: dict[str, str], depth: PseudoQueryDepth = "forward") -> None:
         """Run prompts against the cache as questions would be, for observers only.
 
         HERMES scores tokens with such prompts after every chunk; probes record
-        them. All prompts share one forward (phase ``probe``) as independent
+        them. All prompts share one pass (phase ``probe``) as independent
         :class:`Segment` s tagged by their key: each starts at the next free
         position and sees the cache and itself only. Nothing is generated or kept.
+
+        Args:
+            depth: ``"forward"`` runs the prompts through the model (every layer's queries
+                come from the real residual stream); ``"embedding"`` projects the prompts'
+                input embeddings at each layer instead, as HERMES's release does under
+                sdpa / flash attention (:mod:`hermes_policy.embedding_probe`): no forward.
         """
+        if depth not in PSEUDO_QUERY_DEPTHS:
+            raise ValueError(f"depth must be one of {PSEUDO_QUERY_DEPTHS}, got {depth!r}")
         if self.frames_seen == 0:
             raise SessionError("no frame has been streamed yet; a pseudo-query needs a cache to look at")
         parts, segments, start = [], [], 0
@@ -358,7 +394,12 @@ class StreamingSession:
             start += len(chunk)
         packed = EncodedChunk.cat(parts)
         with self.cache.scratch(packed.positions, packed.meta):
-            self._forward(packed, "probe", keep=False, segments=segments)
+            if depth == "forward":
+                self._forward(packed, "probe", keep=False, segments=segments)
+                return
+            observers = [*self.policy.observers(), *self._subscriptions]
+            with streaming_context(self.cache, "probe", observers, segments=segments) as ctx:
+                embedding_probe(self.adapter, self.cache, packed, ctx)
 
     @torch.no_grad()
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:

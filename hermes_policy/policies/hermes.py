@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from hermes_policy.attention import AttentionEvent
+from hermes_policy.attention import AttentionEvent, Subscription
+from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS
 from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import register_policy
 from hermes_policy.policies.scoring import ScoringPolicy
@@ -120,6 +121,10 @@ class HermesPolicy(ScoringPolicy):
         gamma: cross-layer smoothing weight per tier.
         family: which published working-band parameters the fixed split uses (``llava-ov`` or ``qwen2.5-vl``).
         summary: fold evicted tokens of long-term layers into a summary slot.
+        pseudo_query: how the pseudo-queries' attention is obtained, as in HERMES's release:
+            ``"embedding"`` (its sdpa / flash path) projects the prompts' input embeddings at
+            each layer, with no forward; ``"forward"`` (its eager path) runs the prompts through
+            the model and reads the real attention. See :mod:`hermes_policy.embedding_probe`.
     """
 
     name = "hermes"
@@ -128,6 +133,7 @@ class HermesPolicy(ScoringPolicy):
     gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GAMMA))
     family: str = "llava-ov"
     summary: bool = True
+    pseudo_query: str = "embedding"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +141,8 @@ class HermesPolicy(ScoringPolicy):
             raise PolicyError(f"hermes: gamma must give a weight in [0, 1] for each of {TIERS}")
         if self.family not in WORKING_PARAMS:
             raise PolicyError(f"hermes: family must be one of {sorted(WORKING_PARAMS)}")
+        if self.pseudo_query not in PSEUDO_QUERY_DEPTHS:
+            raise PolicyError(f"hermes: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, got {self.pseudo_query!r}")
         if self.layers is not None:
             for entry in self.layers:
                 if entry.get("tier") not in TIERS:
@@ -144,6 +152,8 @@ class HermesPolicy(ScoringPolicy):
                 if float(entry["alpha"]) > 0 and entry.get("k") is None:
                     raise PolicyError(f"hermes: layer entry {entry} mixes in recency (alpha > 0) but has no k")
         self._scorer = _PseudoQueryScores()
+        #: the scorer watches only probes, and only the layers that mix in attention (set by prepare)
+        self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
         #: this chunk's (layer settings, per-layer (T_l,) scores), set by prepare
         self._chunk: tuple[list[dict[str, Any]], list[torch.Tensor]] = ([], [])
 
@@ -162,7 +172,7 @@ class HermesPolicy(ScoringPolicy):
         return [max(1, round(self.budget * num_layers * s / total)) for s in shares]
 
     def observers(self):
-        return (self._scorer,)
+        return (self._watch,)
 
     # ---------------------------------------------------------------- prune
     def prepare(self, session, layers: list[int]) -> None:
@@ -173,10 +183,21 @@ class HermesPolicy(ScoringPolicy):
         if not layers:
             return
         settings = self.layer_settings(session.cache.num_layers)
-        needed = {TIER_QUERY[s["tier"]] for s in settings if float(s["alpha"]) < 1}
+        scored = [i for i, s in enumerate(settings) if float(s["alpha"]) < 1]
+        needed = {TIER_QUERY[settings[i]["tier"]] for i in scored}
         self._scorer.scores.clear()
-        if needed:
-            session.pseudo_queries({q: PROMPTS[q] for q in PROMPTS if q in needed})
+        if self.pseudo_query == "forward":
+            # one forward for every prompt: the forward's cost is per token, whichever layers read it
+            if needed:
+                self._watch = Subscription(self._scorer, layers=frozenset(scored), phases=frozenset({"probe"}))
+                session.pseudo_queries({q: PROMPTS[q] for q in PROMPTS if q in needed}, depth="forward")
+        else:
+            # each layer reads one prompt, and an embedding probe costs per layer: probe each prompt only
+            # in the layers that read it (a segment sees the cache and itself alone, packed or not)
+            for query in (q for q in PROMPTS if q in needed):
+                layers = frozenset(i for i in scored if TIER_QUERY[settings[i]["tier"]] == query)
+                self._watch = Subscription(self._scorer, layers=layers, phases=frozenset({"probe"}))
+                session.pseudo_queries({query: PROMPTS[query]}, depth="embedding")
         self._chunk = (settings, self.layer_scores(session, settings))
 
     def score(self, session, layer: int) -> torch.Tensor:

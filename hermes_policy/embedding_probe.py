@@ -1,0 +1,98 @@
+"""Pseudo-queries read off the token embeddings: HERMES's fast scoring path, through the same seam.
+
+HERMES's release has two ways to get a pseudo-query's attention over the cache.
+With eager attention it runs the prompt through the model and reads the
+attention weights (our ``pseudo_query="forward"``). With sdpa or flash
+attention, its default, it runs no forward at all: at every layer it projects
+the prompt's *input embeddings*, after that layer's input norm, to queries and
+keys, rotates them to the prompt's positions and takes softmax attention against
+the layer's cached keys. No attention output, MLP or residual stream is
+computed, so a probe costs two small projections per layer instead of a whole
+forward (on CPU, as much as ingesting a chunk). That is ``pseudo_query="embedding"``.
+
+The rows are handed to observers as ordinary ``probe`` events, through
+:func:`hermes_policy.attention.notify`, so HERMES's scorer and the probes read
+them exactly as they read a forward's. A layer no observer wants is not computed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from hermes_policy.attention import StreamingContext, attention_rows, notify, right_aligned_causal_mask
+from hermes_policy.cache import CompactCache
+from hermes_policy.errors import PolicyError
+from hermes_policy.models.base import EncodedChunk, ModelAdapter
+from hermes_policy.rope import RotarySpec
+
+PseudoQueryDepth = Literal["forward", "embedding"]
+#: how a pseudo-query's attention is obtained: a forward of the prompt, or its embeddings only
+PSEUDO_QUERY_DEPTHS: tuple[str, ...] = ("forward", "embedding")
+
+
+def decoder_layers(adapter: ModelAdapter) -> list[nn.Module]:
+    """The decoder layers, each with ``input_layernorm`` and ``self_attn.{q,k}_proj`` (Llama / Qwen2 layout)."""
+    layers = list(getattr(adapter.text_model, "layers", ()))
+    for layer in layers:
+        attn = getattr(layer, "self_attn", None)
+        if not hasattr(layer, "input_layernorm") or not all(hasattr(attn, n) for n in ("q_proj", "k_proj")):
+            raise PolicyError(
+                f"pseudo_query='embedding' needs Llama/Qwen2-style decoder layers (input_layernorm, "
+                f"self_attn.q_proj/k_proj); {adapter.name} has {type(layer).__name__}; "
+                f"use pseudo_query='forward'"
+            )
+    return layers
+
+
+def _execution_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes. accelerate's offload hooks sit on each module that holds weights, so
+    calling it directly still loads them; its weights are on the meta device until then."""
+    device = module.weight.device
+    if device.type == "meta":
+        device = torch.device(getattr(getattr(module, "_hf_hook", None), "execution_device", None) or "cpu")
+    return device
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(1, n, H*D) -> (1, H, n, D)."""
+    return x.view(1, x.shape[1], -1, head_dim).transpose(1, 2)
+
+
+@torch.no_grad()
+def embedding_probe(adapter: ModelAdapter, cache: CompactCache, packed: EncodedChunk, ctx: StreamingContext) -> None:
+    """Notify ``ctx``'s observers of each layer's embedding-level attention of ``packed`` over ``cache``.
+
+    Must run inside ``cache.scratch(packed.positions, packed.meta)`` so that events'
+    key positions and metadata include the prompt's own rows (nothing is written).
+    Events carry the probabilities of every prompt row, and no values.
+
+    Args:
+        packed: the pseudo-queries, (n, hidden) embeddings at (A, n) positions.
+    """
+    head_dim, n = adapter.head_dim, packed.embeds.shape[0]
+    # the same for every layer: rotation, and which prompt tokens see which (segments never see each other)
+    rotation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    masks: dict[torch.device, torch.Tensor] = {}
+    for index, layer in enumerate(decoder_layers(adapter)):
+        watchers = ctx.observers_for(index)
+        if not watchers:
+            continue
+        attn = layer.self_attn
+        device = _execution_device(attn.q_proj)
+        if device not in rotation:
+            rotation[device] = adapter.rotary.cos_sin(packed.positions.to(device))
+            masks[device] = right_aligned_causal_mask(n, n, device=device, segments=ctx.segments)
+        cos, sin = rotation[device]
+        x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
+        query = RotarySpec.apply(_heads(attn.q_proj(x), head_dim), cos, sin)
+        own_keys = RotarySpec.apply(_heads(attn.k_proj(x), head_dim), cos, sin)
+        cached = cache.keys(index)
+        key = torch.cat([cached, own_keys.to(cached.device, cached.dtype)], dim=2)
+        query = query.to(key.device)
+        scale = getattr(attn, "scaling", head_dim**-0.5)
+        mask = masks[device].to(key.device)
+        probs = attention_rows(query[0], key[0], range(n), scale, ctx.segments, mask=mask)  # (Hq, n, S)
+        notify(ctx, index, watchers, query, key, None, scale, probs)
