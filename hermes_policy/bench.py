@@ -3,13 +3,20 @@
 Every (policy, frames) cell streams the same frames into the same loaded model,
 then asks the same few questions at the end of the stream. Measured per cell:
 
-* ``ttft_ms``: median over the questions of question arrival -> first token;
+* ``ttft_ms``: median over the questions (each asked ``ttft_repeats`` times) of question arrival -> first token;
 * ``ingest_ms_per_frame``: wall time of the ingest loop (policy work included) / frames;
+* ``ingest_full_ms_per_frame``: the same, over only the frames after the cache first held more video
+  tokens than the budget (the steady state in which a policy prunes after every chunk; None without a budget
+  or when the stream never fills it);
+* ``vision_ms_per_frame`` / ``lm_ms_per_frame`` / ``policy_ms_per_frame``: the ingest time split into the
+  vision tower (frames to embeddings), the language model's prefill of each chunk, and the policy's
+  pruning (pseudo-queries included) and re-indexing;
 * ``kv_bytes``: the largest key/value storage the cache held at any chunk boundary or question;
 * ``peak_rss_bytes``: the process's peak resident set during the cell, sampled every 5 ms
   from ``/proc/self/statm`` (the model's weights are part of it).
 
 Ratios between cells are what to read: absolute numbers move with the machine's load.
+Each process warms up (:func:`warm_up`) before its first cell, so that cell order does not bias them.
 
 Under ``torchrun`` / ``accelerate launch`` with ``--distributed``, :func:`bench_distributed`
 splits the cells over the ranks (balanced by stream length) and rank 0 reports the rows
@@ -19,6 +26,7 @@ in the order one process would.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -81,6 +89,13 @@ class BenchRow:
     tokens_per_frame: int | None = None
     #: ``random`` for a ``config:`` model: its answers are noise, only time and memory are real
     weights: str = "trained"
+    #: ingest ms/frame once the cache first exceeded the budget (None: no budget, or never exceeded)
+    ingest_full_ms_per_frame: float | None = None
+    vision_ms_per_frame: float | None = None
+    lm_ms_per_frame: float | None = None
+    policy_ms_per_frame: float | None = None
+    #: WIDTHxHEIGHT of the frames given to the model's processor
+    frame_size: str = ""
 
 
 class RssSampler:
@@ -113,14 +128,15 @@ class RssSampler:
         self.peak = max(self.peak, self._rss())
 
 
-def video_for(video: str, frames: int):
-    """The first ``frames`` frames of ``video``; a synthetic spec is re-made at that length."""
+def video_for(video: str, frames: int, size: tuple[int, int] | None = None):
+    """The first ``frames`` frames of ``video`` (scaled to ``size``); a synthetic spec is re-made at that length."""
     if video.startswith("synthetic:"):
         spec = parse_synthetic_spec(video)
         return open_video(
-            f"synthetic:seed={spec['seed']},frames={frames},fps={spec['fps']},size={spec['width']}x{spec['height']}"
+            f"synthetic:seed={spec['seed']},frames={frames},fps={spec['fps']},size={spec['width']}x{spec['height']}",
+            size=size,
         )
-    return open_video(video, max_frames=frames)
+    return open_video(video, max_frames=frames, size=size)
 
 
 def policy_for(name: str, budget: int | None, spec: Path | None):
@@ -136,12 +152,16 @@ def policy_for(name: str, budget: int | None, spec: Path | None):
 def run_cell(
     adapter: ModelAdapter, video: str, frames: int, policy_name: str, budget: int | None, spec: Path | None,
     chunk_frames: int, questions: tuple[str, ...] = QUESTIONS, progress: bool = True,
+    size: tuple[int, int] | None = None, ttft_repeats: int = 3,
 ) -> BenchRow:
     policy = policy_for(policy_name, budget, spec)
-    source = video_for(video, frames)
+    source = video_for(video, frames, size)
     gc.collect()
     with RssSampler() as rss:
-        session = StreamingSession(adapter, policy, SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1))
+        session = StreamingSession(adapter, policy,
+                                   SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1, timed=True))
+        limit = getattr(policy, "budget", None)
+        full_at: tuple[int, float] | None = None  # (frames seen, time) when the cache first exceeded the budget
         kv_peak, by_device = 0, {}
 
         def sample(cache) -> None:
@@ -152,18 +172,29 @@ def run_cell(
         bar = tqdm(total=frames, desc=f"{policy_name}@{frames}", unit="frame", file=sys.stderr,
                    disable=not progress, leave=False)
         start = time.perf_counter()
+        size_seen = "-"
         with bar:
             for frame in source.frames():
+                size_seen = f"{frame.image.shape[1]}x{frame.image.shape[0]}"
                 session.ingest([frame])
                 bar.update(1)
                 sample(session.cache)
+                if full_at is None and limit is not None and session.video_tokens_seen > limit:
+                    full_at = (session.frames_seen, time.perf_counter())
         session.flush()
-        ingest = (time.perf_counter() - start) / max(session.frames_seen, 1) * 1000
+        end = time.perf_counter()
+        seen = max(session.frames_seen, 1)
+        ingest = (end - start) / seen * 1000
+        ingest_full = None
+        if full_at is not None and session.frames_seen > full_at[0]:
+            ingest_full = round((end - full_at[1]) / (session.frames_seen - full_at[0]) * 1000, 3)
+        stages = {k: round(v / seen * 1000, 3) for k, v in session.stage_seconds.items()}
         ttfts = []
-        for q in questions:
-            answer = session.ask(q, max_new_tokens=1)
-            ttfts.append(answer.ttft_ms)
-            sample(session.cache)  # what the question arrived to (its own rows were rolled back)
+        for _ in range(ttft_repeats):
+            for q in questions:
+                answer = session.ask(q, max_new_tokens=1)
+                ttfts.append(answer.ttft_ms)
+                sample(session.cache)  # what the question arrived to (its own rows were rolled back)
     tokens_per_frame = session.tokens_per_frame
     del session
     return BenchRow(
@@ -177,17 +208,26 @@ def run_cell(
         kv_bytes_by_device=by_device,
         tokens_per_frame=tokens_per_frame,
         weights=adapter.weights,
+        ingest_full_ms_per_frame=ingest_full,
+        vision_ms_per_frame=stages["vision"],
+        lm_ms_per_frame=stages["lm"],
+        policy_ms_per_frame=stages["policy"],
+        frame_size=size_seen,
     )
 
 
 def format_table(rows: list[BenchRow]) -> str:
-    head = (f"{'policy':<12} {'frames':>6} {'budget':>7} {'tok/frame':>9} {'TTFT ms':>9} {'ingest ms/f':>11} "
-            f"{'KV MiB':>8} {'RSS MiB':>8}")
+    head = (f"{'policy':<12} {'frames':>6} {'size':>9} {'budget':>7} {'tok/frame':>9} {'TTFT ms':>9} "
+            f"{'ingest ms/f':>11} {'full ms/f':>9} {'vision/LM/policy ms/f':>22} {'KV MiB':>8} {'RSS MiB':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        full = "-" if r.ingest_full_ms_per_frame is None else f"{r.ingest_full_ms_per_frame:.2f}"
+        split = "-" if r.vision_ms_per_frame is None else (
+            f"{r.vision_ms_per_frame:.1f}/{r.lm_ms_per_frame:.1f}/{r.policy_ms_per_frame:.1f}")
         lines.append(
-            f"{r.policy:<12} {r.frames:>6} {str(r.budget or '-'):>7} {str(r.tokens_per_frame or '-'):>9} "
-            f"{r.ttft_ms:>9.1f} {r.ingest_ms_per_frame:>11.2f} {r.kv_bytes / 2**20:>8.2f} {r.peak_rss_bytes / 2**20:>8.0f}"
+            f"{r.policy:<12} {r.frames:>6} {r.frame_size or '-':>9} {str(r.budget or '-'):>7} "
+            f"{str(r.tokens_per_frame or '-'):>9} {r.ttft_ms:>9.1f} {r.ingest_ms_per_frame:>11.2f} {full:>9} "
+            f"{split:>22} {r.kv_bytes / 2**20:>8.2f} {r.peak_rss_bytes / 2**20:>8.0f}"
         )
     if any(r.weights == "random" for r in rows):
         lines.append(RANDOM_WEIGHTS_NOTE)
@@ -208,10 +248,11 @@ def rows_json(rows: list[BenchRow]) -> str:
     return json.dumps([asdict(r) for r in rows])
 
 
-def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int]) -> None:
+def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int],
+                    size: tuple[int, int] | None = None) -> None:
     """Open the video and build every policy once, so a bad video, name, budget or spec fails before the (slow)
     model load, on one rank, instead of once per cell on every rank."""
-    video_for(video, max(lengths))
+    video_for(video, max(lengths), size)
     if not names:
         raise PolicyError("--policies names no policy")
     for name in names:
@@ -225,11 +266,24 @@ def cell_budget(name: str, budget: int | None) -> int | None:
     return None if name == "full" else budget
 
 
+def warm_up(adapter: ModelAdapter, video: str, chunk_frames: int, size: tuple[int, int] | None = None) -> None:
+    """Stream two chunks and ask once, untimed, before the first cell.
+
+    The first forwards of a process pay for lazy initialisation (kernels, thread pools, allocator
+    growth); measured without this, whichever cell ran first came out up to 1.4x slower in TTFT.
+    """
+    session = StreamingSession(adapter, None, SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1))
+    frames = list(itertools.islice(video_for(video, 2 * chunk_frames, size).frames(), 2 * chunk_frames))
+    session.ingest(frames)
+    session.ask(QUESTIONS[0], max_new_tokens=1)
+
+
 def measure(adapter: ModelAdapter, cell: Cell, video: str, budget: int | None, spec: Path | None,
-            chunk_frames: int, progress: bool = True) -> BenchRow:
+            chunk_frames: int, progress: bool = True, size: tuple[int, int] | None = None,
+            ttft_repeats: int = 3) -> BenchRow:
     """One cell, measured the same way in one process and on any rank."""
     return run_cell(adapter, video, cell.frames, cell.policy, cell_budget(cell.policy, budget), spec, chunk_frames,
-                    progress=progress)
+                    progress=progress, size=size, ttft_repeats=ttft_repeats)
 
 
 def merge_shares(cells: list[Cell], shares: list[dict]) -> list[BenchRow]:

@@ -20,7 +20,7 @@ from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DT
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
-from hermes_policy.video import open_video
+from hermes_policy.video import open_video, parse_frame_size
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,11 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[Optional[int], typer.Option(help="video tokens per layer for budgeted policies")] = 512,
         spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON; configures the --policies entry it names")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
+        frame_size: Annotated[str | None, typer.Option(
+            help="WIDTHxHEIGHT: scale the video's frames (or render the synthetic scene) to this size before "
+                 "the model's own processor; default: the video's own size")] = None,
+        ttft_repeats: Annotated[int, typer.Option(help="times each of the questions is asked; TTFT is the "
+                                                       "median over all")] = 3,
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
         device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:1, ...; with --distributed each rank "
                                                  "takes cuda:LOCAL_RANK")] = "cpu",
@@ -164,6 +169,7 @@ def register(app: typer.Typer) -> None:
             parse_int_list,
             plan_cells,
             rows_json,
+            warm_up,
         )
         from hermes_policy.distributed import finalise, initialise, launch_for, place_rank, share_threads
 
@@ -171,7 +177,10 @@ def register(app: typer.Typer) -> None:
         torch_dtype = parse_dtype(dtype)
         names = [p.strip() for p in policies.split(",") if p.strip()]
         lengths = parse_int_list(frames, "frames")
-        check_arguments(names, budget, spec, video, lengths)
+        size = None if frame_size is None else parse_frame_size(frame_size)
+        if ttft_repeats < 1:
+            raise BenchError(f"--ttft-repeats must be at least 1, got {ttft_repeats}")
+        check_arguments(names, budget, spec, video, lengths, size)
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)
@@ -191,8 +200,11 @@ def register(app: typer.Typer) -> None:
             share_threads(env)
             adapter = load_model(model, dtype=torch_dtype, placement=place_rank(env, placement, device, gpus_per_rank))
 
+            warm_up(adapter, video, chunk_frames, size)
+
             def run(cell: Cell, progress: bool = True) -> BenchRow:
-                return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress)
+                return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress, size=size,
+                               ttft_repeats=ttft_repeats)
 
             if env.distributed:
                 # per-cell bars from several ranks would interleave on one terminal: rank 0 draws one over all

@@ -124,6 +124,7 @@ def capture(
             "model_info": adapter.describe(),
             "video": source.name,
             "fps": source.fps,
+            "frame_size": [int(w), int(h)],
             "chunk_frames": session.chunk_frames,
             "query_kind": config.queries,
             "prompts": {q: PSEUDO_PROMPTS[q] for q in pseudo},
@@ -254,16 +255,25 @@ class StudyDir:
             atomic_write_json(self.path / STUDY_FILE, self.manifest(), StudyRunError)
 
 
-def study_settings(model: str, fps: float | None, config: StudyConfig) -> dict[str, Any]:
-    return {"model": model, "fps": fps, "queries": config.queries, "chunk_frames": config.chunk_frames,
-            "raw_steps": config.raw_steps}
+def study_settings(model: str, fps: float | None, config: StudyConfig,
+                   frame_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    settings = {"model": model, "fps": fps, "queries": config.queries, "chunk_frames": config.chunk_frames,
+                "raw_steps": config.raw_steps}
+    if frame_size is not None:  # only when given, so that studies recorded before --frame-size still resume
+        settings["frame_size"] = list(frame_size)
+    return settings
+
+
+def open_study_video(study: StudyDir, index: int) -> VideoSource:
+    """Video ``index`` as the study samples it (its fps and frame size)."""
+    size = study.settings.get("frame_size")
+    return open_video(study.videos[index], fps=study.settings.get("fps"), size=None if size is None else tuple(size))
 
 
 def record_video(adapter: ModelAdapter, study: StudyDir, index: int, config: StudyConfig,
                  progress: bool = True) -> Recording:
     """Capture video ``index`` of the study and save it to its recording folder (each file atomically, JSON last)."""
-    fps = study.settings.get("fps")
-    recording = capture(adapter, open_video(study.videos[index], fps=fps), config, progress=progress)
+    recording = capture(adapter, open_study_video(study, index), config, progress=progress)
     recording.meta["study"] = study.video_settings(index)
     recording.save(study.recording_dir(index))
     return recording

@@ -16,13 +16,14 @@ from hermes_policy.models import load_model
 from hermes_policy.models.placement import Placement, placement_from_options
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
-from hermes_policy.video import open_video
+from hermes_policy.video import open_video, parse_frame_size
 from probes.capture import (
     DEFAULT_VIDEO,
     PSEUDO_PROMPTS,
     StudyConfig,
     StudyDir,
     StudyRunError,
+    open_study_video,
     record_video,
     resolve_videos,
     run_study,
@@ -47,7 +48,7 @@ def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trus
         print(f"{target.path} already holds this recording; remove it to record again", file=sys.stderr)
         typer.echo(f"recorded {_summary(recording)} -> {target.path}")
         return
-    open_video(target.videos[0], fps=target.settings["fps"])  # a bad video fails before the model loads
+    open_study_video(target, 0)  # a bad video fails before the model loads
     adapter = load_model(target.settings["model"], trust_remote_code=trust_remote_code, placement=placement)
     recording = record_video(adapter, target, 0, config)
     typer.echo(f"recorded {_summary(recording)} -> {target.path}")
@@ -69,6 +70,9 @@ def register(app: typer.Typer) -> None:
                                                "each video's and the folder itself their aggregate")] =
         Path("runs/study"),
         fps: Annotated[float | None, typer.Option(help="sampling rate (frames per second)")] = None,
+        frame_size: Annotated[str | None, typer.Option(
+            help="WIDTHxHEIGHT: scale the frames (or render the synthetic scene) to this size before the model's "
+                 "own processor; default: the video's own size")] = None,
         queries: Annotated[str, typer.Option(help="pseudo | newest-frame | both")] = "pseudo",
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest chunk (one step each)")] = 4,
         raw_steps: Annotated[int, typer.Option(help="keep raw attention rows for this many first steps")] = 0,
@@ -101,7 +105,8 @@ def register(app: typer.Typer) -> None:
         # everything that can be wrong with the arguments fails before the (slow) model load
         config = StudyConfig(queries=queries, chunk_frames=chunk_frames, raw_steps=raw_steps)  # type: ignore[arg-type]
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
-        target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config))
+        size = None if frame_size is None else parse_frame_size(frame_size)
+        target = StudyDir(out, resolve_videos(video, videos), study_settings(model, fps, config, size))
         # one video runs on rank 0 alone, so only several combine a device map with a launch
         env = launch_for(dist_timeout, placement if target.many else None, gpus_per_rank, StudyRunError)
         target.check()

@@ -56,7 +56,7 @@ class FileVideo:
         path, name: the file, as a Path and as given.
         fps: sampling rate of the yielded frames.
         num_frames: expected count from container metadata, None if unknown.
-        width, height: frame size in pixels.
+        width, height: size of the yielded frames in pixels (``size`` when given, else the file's).
         native_fps, duration: from the container, None where it does not say.
         events: always None (real videos have no ground truth).
     """
@@ -66,6 +66,7 @@ class FileVideo:
         path: str | os.PathLike[str],
         fps: float | None = None,
         max_frames: int | None = None,
+        size: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = str(path)
@@ -82,7 +83,9 @@ class FileVideo:
                 f"{self.name}: the file does not state its frame rate; pass fps explicitly"
             )
         self._resample = requested is not None
-        self.width, self.height = info.width, info.height
+        #: output size when frames are scaled (PyAV's swscale, bilinear), else None
+        self.size = size
+        self.width, self.height = size if size is not None else (info.width, info.height)
         self.native_fps = info.native_fps
         self.duration = info.duration
         self._frame_count = info.frame_count
@@ -128,7 +131,11 @@ class FileVideo:
                 # not accumulated, so float error cannot drift over long videos).
                 next_target = (math.floor(last_time * self.fps + _EPS) + 1) / self.fps
             # Only converted once chosen: the RGB conversion costs more than decoding.
-            yield Frame(index=emitted, time=last_time, image=av_frame.to_ndarray(format="rgb24"))
+            if self.size is None:
+                image = av_frame.to_ndarray(format="rgb24")
+            else:
+                image = av_frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+            yield Frame(index=emitted, time=last_time, image=image)
             emitted += 1
 
     def _check_complete(self, decoded: int, last_time: float) -> None:

@@ -22,6 +22,8 @@ _SYNTHETIC_HELP = (
     "size: WIDTHxHEIGHT, default 128x128)"
 )
 _KEYS = ("seed", "frames", "fps", "size")
+#: largest frame side accepted (8K); beyond it a typo, not a video
+MAX_FRAME_SIDE = 8192
 _REQUIRED = ("seed", "frames")
 
 T = TypeVar("T")
@@ -41,19 +43,26 @@ def open_video(
     spec: str | os.PathLike[str],
     fps: float | None = None,
     max_frames: int | None = None,
+    size: tuple[int, int] | None = None,
 ) -> VideoSource:
     """Open a file path or a ``synthetic:...`` spec as a VideoSource.
 
     ``fps`` is the sampling rate: for files it resamples (None = native rate),
     for synthetic specs it overrides the spec's own ``fps``. ``max_frames``
-    caps how many frames the source yields.
+    caps how many frames the source yields. ``size`` (width, height) scales a
+    file's frames to that size, or renders a synthetic scene at it (None: the
+    video's own size); the model's processor then resizes as it always does.
     """
     text = os.fspath(spec)
+    if size is not None:
+        size = check_frame_size(size, text)
     if not text.startswith(SYNTHETIC_PREFIX):
-        return FileVideo(text, fps=fps, max_frames=max_frames)
+        return FileVideo(text, fps=fps, max_frames=max_frames, size=size)
     params = parse_synthetic_spec(text)
     if fps is not None:
         params["fps"] = check_fps(fps, text)
+    if size is not None:
+        params["width"], params["height"] = size
     cap = check_max_frames(max_frames, text)
     if cap is not None:
         # Safe to truncate: a shorter synthetic video is a prefix of the longer one.
@@ -93,6 +102,29 @@ def parse_synthetic_spec(spec: str) -> SyntheticSpec:
         width=width,
         height=height,
     )
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``"448x448"`` -> (448, 448); raise VideoError with the expected form on anything else."""
+    try:
+        width, height = _parse_size(text.strip())
+        if max(width, height) > MAX_FRAME_SIDE:
+            raise ValueError(f"each side must be at most {MAX_FRAME_SIDE} pixels")
+        return width, height
+    except ValueError as exc:
+        raise VideoError(f"bad frame size {text!r}: {exc}; expected WIDTHxHEIGHT, e.g. 448x448") from None
+
+
+def check_frame_size(size: tuple[int, int], context: str) -> tuple[int, int]:
+    """A (width, height) in pixels, each in [1, MAX_FRAME_SIDE]; VideoError otherwise."""
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise VideoError(f"{context}: frame size must be (width, height), got {size!r}") from None
+    if not (0 < width <= MAX_FRAME_SIDE and 0 < height <= MAX_FRAME_SIDE):
+        raise VideoError(f"{context}: frame size {width}x{height} is out of range; each side must be "
+                         f"1..{MAX_FRAME_SIDE} pixels")
+    return width, height
 
 
 def _bad(spec: str, reason: str) -> VideoError:

@@ -117,13 +117,51 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
     ]
     for r in rows:
         assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes",
-                          "kv_bytes_by_device", "tokens_per_frame", "weights"}
-        assert r["weights"] == "trained" and r["tokens_per_frame"] > 0
+                          "kv_bytes_by_device", "tokens_per_frame", "weights", "ingest_full_ms_per_frame",
+                          "vision_ms_per_frame", "lm_ms_per_frame", "policy_ms_per_frame", "frame_size"}
+        assert r["weights"] == "trained" and r["tokens_per_frame"] > 0 and r["frame_size"] == "128x128"
+        # the stages are part of the ingest loop's wall time, never more than it
+        stages = r["vision_ms_per_frame"] + r["lm_ms_per_frame"] + r["policy_ms_per_frame"]
+        assert 0 < stages <= r["ingest_ms_per_frame"] * 1.05
+        # full never exceeds a budget; 6 frames do not fill 8 tokens' worth at 1+ tokens/frame only for full
+        assert (r["ingest_full_ms_per_frame"] is None) == (r["policy"] == "full" or r["tokens_per_frame"] * r["frames"] <= 8)
         assert sum(r["kv_bytes_by_device"].values()) == r["kv_bytes"]
         assert r["ttft_ms"] > 0 and r["kv_bytes"] > 0 and r["peak_rss_bytes"] > 2**20
     by = {(r["policy"], r["frames"]): r for r in rows}
     assert by[("full", 12)]["kv_bytes"] > by[("full", 6)]["kv_bytes"]
     assert by[("sink-window", 12)]["kv_bytes"] == by[("sink-window", 6)]["kv_bytes"]
+
+
+def test_frame_size_goes_through_the_models_processor(capsys, tmp_path):
+    """--frame-size scales the frames before the processor: more pixels, more tokens per frame."""
+    def bench(*extra: str) -> dict:
+        code, out, err = run(capsys, "bench", "--model", "tiny-qwen2-vl", "--video", "synthetic:seed=1,frames=4",
+                             "--frames", "4", "--policies", "full", "--ttft-repeats", "1", "--json", *extra)
+        assert code == 0, err
+        return json.loads(out)[0]
+
+    # the tiny Qwen2-VL processor caps frames at 56x56 pixels (4 merged tokens); 28x28 gives 1
+    small, large = bench("--frame-size", "28x28"), bench("--frame-size", "56x56")
+    assert (small["frame_size"], large["frame_size"]) == ("28x28", "56x56")
+    assert (small["tokens_per_frame"], large["tokens_per_frame"]) == (1, 4)
+    clip = write_mp4(SyntheticVideo(seed=2, frames=4, width=64, height=64), tmp_path / "clip.mp4")
+    code, out, _ = run(capsys, "bench", "--model", "tiny-qwen2-vl", "--video", str(clip), "--frames", "4",
+                       "--policies", "full", "--frame-size", "28x28", "--ttft-repeats", "1", "--json")
+    assert code == 0 and json.loads(out)[0]["tokens_per_frame"] == 1 and json.loads(out)[0]["frame_size"] == "28x28"
+    study = tmp_path / "study"
+    assert run(capsys, "study", "--model", "tiny-qwen2-vl", "--video", str(clip), "--frame-size", "28x28",
+               "--out", str(study))[0] == 0
+    meta = json.loads((study / "recording.json").read_text())
+    assert meta["frame_size"] == [28, 28] and meta["study"]["frame_size"] == [28, 28]
+
+
+@pytest.mark.parametrize("command", ["bench", "study"])
+@pytest.mark.parametrize("size", ["0x64", "64", "64xbig", "9000x64"])
+def test_bad_frame_size_is_one_line_before_the_model_loads(capsys, tmp_path, command, size):
+    code, out, err = run(capsys, command, "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4",
+                         "--frame-size", size, *(["--out", str(tmp_path / "s")] if command == "study" else []))
+    assert code == 2 and err.count("\n") == 1 and "hermes-lab: error:" in err and "frame size" in err
+    assert not (tmp_path / "s").exists()
 
 
 def test_study_derive_figures_chain(capsys, tmp_path):
