@@ -13,7 +13,8 @@ then asks the same few questions at the end of the stream. Measured per cell:
   pruning (pseudo-queries included) and re-indexing;
 * ``kv_bytes``: the largest key/value storage the cache held at any chunk boundary or question;
 * ``peak_rss_bytes``: the process's peak resident set during the cell, sampled every 5 ms
-  from ``/proc/self/statm`` (the model's weights are part of it).
+  from ``/proc/self/statm`` (the model's weights are part of it);
+* ``peak_gpu_bytes``: with CUDA, the most memory torch allocated on the GPUs during the cell (weights included).
 
 Ratios between cells are what to read: absolute numbers move with the machine's load.
 Each process warms up (:func:`warm_up`) before its first cell, so that cell order does not bias them.
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
@@ -96,6 +98,8 @@ class BenchRow:
     policy_ms_per_frame: float | None = None
     #: WIDTHxHEIGHT of the frames given to the model's processor
     frame_size: str = ""
+    #: peak memory torch allocated on the GPUs during the cell, all of them together (None without CUDA)
+    peak_gpu_bytes: int | None = None
 
 
 class RssSampler:
@@ -157,6 +161,9 @@ def run_cell(
     policy = policy_for(policy_name, budget, spec)
     source = video_for(video, frames, size)
     gc.collect()
+    gpus = range(torch.cuda.device_count()) if torch.cuda.is_available() else range(0)
+    for index in gpus:
+        torch.cuda.reset_peak_memory_stats(index)
     with RssSampler() as rss:
         session = StreamingSession(adapter, policy,
                                    SessionConfig(chunk_frames=chunk_frames, max_new_tokens=1, timed=True))
@@ -205,6 +212,7 @@ def run_cell(
         ingest_ms_per_frame=round(ingest, 3),
         kv_bytes=kv_peak,
         peak_rss_bytes=rss.peak,
+        peak_gpu_bytes=sum(torch.cuda.max_memory_allocated(index) for index in gpus) if gpus else None,
         kv_bytes_by_device=by_device,
         tokens_per_frame=tokens_per_frame,
         weights=adapter.weights,

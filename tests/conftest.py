@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
@@ -14,10 +15,28 @@ torch.set_num_threads(2)
 
 TINY_NAMES = tuple(TINY_MODELS)
 
+#: where and in what dtype the tiny models run: float32 on the CPU unless scripts/gpu-check.sh runs the
+#: oracle tests on CUDA (HERMES_TEST_DEVICE=cuda, HERMES_TEST_DTYPE=bfloat16|float32)
+TEST_DEVICE = os.environ.get("HERMES_TEST_DEVICE", "cpu")
+TEST_DTYPE = {"float32": torch.float32, "bfloat16": torch.bfloat16}[os.environ.get("HERMES_TEST_DTYPE", "float32")]
+
+
+def close(got: torch.Tensor, expected: torch.Tensor, atol: float) -> bool:
+    """An oracle comparison at ``atol`` in float32. bfloat16 keeps 8 mantissa bits, and two correct
+    computations of the same logits in it differ by rounding at every layer, so there the tolerance is
+    relative to the values' scale (3% of the largest), never looser than ``atol``."""
+    got, expected = got.float().cpu(), expected.float().cpu()
+    if TEST_DTYPE == torch.float32:
+        return torch.allclose(got, expected, atol=atol, rtol=0)
+    return bool((got - expected).abs().max() <= max(atol, 0.03 * float(expected.abs().max())))
+
 
 @functools.cache
 def _tiny(name: str):
-    return build_tiny(name)
+    adapter = build_tiny(name, TEST_DTYPE)
+    if TEST_DEVICE != "cpu":
+        adapter.model.to(TEST_DEVICE)
+    return adapter
 
 
 @pytest.fixture(params=TINY_NAMES)

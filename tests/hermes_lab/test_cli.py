@@ -118,7 +118,8 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
     for r in rows:
         assert set(r) == {"policy", "frames", "budget", "ttft_ms", "ingest_ms_per_frame", "kv_bytes", "peak_rss_bytes",
                           "kv_bytes_by_device", "tokens_per_frame", "weights", "ingest_full_ms_per_frame",
-                          "vision_ms_per_frame", "lm_ms_per_frame", "policy_ms_per_frame", "frame_size"}
+                          "vision_ms_per_frame", "lm_ms_per_frame", "policy_ms_per_frame", "frame_size",
+                          "peak_gpu_bytes"}
         assert r["weights"] == "trained" and r["tokens_per_frame"] > 0 and r["frame_size"] == "128x128"
         # the stages are part of the ingest loop's wall time, never more than it
         stages = r["vision_ms_per_frame"] + r["lm_ms_per_frame"] + r["policy_ms_per_frame"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hermes_policy import SessionConfig, StreamingSession
+from conftest import close
 from oracles import full_sequence, reference_logits
 
 
@@ -22,7 +23,7 @@ def test_streaming_full_policy_matches_one_forward(tiny, frames, implementation)
     streamed = session.question_logits("What is happening?")
     seq, n_question = full_sequence(tiny, session, frames[:10], "What is happening?")
     reference = reference_logits(tiny, seq, implementation)
-    assert torch.allclose(streamed, reference, atol=1e-4, rtol=0), (streamed - reference).abs().max()
+    assert close(streamed, reference, atol=1e-4), (streamed - reference).abs().max()
     # the question was rolled back: every layer holds the prefix and the frames only
     assert session.cache.lengths() == [len(seq) - n_question] * tiny.num_layers
 

@@ -15,7 +15,7 @@ from probes.observer import AttentionProbe, attached
 from probes.recording import Recording, RecordingError
 from probes.reducers import lag_autocorrelation, reduce_rows
 
-from conftest import _tiny
+from conftest import _tiny, close
 from oracles import full_sequence
 
 
@@ -47,7 +47,7 @@ def test_recomputed_rows_match_eager_attention(tiny, frames):
     for layer, ours in grab.rows.items():
         eager = out.attentions[layer][0, :, -n_question:, :]  # (H, r, S)
         assert ours.shape == eager.shape
-        assert torch.allclose(ours, eager.float(), atol=1e-5), (layer, (ours - eager).abs().max())
+        assert close(ours, eager, atol=1e-5), (layer, (ours - eager.float()).abs().max())
 
 
 def _meta(frames_per: list[int], tokens_per_frame: int, prefix: int) -> TokenMeta:
