@@ -80,7 +80,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def figures(
-        study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
+        study: Annotated[Optional[Path], typer.Option(help="directory holding a probe recording")] = None,
+        eval_dirs: Annotated[Optional[list[Path]], typer.Option(
+            "--eval", help="an eval --out folder; repeat to compare several (e.g. two models) in one figure")] = None,
+        bench_dirs: Annotated[Optional[list[Path]], typer.Option(
+            "--bench", help="a bench --out folder; repeat for several")] = None,
         out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
         fmt: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
         "pdf,png,svg,html",
@@ -88,11 +92,23 @@ def register(app: typer.Typer) -> None:
         query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
     ) -> None:
-        """Write paper figures (and their tidy data as parquet + csv) for a recorded study."""
+        """Write paper figures (and their tidy data as parquet + csv): of a recorded study (--study), of
+        evaluations (--eval: accuracy and fidelity against memory, with 95% intervals) and of benchmarks
+        (--bench: TTFT, KV and ingest against stream length)."""
         from analysis.derive import derive_tiers
         from analysis.figures import parse_formats, write_figures
+        from analysis.results_figures import write_result_figures
 
         formats = parse_formats(fmt)  # fail on a bad format before any work
+        if study is None:
+            if not eval_dirs and not bench_dirs:
+                raise StudyError("figures needs --study DIR, --eval DIR or --bench DIR")
+            paths = write_result_figures(out, eval_dirs or (), bench_dirs or (), formats)
+            figs = sorted({p.stem for p in paths})
+            typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")
+            return
+        if eval_dirs or bench_dirs:
+            raise StudyError("draw a study and results in separate runs: --study, or --eval/--bench")
         if method not in ("measured", "hermes-fixed"):
             raise StudyError(f"unknown --method {method!r}; use 'measured' or 'hermes-fixed'")
         rec = load_study(study)

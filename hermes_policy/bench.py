@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hermes_policy.atomic import atomic_path, atomic_write_json
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
@@ -254,6 +255,27 @@ def parse_int_list(text: str, what: str) -> list[int]:
 
 def rows_json(rows: list[BenchRow]) -> str:
     return json.dumps([asdict(r) for r in rows])
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that is a file or a folder with anything in it, before any work."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BenchError(f"--out {out} already exists and is not an empty folder; pass a new folder")
+
+
+def write_rows(out: Path, rows: list[BenchRow], model: str) -> None:
+    """``out/rows.parquet`` and ``out/rows.json``: every row with the model it measured (atomic writes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = [{"model": model, **asdict(r)} for r in rows]
+    for record in records:
+        # parquet needs one type per column: the per-device bytes go as JSON text
+        record["kv_bytes_by_device"] = json.dumps(record["kv_bytes_by_device"])
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "rows.parquet", BenchError) as tmp:
+        pq.write_table(pa.Table.from_pylist(records), tmp)
+    atomic_write_json(out / "rows.json", [{"model": model, **asdict(r)} for r in rows], BenchError)
 
 
 def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int],

@@ -153,6 +153,9 @@ def register(app: typer.Typer) -> None:
         dist_timeout: Annotated[float, typer.Option(help="with --distributed: seconds without any finished cell "
                                                          "after which rank 0 gives up (and every collective's "
                                                          "timeout)")] = 3600.0,
+        out: Annotated[Optional[Path], typer.Option(
+            help="also write the rows to this new folder (rows.parquet, rows.json) for hermes-lab figures "
+                 "--bench")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     ) -> None:
         """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run.
@@ -168,8 +171,10 @@ def register(app: typer.Typer) -> None:
             measure,
             parse_int_list,
             plan_cells,
+            check_out,
             rows_json,
             warm_up,
+            write_rows,
         )
         from hermes_policy.distributed import finalise, initialise, launch_for, place_rank, share_threads
 
@@ -181,6 +186,8 @@ def register(app: typer.Typer) -> None:
         if ttft_repeats < 1:
             raise BenchError(f"--ttft-repeats must be at least 1, got {ttft_repeats}")
         check_arguments(names, budget, spec, video, lengths, size)
+        if out is not None:
+            check_out(out)
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)
@@ -220,7 +227,11 @@ def register(app: typer.Typer) -> None:
                         print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr)
         finally:
             finalise()
+        if out is not None:
+            write_rows(out, rows, model)
         typer.echo(rows_json(rows) if as_json else format_table(rows))
+        if out is not None and not as_json:
+            typer.echo(f"wrote {out}/rows.parquet and rows.json")
 
 
 __all__ = ["HermesError", "TimedQuestion", "register", "run_stream"]

@@ -72,6 +72,10 @@ def eval_command(
     dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
                                                      "after which rank 0 gives up (and every collective's "
                                                      "timeout)")] = 3600.0,
+    compare_to: Annotated[Optional[str], typer.Option(
+        help="the run every other run is compared with, question by question: accuracy difference with its "
+             "paired bootstrap 95% interval (clustered by video) and an exact McNemar p-value, overall and per "
+             "category, into results.json's comparisons (default: full)")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
     max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
@@ -86,6 +90,7 @@ def eval_command(
     from hermes_policy.eval.errors import EvalError
     from hermes_policy.eval.harness import evaluate, plan
     from hermes_policy.eval.parallel import evaluate_distributed
+    from hermes_policy.eval.report import comparison_table
     from hermes_policy.eval.results import CONFIG_FORMAT, VERSION
     from hermes_policy.eval.scoring import SCORERS, scorer_for
     from hermes_policy.eval.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
@@ -107,6 +112,10 @@ def eval_command(
     env = launch_for(dist_timeout, placement, gpus_per_rank, EvalError)
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
+    labels = [r.key for r in recipes]
+    if compare_to is not None and compare_to not in [*labels, "full"]:
+        raise EvalError(f"--compare-to {compare_to!r} is not one of this evaluation's runs: "
+                        f"{', '.join(dict.fromkeys([*labels, 'full']))}")
     all_items, fmt = _resolve_data(data, format, video_root)
     items = all_items[:limit] if limit is not None else all_items
     settings: dict[str, Any] = {
@@ -173,6 +182,7 @@ def eval_command(
     else:
         result = evaluate(adapter, items, recipes, progress=not as_json, done=done, on_unit=outdir.append,
                           **options)
+    result.compare_to = compare_to
     outdir.finish(result)
     if as_json:
         typer.echo(json.dumps(result.to_json()))
@@ -185,6 +195,9 @@ def eval_command(
     if adapter.weights == "random":
         console.print(f"{RANDOM_WEIGHTS_NOTE} (accuracy included)", highlight=False, soft_wrap=True)
     console.print(result.table())
+    overall = [c for c in result.comparisons() if c["category"] == "overall"]
+    if overall:
+        console.print(comparison_table(overall))
     console.print(f"wrote {outdir.path}/: {outdir.results_path.name}, {outdir.rows_path.name}, "
                   f"{outdir.config_path.name}", highlight=False, soft_wrap=True)
 

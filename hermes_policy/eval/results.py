@@ -20,6 +20,7 @@ import torch
 from hermes_policy.atomic import atomic_path, atomic_write_text
 from hermes_policy.data.questions import CATEGORIES
 from hermes_policy.eval.errors import EvalError
+from hermes_policy.eval.stats import BOOTSTRAP, cluster_bootstrap_ci, paired_comparison
 
 RESULTS_FORMAT = "hermes-lab/eval-results"
 CONFIG_FORMAT = "hermes-lab/eval-config"
@@ -142,6 +143,8 @@ class EvalResult:
         reference: the label of the full-cache run fidelity is measured against (None: no fidelity).
         model: the model's name, for the summaries.
         weights: ``random`` for a ``config:`` model (its accuracy is noise; every summary says so).
+        compare_to: the run every other run is compared with, question by question (``comparisons``);
+            None: the fidelity reference, else ``full`` when it ran, else no comparisons.
     """
 
     rows: list[EvalRow]
@@ -150,6 +153,7 @@ class EvalResult:
     reference: str | None = None
     model: str | None = None
     weights: str = "trained"
+    compare_to: str | None = None
 
     @property
     def policies(self) -> list[str]:
@@ -187,6 +191,54 @@ class EvalResult:
         """Mean over questions of ``KL(p_full || p_run)`` (nats); NaN without a reference."""
         return _mean([r.kl_vs_full for r in self._select(run, category) if r.kl_vs_full is not None])
 
+    # ---------------------------------------------------------------- statistics
+    def accuracy_ci(self, run: str, category: str = "overall") -> list[float] | None:
+        """95% interval of :meth:`accuracy`, bootstrapped over videos (:mod:`hermes_policy.eval.stats`)."""
+        rows = self._select(run, category)
+        return cluster_bootstrap_ci([float(r.correct) for r in rows], [r.video_index for r in rows])
+
+    def agreement_ci(self, run: str, category: str = "overall") -> list[float] | None:
+        rows = [r for r in self._select(run, category) if r.agrees_with_full is not None]
+        return cluster_bootstrap_ci([float(r.agrees_with_full) for r in rows], [r.video_index for r in rows])
+
+    def kl_ci(self, run: str, category: str = "overall") -> list[float] | None:
+        rows = [r for r in self._select(run, category) if r.kl_vs_full is not None]
+        return cluster_bootstrap_ci([r.kl_vs_full for r in rows], [r.video_index for r in rows])
+
+    @property
+    def comparison_reference(self) -> str | None:
+        """The run :meth:`comparisons` compares against (see :attr:`compare_to`)."""
+        if self.compare_to is not None:
+            return self.compare_to
+        if self.reference is not None:
+            return self.reference
+        return "full" if "full" in self.runs else None
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Every other run against :attr:`comparison_reference`, overall and per category: the accuracy
+        difference, its paired bootstrap interval and the exact McNemar p-value on the discordant questions."""
+        reference = self.comparison_reference
+        if reference is None:
+            return []
+        ref = {(r.video_index, r.question_index): r for r in self.rows if r.run == reference}
+        if not ref:
+            raise EvalError(f"--compare-to {reference!r}: no run of that name in these results "
+                            f"(runs: {', '.join(self.runs)})")
+        out = []
+        for run in self.runs:
+            if run == reference:
+                continue
+            for category in [*self.categories, "overall"]:
+                pairs = [(r, ref[r.video_index, r.question_index]) for r in self._select(run, category)
+                         if (r.video_index, r.question_index) in ref]
+                if not pairs:
+                    continue
+                out.append(paired_comparison(
+                    run, reference, category, [a.correct for a, _ in pairs], [b.correct for _, b in pairs],
+                    [a.video_index for a, _ in pairs],
+                ).to_dict())
+        return out
+
     def run_summary(self, run: str) -> dict[str, Any]:
         """The ``--json`` object of one run: model, policy, budget (as given), accuracy overall and by category,
         median TTFT, peak KV bytes (max over videos), mean kept fraction and fidelity vs the full cache."""
@@ -199,11 +251,14 @@ class EvalResult:
             "policy": policy,
             "budget": budget,
             "accuracy": _num(self.accuracy(run)),
+            "accuracy_ci": self.accuracy_ci(run),
             "by_category": {c: _num(self.accuracy(run, c)) for c in self.category_columns},
+            "by_category_ci": {c: self.accuracy_ci(run, c) for c in self.category_columns},
             "ttft_ms_median": statistics.median(r.ttft_ms for r in rows) if rows else None,
             "peak_kv_bytes": max((r.peak_kv_bytes for r in rows), default=None),
             "kept_fraction": _num(_mean([r.kept_fraction for r in rows])),
-            "fidelity": {"agreement": _num(self.agreement(run)), "kl": _num(self.kl(run))},
+            "fidelity": {"agreement": _num(self.agreement(run)), "kl": _num(self.kl(run)),
+                         "agreement_ci": self.agreement_ci(run), "kl_ci": self.kl_ci(run)},
         }
 
     def to_json(self) -> dict[str, Any] | list[dict[str, Any]]:
@@ -230,6 +285,7 @@ class EvalResult:
                     "n": len(rows),
                     "correct": sum(r.correct for r in rows),
                     "accuracy": sum(r.correct for r in rows) / len(rows),
+                    "accuracy_ci": self.accuracy_ci(run, category),
                     "ttft_ms_mean": statistics.fmean(ttft),
                     "ttft_ms_median": statistics.median(ttft),
                     "kv_bytes_mean": statistics.fmean(r.kv_bytes for r in rows),
@@ -253,6 +309,9 @@ class EvalResult:
             "questions": len({(r.video_index, r.question_index) for r in self.rows}),
             "results": [self.run_summary(run) for run in self.runs],
             "summary": self.summary(),
+            "compare_to": self.comparison_reference,
+            "comparisons": self.comparisons(),
+            "bootstrap": BOOTSTRAP,
             "policy_configs": self.policy_configs,
         }
 
