@@ -13,6 +13,7 @@ import sys
 import typer
 
 from analysis import cli as analysis_cli
+from analysis.summary import write_study_report
 from analysis.training_curves import plot_curve
 from dashboard import cli as dashboard_cli
 from hermes_policy import __version__
@@ -50,7 +51,8 @@ def _root(
 policy_cli.register(app)
 # the runtime may not import analysis, so the curve plotter is handed in here, where both meet
 training_cli.register(app, plot_curve=plot_curve)
-probes_cli.register(app)
+# likewise the study's summary and figures: probes record, analysis reads
+probes_cli.register(app, report=write_study_report)
 analysis_cli.register(app)
 data_cli.register(app)
 eval_cli.register(app)

@@ -6,6 +6,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -41,21 +42,27 @@ def _summary(recording: Recording) -> str:
             f"({', '.join(recording.queries)}) over {meta['frames']} frames in {meta['seconds']:.1f}s")
 
 
-def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trust_remote_code: bool) -> None:
+#: ``report(recording, out, figures) -> text``: summary.json and figures beside a recording (analysis's
+#: :func:`analysis.summary.write_study_report`, handed in by ``hermes_lab.cli``: probes never import analysis)
+StudyReport = Callable[[Recording, Path, bool], str]
+
+
+def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trust_remote_code: bool) -> Recording:
     """One video: the folder is its recording, as it always was (kept as is when a rerun finds it complete)."""
     if target.is_done(0):
         recording = Recording.load(target.path)
         print(f"{target.path} already holds this recording; remove it to record again", file=sys.stderr)
         typer.echo(f"recorded {_summary(recording)} -> {target.path}")
-        return
+        return recording
     open_study_video(target, 0)  # a bad video fails before the model loads
     adapter = load_model(target.settings["model"], trust_remote_code=trust_remote_code, placement=placement)
     recording = record_video(adapter, target, 0, config)
     typer.echo(f"recorded {_summary(recording)} -> {target.path}")
+    return recording
 
 
-def register(app: typer.Typer) -> None:
-    """Add this package's subcommands to the ``hermes-lab`` app."""
+def register(app: typer.Typer, report: StudyReport | None = None) -> None:
+    """Add this package's subcommands to the ``hermes-lab`` app; ``report`` writes the summary and figures."""
 
     @app.command()
     def study(
@@ -85,6 +92,8 @@ def register(app: typer.Typer) -> None:
         dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished video "
                                                          "after which rank 0 gives up (and every collective's "
                                                          "timeout)")] = 3600.0,
+        figures: Annotated[bool, typer.Option(help="also draw the study figures into OUT/figures (summary.json "
+                                                   "and the per-layer table come either way)")] = True,
         trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
     ) -> None:
         """Stream videos with the full cache and record per-layer, per-head attention after every chunk.
@@ -102,6 +111,11 @@ def register(app: typer.Typer) -> None:
             share_threads,
         )
 
+        def finish(recording: Recording) -> None:
+            if report is not None:
+                typer.echo(report(recording, out, figures))
+                typer.echo(f"wrote {out}/summary.json" + (f" and {out}/figures/" if figures else ""))
+
         # everything that can be wrong with the arguments fails before the (slow) model load
         config = StudyConfig(queries=queries, chunk_frames=chunk_frames, raw_steps=raw_steps)  # type: ignore[arg-type]
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
@@ -113,7 +127,7 @@ def register(app: typer.Typer) -> None:
         if not target.many:
             if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
                 placement.device = device_for(env, device)
-                _study_one(target, config, placement, trust_remote_code)
+                finish(_study_one(target, config, placement, trust_remote_code))
             return
         frames = video_frames(target.videos, fps)
         done = {i for i in range(len(target.videos)) if target.is_done(i)}
@@ -135,6 +149,7 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(f"recorded {len(target.videos) - len(done)} of {len(target.videos)} videos "
                    f"({len(done)} already there) into {out}/videos; aggregate: {_summary(recording)} -> {out}")
+        finish(recording)
 
     @app.command("bench-capture")
     def bench_capture(

@@ -22,7 +22,7 @@ from probes.recording import Recording, RecordingError, layer_name
 
 MODEL = "tiny-llava-ov"
 V1, V2 = "synthetic:seed=1,frames=10,size=64x64", "synthetic:seed=2,frames=16,size=64x64"
-ARGS = ["--model", MODEL, "--chunk-frames", "4"]
+ARGS = ["--model", MODEL, "--chunk-frames", "4", "--no-figures"]
 
 
 # --------------------------------------------------------------------------- planted recordings
@@ -178,7 +178,8 @@ def test_single_video_keeps_its_layout(tmp_path, capsys) -> None:
     out = tmp_path / "one"
     code, stdout, _ = run(capsys, "--video", V1, "--out", str(out))
     assert code == 0 and stdout.startswith("recorded 3 steps x 4 layers x 4 heads (local, global, mixed) over 10")
-    assert sorted(p.name for p in out.iterdir()) == ["recording.json", "recording.safetensors"]
+    # the recording, and beside it what was read off it (see test_study_report)
+    assert sorted(p.name for p in out.iterdir()) == ["recording.json", "recording.safetensors", "summary.json"]
     assert not Recording.load(out).is_aggregate
     code, stdout, err = run(capsys, "--video", V1, "--out", str(out))  # the same study again: kept
     assert code == 0 and "already holds" in err
@@ -233,6 +234,8 @@ def test_torchrun_two_ranks_give_the_aggregate_of_one_process(two_videos, tmp_pa
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("recorded 2 of 2 videos") and proc.stdout.count("\n") == 1  # rank 1: nothing
+    # rank 0 alone prints: the recorded line, the per-layer table of the aggregate and where it wrote it
+    assert proc.stdout.startswith("recorded 2 of 2 videos") and proc.stdout.count("recorded") == 1
+    assert proc.stdout.count("summary.json") == 1
     assert tensors_close(Recording.load(out), Recording.load(two_videos), atol=1e-5)
     assert not list(out.glob("failures.rank*.json"))

@@ -1,0 +1,108 @@
+"""The study's verdict in numbers: ``summary.json`` and the per-layer table ``hermes-lab study`` prints.
+
+Per layer and per head: the recency index (decay rate k of attention with frame age, and the mass on
+the newest 10% of frames), anchor concentration and periodicity, entropy over the video (normalised
+to 0..1 when the frame size is known), and the derived tier; plus whether the layers follow HERMES's
+picture (recency falls and anchors rise with depth, :func:`analysis.derive.tier_checks`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analysis.derive import TierAssignment, derive_tiers, format_ranges, tier_checks
+from analysis.errors import StudyError
+from analysis.figures import write_figures
+from hermes_policy.atomic import atomic_write_json
+from analysis.metrics import QuerySelector, anchor_structure, entropy_summary, has, recency_index
+from probes.recording import Recording
+
+SUMMARY_FORMAT = "hermes-lab/study-summary"
+#: summary key -> (metric, its column in the printed table)
+METRICS = {"decay": "k", "newest10": "newest 10%", "concentration": "anchor conc.", "periodicity": "periodicity",
+           "entropy": "entropy"}
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 6)
+
+
+def head_metrics(rec: Recording, query: QuerySelector = None) -> dict[str, torch.Tensor]:
+    """Every metric of :data:`METRICS` as an (L, H) tensor (NaN where the recording cannot say)."""
+    out = {**recency_index(rec, query), **anchor_structure(rec, query)}
+    if has(rec, "entropy"):
+        out["entropy"] = entropy_summary(rec, query)["entropy"]
+    else:
+        out["entropy"] = torch.full_like(out["decay"], math.nan)
+    return {name: out[name].double() for name in METRICS}
+
+
+def study_summary(rec: Recording, tiers: TierAssignment, query: QuerySelector = None) -> dict[str, Any]:
+    """The ``summary.json`` document of a recording (a single video's or an aggregate)."""
+    metrics = head_metrics(rec, query)
+    checks = tier_checks(tiers)
+    layers = []
+    for layer in range(rec.num_layers):
+        heads = [
+            {"head": h, "tier": tiers.heads[layer][h] if tiers.heads else tiers.layers[layer],
+             **{name: _number(values[layer, h]) for name, values in metrics.items()}}
+            for h in range(rec.num_heads)
+        ]
+        layers.append({
+            "layer": layer,
+            "tier": tiers.layers[layer],
+            **{name: _number(values[layer].nanmean()) for name, values in metrics.items()},
+            "heads": heads,
+        })
+    return {
+        "format": SUMMARY_FORMAT,
+        "version": 1,
+        "model": rec.meta.get("model"),
+        "videos": rec.meta.get("videos") or [rec.meta.get("video")],
+        "num_layers": rec.num_layers,
+        "num_heads": rec.num_heads,
+        "queries": rec.queries,
+        "method": tiers.method,
+        "tiers": {tier: list(r) if r else None for tier, r in tiers.ranges().items()},
+        "tier_ranges": format_ranges(tiers.ranges()),
+        "checks": checks,
+        # HERMES's picture: shallow layers favour recent frames, deep layers keep sparse periodic anchors
+        "follows_hermes": bool(checks) and all(checks.values()),
+        "layers": layers,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The per-layer table ``hermes-lab study`` prints, then the verdict."""
+    head = f"{'layer':>5} {'tier':<10} " + " ".join(f"{label:>13}" for label in METRICS.values())
+    lines = [head, "-" * len(head)]
+    for layer in summary["layers"]:
+        cells = " ".join("            -" if layer[m] is None else f"{layer[m]:>13.3f}" for m in METRICS)
+        lines.append(f"{layer['layer']:>5} {layer['tier']:<10} {cells}")
+    checks = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in summary["checks"].items())
+    verdict = "follow" if summary["follows_hermes"] else "do not follow"
+    lines.append(f"tiers ({summary['method']}): {summary['tier_ranges']}; {checks}")
+    lines.append(f"the layers {verdict} HERMES's shallow-recency / deep-anchor picture")
+    return "\n".join(lines)
+
+
+
+
+def write_study_report(rec: Recording, out: str | Path, figures: bool = True, formats: str = "pdf,png,svg,html") -> str:
+    """Beside a recording in ``out``: ``summary.json`` and (unless ``figures`` is False) the study figures in
+    ``out/figures/``, tiers measured by change points; returns the per-layer table to print."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tiers = derive_tiers(rec)
+    summary = study_summary(rec, tiers)
+    atomic_write_json(out / "summary.json", summary, StudyError)
+    if figures:
+        write_figures(rec, out / "figures", formats, tiers=tiers)
+    return format_summary(summary)
+
+
+__all__ = ["METRICS", "SUMMARY_FORMAT", "format_summary", "head_metrics", "study_summary", "write_study_report"]
