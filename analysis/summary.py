@@ -17,8 +17,8 @@ import torch
 from analysis.derive import TierAssignment, derive_tiers, format_ranges, tier_checks
 from analysis.errors import StudyError
 from analysis.figures import write_figures
-from hermes_policy.atomic import atomic_write_json
 from analysis.metrics import QuerySelector, anchor_structure, entropy_summary, has, recency_index
+from hermes_policy.atomic import atomic_write_json
 from probes.recording import Recording
 
 SUMMARY_FORMAT = "hermes-lab/study-summary"
