@@ -80,6 +80,15 @@ def read_bench(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def read_benches(paths: Sequence[str | Path]) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) of each bench folder; the label is the model the rows measured (else the folder's name)."""
+    out = []
+    for path in paths:
+        df = read_bench(path)
+        out.append((str(df["model"].iloc[0]) if "model" in df and len(df) else Path(path).name, df))
+    return out
+
+
 # ------------------------------------------------------------- tidy tables
 def _ci(ci, i: int) -> float:
     return float("nan") if ci is None else float(ci[i])
@@ -369,10 +378,7 @@ def write_result_figures(
     if not evals and not benches:
         raise StudyError("nothing to draw: pass --eval DIR and/or --bench DIR")
     folders = [read_eval(p) for p in evals]  # every folder is read before anything is written
-    bench_rows = []
-    for path in benches:
-        df = read_bench(path)
-        bench_rows.append((str(df["model"].iloc[0]) if "model" in df and len(df) else Path(path).name, df))
+    bench_rows = read_benches(benches)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise StudyError(f"{out} exists and is not a directory; pass a directory for the figures")
@@ -385,6 +391,7 @@ def write_result_figures(
 
 
 __all__ = [
-    "BENCH_FIGURES", "EVAL_FIGURES", "EvalFolder", "bench_tables", "eval_tables", "read_bench", "read_eval",
+    "BENCH_FIGURES", "EVAL_FIGURES", "EvalFolder", "bench_tables", "eval_tables", "read_bench", "read_benches",
+    "read_eval",
     "write_result_figures",
 ]

@@ -20,6 +20,7 @@ PAGES = (
     ("views/study.py", "Study & tiers", "study", ":material/stacked_line_chart:"),
     ("views/occupancy.py", "Cache occupancy", "occupancy", ":material/memory:"),
     ("views/live.py", "Live stream & ask", "live", ":material/play_circle:"),
+    ("views/results.py", "Results", "results", ":material/leaderboard:"),
 )
 
 

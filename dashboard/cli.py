@@ -57,10 +57,21 @@ def register(app: typer.Typer) -> None:
         device_map: DeviceMapOption = None,
         max_memory: MaxMemoryOption = None,
         offload_folder: OffloadFolderOption = None,
+        eval_dirs: Annotated[Optional[list[Path]], typer.Option(
+            "--eval", help="an eval --out folder the Results page opens with; repeatable")] = None,
+        bench_dirs: Annotated[Optional[list[Path]], typer.Option(
+            "--bench", help="a bench --out folder the Results page opens with; repeatable")] = None,
     ) -> None:
-        """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask."""
+        """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask, results."""
+        from analysis.results_figures import read_bench, read_eval
+
+        for folder in eval_dirs or ():
+            read_eval(folder)  # a folder that is not a finished evaluation fails here, in one line
+        for folder in bench_dirs or ():
+            read_bench(folder)
         settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs), device_map, max_memory,
-                            None if offload_folder is None else str(offload_folder))
+                            None if offload_folder is None else str(offload_folder),
+                            tuple(str(e) for e in eval_dirs or ()), tuple(str(b) for b in bench_dirs or ()))
         settings.placement()  # a bad device map fails here, in one line, not on every page
         cmd = streamlit_command(settings, host, port)
         typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)

@@ -32,6 +32,7 @@ class Settings:
         runs: folder for what the app writes: recordings it makes, uploads, specs, figures.
         device_map, max_memory, offload_folder: how every model the app loads is placed over devices
             (``--device-map`` etc., as on the other commands); None: one device.
+        evals, benches: ``eval --out`` / ``bench --out`` folders the Results page opens with.
     """
 
     studies: tuple[str, ...] = ()
@@ -41,6 +42,8 @@ class Settings:
     device_map: str | None = None
     max_memory: str | None = None
     offload_folder: str | None = None
+    evals: tuple[str, ...] = ()
+    benches: tuple[str, ...] = ()
 
     @property
     def runs_dir(self) -> Path:
@@ -56,6 +59,10 @@ class Settings:
                             ("--offload-folder", self.offload_folder)):
             if value is not None:
                 args += [flag, value]
+        for folder in self.evals:
+            args += ["--eval", folder]
+        for folder in self.benches:
+            args += ["--bench", folder]
         return args
 
     def placement(self):
@@ -74,13 +81,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device-map", default=None)
     p.add_argument("--max-memory", default=None)
     p.add_argument("--offload-folder", default=None)
+    p.add_argument("--eval", action="append", default=[])
+    p.add_argument("--bench", action="append", default=[])
     return p
 
 
 def parse_args(argv: list[str]) -> Settings:
     # parse_known_args: an unknown flag must not kill the app (it would show a bare SystemExit page)
     ns, _ = parser().parse_known_args(argv)
-    return Settings(tuple(ns.study), ns.model, ns.video, ns.runs, ns.device_map, ns.max_memory, ns.offload_folder)
+    return Settings(tuple(ns.study), ns.model, ns.video, ns.runs, ns.device_map, ns.max_memory, ns.offload_folder,
+                    tuple(ns.eval), tuple(ns.bench))
 
 
 def from_environment(main_script: str | Path) -> Settings:
