@@ -229,13 +229,16 @@ def read_dataset(path: str | Path, video_root: str | Path | None = None, check_v
 
 # ------------------------------------------------------------------ writing
 def _portable(video: str, folder: Path) -> str:
-    """Paths inside the dataset's folder are written relative to it, so the folder can move."""
+    """A path that resolves from the dataset's folder, as every reader resolves it: relative to that folder when
+    the video is inside it (so the folder can move), else absolute (a path relative to the current folder,
+    e.g. from ``--video-root vids``, would otherwise be read against the wrong folder)."""
     if video.startswith(SYNTHETIC_PREFIX):
         return video
+    absolute = Path(os.path.abspath(video))
     try:
-        return Path(os.path.abspath(video)).relative_to(os.path.abspath(folder)).as_posix()
+        return absolute.relative_to(os.path.abspath(folder)).as_posix()
     except ValueError:
-        return video
+        return str(absolute)
 
 
 def write_dataset(items: Iterable[VideoItem], path: str | Path) -> Path:

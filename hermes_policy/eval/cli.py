@@ -15,17 +15,30 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
-from hermes_policy.data.dataset import DatasetError
+from hermes_policy.data.dataset import DatasetError, missing_videos
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 
 
-def _resolve_data(data: Path, format: str, video_root: Path | None) -> tuple[list, str]:
+def _resolve_data(data: Path, format: str, video_root: Path | None,
+                  skip_missing: bool = False) -> tuple[list, str, dict[str, int] | None]:
+    """The dataset's items, its format, and what ``--skip-missing`` left out (None: nothing was)."""
     if not data.exists():
         raise DatasetError(f"--data {data} does not exist")
     fmt = detect_format(data) if format == "auto" else format
-    return load_annotations(data, format=fmt, video_root=video_root), fmt
+    items = load_annotations(data, format=fmt, video_root=video_root, check_videos=not skip_missing)
+    missing = set(missing_videos(items)) if skip_missing else set()
+    if not missing:
+        return items, fmt, None
+    kept = [it for it in items if it.video not in missing]
+    skipped = {"videos": len(items) - len(kept),
+               "questions": sum(len(it.questions) for it in items if it.video in missing)}
+    if not kept:
+        raise DatasetError(f"--skip-missing: none of the {len(items)} videos of {data} exists; nothing to evaluate")
+    print(f"warning: --skip-missing: {skipped['videos']} of {len(items)} videos ({skipped['questions']} questions) "
+          f"have no file and are left out", file=sys.stderr)
+    return kept, fmt, skipped
 
 
 def _versions() -> dict[str, str]:
@@ -72,6 +85,9 @@ def eval_command(
     dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
                                                      "after which rank 0 gives up (and every collective's "
                                                      "timeout)")] = 3600.0,
+    skip_missing: Annotated[bool, typer.Option(
+        help="evaluate the videos whose files exist, after one warning counting the videos and questions left "
+             "out (recorded in config.json and results.json); without it a missing video is refused")] = False,
     compare_to: Annotated[Optional[str], typer.Option(
         help="the run every other run is compared with, question by question: accuracy difference with its "
              "paired bootstrap 95% interval (clustered by video) and an exact McNemar p-value, overall and per "
@@ -116,7 +132,7 @@ def eval_command(
     if compare_to is not None and compare_to not in [*labels, "full"]:
         raise EvalError(f"--compare-to {compare_to!r} is not one of this evaluation's runs: "
                         f"{', '.join(dict.fromkeys([*labels, 'full']))}")
-    all_items, fmt = _resolve_data(data, format, video_root)
+    all_items, fmt, skipped = _resolve_data(data, format, video_root, skip_missing)
     items = all_items[:limit] if limit is not None else all_items
     settings: dict[str, Any] = {
         "model": model,
@@ -131,6 +147,8 @@ def eval_command(
         "dtype": dtype,
         "scoring": scoring,
     }
+    if skipped is not None:  # only then, so folders evaluated before the flag existed still resume
+        settings["skipped_missing"] = skipped
     units = plan(items, recipes).units
     done = outdir.resume(settings, units, repair=not env.distributed)
     initialise(env, dist_timeout, gpus_per_rank)
@@ -163,6 +181,7 @@ def eval_command(
         "device_map": device_map,
         "world_size": env.world_size,
         "scoring": scorer.name,  # resolved: auto is the model's own format (see hermes_policy.eval.scoring)
+        "skipped_missing": skipped,
         "versions": _versions(),
         "argv": sys.argv[1:],
     }
@@ -183,6 +202,7 @@ def eval_command(
         result = evaluate(adapter, items, recipes, progress=not as_json, done=done, on_unit=outdir.append,
                           **options)
     result.compare_to = compare_to
+    result.skipped_missing = skipped
     outdir.finish(result)
     if as_json:
         typer.echo(json.dumps(result.to_json()))

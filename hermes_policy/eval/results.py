@@ -154,6 +154,8 @@ class EvalResult:
     model: str | None = None
     weights: str = "trained"
     compare_to: str | None = None
+    #: ``{"videos", "questions"}`` that ``--skip-missing`` left out (None: none were)
+    skipped_missing: dict[str, int] | None = None
 
     @property
     def policies(self) -> list[str]:
@@ -312,6 +314,7 @@ class EvalResult:
             "compare_to": self.comparison_reference,
             "comparisons": self.comparisons(),
             "bootstrap": BOOTSTRAP,
+            "skipped_missing": self.skipped_missing,
             "policy_configs": self.policy_configs,
         }
 
