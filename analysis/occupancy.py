@@ -109,6 +109,7 @@ def run_occupancy(
     frames: Sequence[Frame],
     chunk_frames: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    flush_after: Sequence[int] = (),
 ) -> Occupancy:
     """Stream ``frames`` under ``policy`` and record the cache after every chunk.
 
@@ -118,6 +119,9 @@ def run_occupancy(
         frames: the stream, in order.
         chunk_frames: frames per prefill (rounded up to the model's frame groups).
         progress: called as ``progress(frames_done, total)`` after each chunk.
+        flush_after: frame counts at which a partial chunk is prefilled, as a question asked then
+            would (``eval`` flushes before every question): replaying an evaluated stream with its
+            questions' ``frames_seen`` gives the very chunks, hence the very cache, it had.
     """
     if not frames:
         raise SessionError("the video yielded no frames; nothing to stream")
@@ -126,8 +130,13 @@ def run_occupancy(
     group = adapter.frames_per_group
     total = len(frames)
     held, tokens, kv, summary, steps, times = [], [], [], [], [], []
-    for start in range(0, total, size):
-        chunk = list(frames[start : start + size])
+    cuts = sorted(set(flush_after))
+    start = 0
+    while start < total:
+        end = min(start + size, total)
+        end = next((c for c in cuts if start < c < end), end)
+        chunk = list(frames[start:end])
+        start = end
         session.ingest(chunk)
         session.flush()  # the last chunk may be short
         assert session.tokens_per_frame is not None  # set by the first chunk

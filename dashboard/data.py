@@ -307,12 +307,13 @@ def spec_stamp(spec: str | None) -> int | None:
 @st.cache_data(show_spinner=False, max_entries=32)
 def occupancy(
     model_name: str, video: str, policy: str, budget: int | None, spec: str | None, stamp: int | None,
-    chunk_frames: int,
+    chunk_frames: int, flush_after: tuple[int, ...] = (),
 ) -> occ.Occupancy:
-    """Stream ``video`` under one policy and record the cache after each chunk (``stamp``: see :func:`spec_stamp`)."""
+    """Stream ``video`` under one policy and record the cache after each chunk (``stamp``: see :func:`spec_stamp`;
+    ``flush_after``: see :func:`analysis.occupancy.run_occupancy`)."""
     frames = list(open_video(video).frames())
     built = policy_from_args(policy, budget, spec or None)
-    return occ.run_occupancy(model(model_name), built, frames, chunk_frames)
+    return occ.run_occupancy(model(model_name), built, frames, chunk_frames, flush_after=flush_after)
 
 
 # --------------------------------------------------------------------------- uploads

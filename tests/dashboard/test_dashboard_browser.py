@@ -232,3 +232,29 @@ def test_live_stream_and_ask(page, server):
     assert "broken.mp4" in page.locator('[data-testid="stAlert"]').first.inner_text()
     _no_exception(page)
     _shot(page, "live-bad-upload")
+
+
+def test_results_and_a_question(page, server):
+    from hermes_lab.cli import main as cli_main
+
+    data, out = server["tmp"] / "qa", server["runs"] / "eval"  # under --runs: the page finds it by itself
+    assert cli_main(["data", "synth", "--seed", "3", "--videos", "2", "--frames", "16", "--size", "64x64",
+                     "--per-category", "1", "--out", str(data)]) == 0
+    assert cli_main(["eval", "--model", "tiny-embedded", "--data", str(data), "--policy", "full,sink-window",
+                     "--budget-ratio", "0.3", "--out", str(out), "--json"]) == 0
+    _open(page, server, "results")
+    _no_exception(page)
+    # accuracy vs budget and vs KV, fidelity, Pareto; subplot titles are annotations, not figure titles
+    assert page.locator(".js-plotly-plot").count() >= 4
+    subplot_titles = page.eval_on_selector_all(".js-plotly-plot .annotation-text", "els => els.map(e => e.textContent)")
+    assert {"overall", "agreement with full"} <= set(subplot_titles)
+    # drill into a question: the per-run table, and the replayed cache as the occupancy heatmap
+    page.get_by_text("Per question").wait_for(timeout=PLOT_TIMEOUT_MS)
+    page.get_by_text("Replay the cache of").wait_for(timeout=PLOT_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gtitle')].some(t => t.textContent.includes('what each layer held'))",
+        timeout=PLOT_TIMEOUT_MS)
+    assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1
+    _settle(page)
+    _no_exception(page)
+    _shot(page, "results")
