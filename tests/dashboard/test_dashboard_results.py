@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
@@ -71,3 +72,28 @@ def test_dashboard_eval_option_opens_a_folder_and_refuses_a_bad_one(tmp_path, mo
 def test_no_results_says_how_to_make_them(tmp_path, monkeypatch):
     at = results_page(monkeypatch, tmp_path / "none")
     assert any("hermes-lab eval --out" in i.value for i in at.info)
+
+
+def test_a_replay_with_the_questions_chunks_is_the_cache_the_question_saw():
+    """eval flushes a partial chunk before each question; the drill-down's replay does the same, so the cache it
+    shows at the question is the very cache the question was asked against."""
+    from analysis.occupancy import held_shares, run_occupancy
+    from hermes_policy.models.tiny import build_tiny
+    from hermes_policy.policies import make_policy
+    from hermes_policy.session import SessionConfig, StreamingSession
+    from hermes_policy.video import SyntheticVideo
+
+    tiny = build_tiny("tiny-embedded")
+    frames = list(SyntheticVideo(seed=3, frames=12, width=64, height=64).frames())
+    budget = 3 * tiny.tokens_per_frame(64, 64)
+    session = StreamingSession(tiny, make_policy("hermes", budget=budget), SessionConfig(chunk_frames=4))
+    session.ingest(frames[:6])
+    session.ask("What is there?", max_new_tokens=1)  # flushes frames 4-5 as a chunk of 2
+    held = held_shares(session.cache, len(frames), session.tokens_per_frame)  # (L, F) what each layer held
+    replay = run_occupancy(tiny, make_policy("hermes", budget=budget), frames, 4, flush_after=(6,))
+    step = list(replay.frames).index(6)
+    assert list(replay.tokens[step]) == session.cache.lengths()
+    np.testing.assert_array_equal(np.nan_to_num(replay.held[step][:, :6], nan=-1), np.nan_to_num(held[:, :6], nan=-1))
+    assert np.nanmin(held[:, :6]) < 1, "the budget made hermes evict: the comparison is not trivially all-held"
+    plain = run_occupancy(tiny, make_policy("hermes", budget=budget), frames, 4)
+    assert 6 not in list(plain.frames), "without the question's flush the stream never stops at frame 6"
