@@ -15,7 +15,8 @@ from hermes_lab.cli import main
 from hermes_policy.bench import BenchError, BenchRow, Cell, bench_distributed, merge_shares, plan_cells
 from hermes_policy.distributed import LaunchEnv, shard
 
-TIMINGS = ("ttft_ms", "ingest_ms_per_frame", "peak_rss_bytes")
+TIMINGS = {"ttft_ms", "ingest_ms_per_frame", "peak_rss_bytes", "ingest_full_ms_per_frame", "vision_ms_per_frame",
+           "lm_ms_per_frame", "policy_ms_per_frame"}
 
 
 def _row(cell: Cell) -> BenchRow:
