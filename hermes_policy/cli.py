@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
 from hermes_policy.policies import POLICIES, policy_from_args
-from hermes_policy.session import Answer, SessionConfig, StreamingSession
+from hermes_policy.session import Answer, SessionConfig, StreamingSession, check_question
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
 from hermes_policy.video import open_video, parse_frame_size
 
@@ -36,16 +37,23 @@ class TimedQuestion:
             t = float(head)
         except ValueError:
             t = -1.0
-        if not sep or t < 0 or not question.strip():
-            raise SessionError(f"--ask takes 'SECONDS:question', e.g. '30:What is happening?'; got {text!r}")
-        return cls(t, question.strip())
+        # nan compares false with everything, so it would slip past "t < 0" and be asked at the end
+        if not sep or not math.isfinite(t) or t < 0 or not question.strip():
+            raise SessionError(f"--ask takes 'SECONDS:question' with SECONDS a finite number >= 0, e.g. "
+                               f"'30:What is happening?'; got {text!r}")
+        return cls(t, check_question(question).strip())
 
 
 def run_stream(
-    session: StreamingSession, source, questions: list[TimedQuestion], show_progress: bool = True
+    session: StreamingSession, source, questions: list[TimedQuestion], show_progress: bool = True,
+    answers: list[Answer] | None = None,
 ) -> list[Answer]:
-    """Stream ``source`` into ``session``, asking each question once stream time reaches it."""
-    answers: list[Answer] = []
+    """Stream ``source`` into ``session``, asking each question once stream time reaches it.
+
+    ``answers`` (returned) is filled as questions are answered, so a caller still has the ones
+    answered before a failure partway (a video truncated mid-file).
+    """
+    answers = [] if answers is None else answers
     total = source.num_frames
     bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not show_progress or (total or 0) <= 8,
                desc="streaming", leave=False)
@@ -100,7 +108,12 @@ def register(app: typer.Typer) -> None:
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
         session = StreamingSession(adapter, mem_policy, config)
-        answers = run_stream(session, source, questions)
+        answers: list[Answer] = []
+        failure: HermesError | None = None
+        try:
+            run_stream(session, source, questions, answers=answers)
+        except HermesError as e:
+            failure = e  # the answers given before it are kept and printed, then the error
         result = {
             "model": model,
             "policy": mem_policy.name,
@@ -111,8 +124,12 @@ def register(app: typer.Typer) -> None:
             "weights": adapter.weights,
             "answers": [a.to_dict() for a in answers],
         }
+        if failure is not None:
+            result["error"] = str(failure)
         if as_json:
             typer.echo(json.dumps(result))
+            if failure is not None:
+                raise failure
             return
         typer.echo(f"{model} | policy {mem_policy.name} (budget {result['budget']}) | {session.frames_seen} frames "
                    f"| KV {session.kv_bytes / 2**20:.2f} MiB")
@@ -121,6 +138,10 @@ def register(app: typer.Typer) -> None:
         for a in answers:
             typer.echo(f"[{a.time:7.1f}s] Q: {a.question}\n           A: {a.answer}   "
                        f"(TTFT {a.ttft_ms:.1f} ms, KV {a.kv_bytes / 2**20:.2f} MiB)")
+        if failure is not None:
+            typer.echo(f"the stream stopped after {session.frames_seen} frames; {len(answers)} of {len(questions)} "
+                       "questions were answered")
+            raise failure
 
 
     @app.command()

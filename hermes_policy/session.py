@@ -84,6 +84,17 @@ class SessionConfig:
             raise SessionError("reindex_headroom must be >= 0")
 
 
+def check_question(question: object) -> str:
+    """``question`` if it is non-empty UTF-8 text; SessionError (one line) otherwise."""
+    if not isinstance(question, str) or not question.strip():
+        raise SessionError("the question is empty; ask something, e.g. 'What is happening?'")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from a command line arrive as lone surrogates
+        raise SessionError(f"the question {question!r} is not valid UTF-8 text") from None
+    return question
+
+
 @dataclass
 class Answer:
     """One answered question.
@@ -359,8 +370,7 @@ class StreamingSession:
     # ------------------------------------------------------------------ ask
     def _prepare_question(self, question: str, options: Sequence[str] | None) -> str:
         """Validate and template a question, then flush buffered frames so it sees all of them."""
-        if not isinstance(question, str) or not question.strip():
-            raise SessionError("the question is empty; ask something, e.g. 'What is happening?'")
+        check_question(question)
         if self.frames_seen == 0 and not self._pending:
             raise SessionError("no frame has been streamed yet; ingest at least one frame before asking")
         text = self.template.question_text(format_question(question.strip(), options))

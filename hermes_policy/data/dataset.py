@@ -27,10 +27,13 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from hermes_policy.atomic import atomic_write_text
 from hermes_policy.data.questions import CATEGORIES, Question, sample_questions
@@ -265,6 +268,11 @@ def derived_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
+#: the largest synthetic dataset ``synthesize`` makes: beyond it a typo, not an experiment
+MAX_SYNTH_FRAMES = 200_000
+MAX_SYNTH_VIDEOS = 100_000
+
+
 def synthesize(
     seed: int,
     videos: int,
@@ -274,6 +282,7 @@ def synthesize(
     per_category: int = 2,
     min_frame: int | None = None,
     categories: Sequence[str] = CATEGORIES,
+    progress: bool = True,
 ) -> list[VideoItem]:
     """A synthetic streaming-QA dataset with exact answers (no pixels are rendered).
 
@@ -293,6 +302,9 @@ def synthesize(
         raise DatasetError(f"synthesize: videos must be an integer >= 1, got {videos!r}")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
         raise DatasetError(f"synthesize: frames must be an integer >= 1, got {frames!r}")
+    if frames > MAX_SYNTH_FRAMES or videos > MAX_SYNTH_VIDEOS:
+        raise DatasetError(f"synthesize: at most {MAX_SYNTH_VIDEOS} videos of {MAX_SYNTH_FRAMES} frames "
+                           f"(about {MAX_SYNTH_FRAMES / 7200:.0f} hours at 2 fps) each; got {videos} x {frames}")
     if per_category < 1:
         raise DatasetError(f"synthesize: per_category must be >= 1, got {per_category}")
     unknown = [c for c in categories if c not in CATEGORIES]
@@ -303,7 +315,10 @@ def synthesize(
     min_frame = max(0, min(min_frame, frames - 1))
     width, height = size
     items = []
-    for i in range(videos):
+    # simulating the scenes is what takes the time: a bar once there is enough of it to wait for
+    bar = tqdm(range(videos), unit="video", desc="simulating", file=sys.stderr, leave=False,
+               disable=not progress or videos * frames < 20_000)
+    for i in bar:
         try:
             video = SyntheticVideo(derived_seed(seed, "video", i), frames, fps=fps, width=width, height=height)
         except VideoError as e:
