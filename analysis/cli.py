@@ -16,6 +16,7 @@ import typer
 
 from analysis.errors import StudyError
 from analysis.recordings import load_study
+from hermes_policy.atomic import refuse_existing
 
 
 def parse_budget_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -56,6 +57,7 @@ def register(app: typer.Typer) -> None:
             help="video tokens kept per layer (mean); needed to run the spec with `stream --spec`")] = None,
         budget_weight: Annotated[Optional[list[str]], typer.Option(
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
+        overwrite: Annotated[bool, typer.Option(help="replace an existing --out file")] = False,
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
         from analysis.derive import derive as derive_spec
@@ -63,6 +65,7 @@ def register(app: typer.Typer) -> None:
 
         if out.is_dir():
             raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
+        refuse_existing(out, overwrite, StudyError)
         rec = load_study(study)
         spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
                            budget)
@@ -86,6 +89,8 @@ def register(app: typer.Typer) -> None:
         bench_dirs: Annotated[Optional[list[Path]], typer.Option(
             "--bench", help="a bench --out folder; repeat for several")] = None,
         out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
+        overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] =
+        False,
         fmt: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
         "pdf,png,svg,html",
         method: Annotated[str, typer.Option(help="tiers to show: measured | hermes-fixed")] = "measured",
@@ -100,6 +105,9 @@ def register(app: typer.Typer) -> None:
         from analysis.results_figures import write_result_figures
 
         formats = parse_formats(fmt)  # fail on a bad format before any work
+        if out.exists() and not out.is_dir():
+            raise StudyError(f"--out {out} exists and is not a directory; pass a directory for the figures")
+        refuse_existing(out, overwrite, StudyError)
         if study is None:
             if not eval_dirs and not bench_dirs:
                 raise StudyError("figures needs --study DIR, --eval DIR or --bench DIR")

@@ -118,3 +118,14 @@ def remove_leftovers(target: str | Path) -> None:
     for pattern in (f".{target.name}.tmp-*", f".{target.name}.stale-*"):
         for leftover in target.parent.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def refuse_existing(path: str | Path, overwrite: bool, error: type[HermesError] = HermesError,
+                    what: str = "--out") -> None:
+    """The rule for every command that writes: an output that exists with something in it (a file, or a folder
+    that is not empty) is refused, before any work, unless ``overwrite``. An empty folder is fine."""
+    path = Path(path)
+    if overwrite or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    kind = "a folder that is not empty" if path.is_dir() else "a file"
+    raise error(f"{what} {path} already exists ({kind}); pass --overwrite to replace it, or choose another path")

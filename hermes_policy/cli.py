@@ -113,6 +113,8 @@ def register(app: typer.Typer) -> None:
         try:
             run_stream(session, source, questions, answers=answers)
         except HermesError as e:
+            if not answers and session.frames_seen == 0:
+                raise  # nothing was streamed (an impossible budget, say): the error alone
             failure = e  # the answers given before it are kept and printed, then the error
         result = {
             "model": model,

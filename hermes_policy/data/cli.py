@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from hermes_policy.atomic import refuse_existing
 from hermes_policy.data.dataset import (
     DATASET_FILE,
     DatasetError,
@@ -51,8 +52,10 @@ def synth_command(
     per_category: Annotated[int, typer.Option(help="questions per category and video")] = 2,
     mp4: Annotated[bool, typer.Option(help="also write the videos as mp4 under OUT/videos and point at them")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] = False,
 ) -> None:
     """Write a synthetic streaming-QA dataset (exact answers from the simulator's event log)."""
+    refuse_existing(out, overwrite, DatasetError)
     items = synthesize(seed, videos, frames, fps=fps, size=parse_size(size), per_category=per_category)
     out.mkdir(parents=True, exist_ok=True)
     if mp4:
@@ -75,8 +78,11 @@ def convert_command(
     format: Annotated[str, typer.Option(help=f"one of: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against "
                                                              "(default: the annotation file's folder)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out file or write into a folder that "
+                                                 "holds files")] = False,
 ) -> None:
     """Convert benchmark annotations (local videos only) into the streaming-QA JSONL format."""
+    refuse_existing(out, overwrite, DatasetError)
     items = load_annotations(annotations, format=format, video_root=video_root)
     if out.suffix != ".jsonl":
         out.mkdir(parents=True, exist_ok=True)
