@@ -257,12 +257,6 @@ def rows_json(rows: list[BenchRow]) -> str:
     return json.dumps([asdict(r) for r in rows])
 
 
-def check_out(out: Path) -> None:
-    """Refuse an ``--out`` that is a file or a folder with anything in it, before any work."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BenchError(f"--out {out} already exists and is not an empty folder; pass a new folder")
-
-
 def write_rows(out: Path, rows: list[BenchRow], model: str) -> None:
     """``out/rows.parquet`` and ``out/rows.json``: every row with the model it measured (atomic writes)."""
     import pyarrow as pa

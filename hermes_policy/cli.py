@@ -13,6 +13,7 @@ import typer
 from tqdm import tqdm
 
 from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
+from hermes_policy.atomic import refuse_existing
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
@@ -179,6 +180,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Optional[Path], typer.Option(
             help="also write the rows to this new folder (rows.parquet, rows.json) for hermes-lab figures "
                  "--bench")] = None,
+        overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] =
+        False,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     ) -> None:
         """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run.
@@ -194,7 +197,6 @@ def register(app: typer.Typer) -> None:
             measure,
             parse_int_list,
             plan_cells,
-            check_out,
             rows_json,
             warm_up,
             write_rows,
@@ -210,7 +212,7 @@ def register(app: typer.Typer) -> None:
             raise BenchError(f"--ttft-repeats must be at least 1, got {ttft_repeats}")
         check_arguments(names, budget, spec, video, lengths, size)
         if out is not None:
-            check_out(out)
+            refuse_existing(out, overwrite, BenchError)
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)

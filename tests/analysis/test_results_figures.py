@@ -50,7 +50,7 @@ def test_bench_out_and_its_figures(tmp_path, capsys):
     assert {f"{fig}.png" for fig in BENCH_FIGURES} <= {p.name for p in paths}
     capsys.readouterr()
     code = main(["bench", "--model", "tiny-embedded", "--frames", "4", "--out", str(out)])
-    assert code == 2 and "not an empty folder" in capsys.readouterr().err
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
 
 
 def test_bad_folders_are_one_line(tmp_path, capsys):
