@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from tqdm import tqdm
 
 from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.data.dataset import DatasetError, missing_videos
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
+from hermes_policy.session import SessionConfig
+from hermes_policy.video import open_video
+from hermes_policy.video.frames import check_fps
 
 
 def _resolve_data(data: Path, format: str, video_root: Path | None,
@@ -39,6 +43,14 @@ def _resolve_data(data: Path, format: str, video_root: Path | None,
     print(f"warning: --skip-missing: {skipped['videos']} of {len(items)} videos ({skipped['questions']} questions) "
           f"have no file and are left out", file=sys.stderr)
     return kept, fmt, skipped
+
+
+def open_videos(items: list, fps: float | None) -> None:
+    """Open (probe) every video file of ``items``: VideoError names the first that cannot be read."""
+    files = [it for it in items if not it.is_synthetic]
+    for item in tqdm(files, unit="video", desc="checking videos", file=sys.stderr, leave=False,
+                     disable=len(files) < 50):
+        open_video(item.video, fps=fps)
 
 
 def _versions() -> dict[str, str]:
@@ -116,6 +128,9 @@ def eval_command(
     from hermes_policy.models.registry import parse_dtype
 
     torch_dtype = parse_dtype(dtype)
+    SessionConfig(chunk_frames=chunk_frames, reindex=reindex)  # type: ignore[arg-type]  (checks both, in one line)
+    if fps is not None:
+        check_fps(fps, "--fps")
     if scoring != "auto" and scoring not in SCORERS:
         raise EvalError(f"--scoring must be auto, {', '.join(SCORERS)}; got {scoring!r}")
     if max_videos is not None:
@@ -134,6 +149,7 @@ def eval_command(
                         f"{', '.join(dict.fromkeys([*labels, 'full']))}")
     all_items, fmt, skipped = _resolve_data(data, format, video_root, skip_missing)
     items = all_items[:limit] if limit is not None else all_items
+    open_videos(items, fps)  # a corrupt or unreadable file fails here, before the model loads or anything is written
     settings: dict[str, Any] = {
         "model": model,
         "data": str(data.resolve()),

@@ -18,7 +18,23 @@ The output folder (:class:`EvalDir`)::
 
 Rerunning with the same settings skips the units already in any ``rows.partial*.jsonl``
 (or in ``rows.parquet``, for a finished run), whatever world size wrote them: unit keys are
-global; other settings are refused, never overwritten.
+global; other settings are refused, never overwritten, unless nothing of that evaluation
+finished (a ``config.json`` left by a start that failed, no partial rows, no results): such
+a folder is empty, and the rerun starts it over with its own settings.
+
+A partial file's line is one whole unit (all its rows) plus a checksum of it::
+
+    {"run": "sink-window@0.5", "video_index": 1, "rows": [{...}, ...], "sha256": "<hex>"}
+
+``sha256`` is over the canonical JSON of every other field of the line (sorted keys, no
+whitespace, UTF-8; :func:`unit_checksum`), so a unit is done only if its line verifies,
+and a unit's rows are accepted all together or not at all. On resume a line that is torn
+(a writer killed mid-line), not UTF-8, not a unit, changed since it was written (fails its
+checksum) or without a checksum (written by a hermes-lab before checksums: unverifiable,
+so not trusted) is dropped and its unit evaluated again, with one warning on stderr
+counting the lines and naming the units; a single process also rewrites the file without
+them. A damaged ``rows.parquet`` of a finished folder (whose partial rows are gone) is an
+:class:`EvalError` naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -27,13 +43,15 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hermes_policy.atomic import atomic_write_json, atomic_write_text
+from hermes_policy.atomic import atomic_write_bytes, atomic_write_json
 from hermes_policy.data.dataset import VideoItem, question_to_dict
 from hermes_policy.errors import BudgetError
 from hermes_policy.eval.budgets import PolicyRecipe, check_policy, takes_budget
@@ -134,6 +152,69 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+CHECKSUM_FIELD = "sha256"
+
+
+def unit_checksum(record: dict[str, Any]) -> str:
+    """sha256 (hex) of a partial-file record's canonical JSON, its ``sha256`` field left out.
+
+    Canonical: sorted keys, no whitespace, UTF-8 (``ensure_ascii=False``); JSON numbers and strings
+    round-trip exactly, so a line read back hashes to what was written unless its content changed.
+    """
+    body = {k: v for k, v in record.items() if k != CHECKSUM_FIELD}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# why a partial line is not trusted, as the resume warning counts them
+_TORN, _NOT_UTF8, _NOT_UNIT, _CHANGED, _UNCHECKED = (
+    "cut off mid-write or not JSON", "not UTF-8", "not a unit record", "changed since written (checksum mismatch)",
+    "without a checksum (older hermes-lab)")
+# the unit a torn line was for: ``append`` writes ``run`` and ``video_index`` first
+_KEY_PREFIX = re.compile(r'^\{"run": ("(?:[^"\\]|\\.)*"), "video_index": (\d+)[,}]')
+
+
+def _line_key(text: str, record: Any) -> tuple[str, int] | None:
+    """The (run, video) unit a partial line names, if it still does."""
+    if isinstance(record, dict):
+        run, video = record.get("run"), record.get("video_index")
+        if isinstance(run, str) and isinstance(video, int) and not isinstance(video, bool):
+            return run, video
+    match = _KEY_PREFIX.match(text)
+    if match:
+        try:
+            return str(json.loads(match.group(1))), int(match.group(2))
+        except ValueError:
+            pass
+    return None
+
+
+def _parse_line(raw: bytes) -> tuple[tuple[str, int] | None, list[EvalRow] | None, str | None]:
+    """One partial-file line -> (its unit, its rows, None) if it verifies, else (its unit or None, None, why)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        return _line_key(text, None), None, _NOT_UTF8
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return _line_key(text, None), None, _TORN
+    key = _line_key(text, record)
+    if key is None or not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        return key, None, _NOT_UNIT
+    stored = record.get(CHECKSUM_FIELD)
+    if stored is None:
+        return key, None, _UNCHECKED
+    if stored != unit_checksum(record):
+        return key, None, _CHANGED
+    try:
+        rows = [EvalRow.from_dict(r) for r in record["rows"]]
+    except (TypeError, AttributeError, ValueError):
+        return key, None, _NOT_UNIT
+    return key, rows, None
+
+
 class EvalDir:
     """An evaluation's output folder; see the module docstring for its layout.
 
@@ -145,6 +226,8 @@ class EvalDir:
         """``rank``: this process's rank in a distributed run (its own partial file); None: one process."""
         self.path = Path(path)
         self.rank = rank
+        self._restart = False  # resume found a config.json of other settings with nothing finished
+        self._warned = False  # the damaged-lines warning is said once (rank 0's merge reads the files again)
         if self.path.exists() and not self.path.is_dir():
             raise EvalError(f"--out {self.path} is a file; --out takes a folder (created if needed)")
 
@@ -185,9 +268,16 @@ class EvalDir:
         ``repair`` rewrites a partial file without its torn lines; ranks of a distributed run read
         only (several read at once), and :meth:`append` starts a fresh line after a torn one instead.
 
+        A partial line that does not verify (see the module docstring) is dropped, its unit is not
+        returned (so it is evaluated again), and one warning on stderr says so (rank 0's only).
+        A ``config.json`` of other settings with nothing finished (no unit record in a partial file,
+        no ``rows.parquet``, no ``results.json``) is a start that failed: nothing is returned and
+        :meth:`start` replaces it; nothing is written here.
+
         Raises:
             EvalError: the folder holds another evaluation (other settings, or outputs without a config),
-                or finished units this run would drop (videos past ``--limit``).
+                finished units this run would drop (videos past ``--limit``), or a finished evaluation
+                whose ``rows.parquet`` cannot be read back.
         """
         if not self.path.exists():
             return {}
@@ -206,54 +296,130 @@ class EvalDir:
             if not isinstance(old, dict):
                 raise self._refuse(f"holds an evaluation without comparable settings ({CONFIG_FILE})")
             diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if not self._holds_work():
+                self._restart = True
+                if self._speaks:
+                    print(f"note: --out {self.path}: nothing of its earlier evaluation ({', '.join(diff)} "
+                          "differ) finished; starting it over with these settings", file=sys.stderr)
+                return {}
             raise self._refuse(f"holds an evaluation with other settings ({', '.join(diff)} differ)")
-        partials = self.partial_paths()
-        done = self._read_partials(partials, repair) if partials else self._read_finished()
         wanted = set(units)
+        partials = self.partial_paths()
+        if partials:
+            done, bad = self._read_partials(partials, repair)
+            self._warn(bad, done, wanted)
+        else:
+            done = self._read_finished()
         extra = sorted({v for _, v in done} - {v for _, v in wanted})
         if extra:
             raise self._refuse(f"holds finished streams of video(s) {extra} that this run (--limit) would drop")
         return {u: rows for u, rows in done.items() if u in wanted}
 
-    def _read_partials(self, paths: Sequence[Path], repair: bool) -> dict[tuple[str, int], list[EvalRow]]:
+    @property
+    def _speaks(self) -> bool:
+        """Whether this process says resume notes (one process, or rank 0 of a distributed run)."""
+        return self.rank in (None, 0)
+
+    def _holds_work(self) -> bool:
+        """Whether anything of the folder's evaluation finished: results, or a unit record in a partial
+        file (verified or not: an unverifiable unit of other settings is still not ours to delete)."""
+        if self.rows_path.exists() or self.results_path.exists():
+            return True
+        for path in self.partial_paths():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                return True
+            for raw in data.split(b"\n"):
+                if raw.strip() and _parse_line(raw)[2] not in (_TORN, _NOT_UTF8, _NOT_UNIT):
+                    return True
+        return False
+
+    def _read_partials(
+        self, paths: Sequence[Path], repair: bool
+    ) -> tuple[dict[tuple[str, int], list[EvalRow]], list[tuple[str, str, tuple[str, int] | None]]]:
+        """Verified units' rows from every partial file, and the lines dropped: (file name, why, unit or None)."""
         done: dict[tuple[str, int], list[EvalRow]] = {}
+        bad: list[tuple[str, str, tuple[str, int] | None]] = []
         for path in paths:
-            good, bad = [], 0
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    unit = json.loads(line)
-                    rows = [EvalRow.from_dict(r) for r in unit["rows"]]
-                    key = (str(unit["run"]), int(unit["video_index"]))
-                except (ValueError, KeyError, TypeError):
-                    bad += 1  # a unit cut off mid-write: it is streamed again
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise self._refuse(f"has an unreadable {path.name} ({e})") from None
+            good: list[bytes] = []
+            dropped = 0
+            for raw in data.split(b"\n"):
+                if not raw.strip():
+                    continue
+                key, rows, why = _parse_line(raw)
+                if why is not None:
+                    dropped += 1  # its unit is streamed again
+                    bad.append((path.name, why, key))
                     continue
                 done[key] = rows
-                good.append(line)
-            if bad and repair:  # rewrite without the broken line, so appends start on a fresh line
-                atomic_write_text(path, "".join(g + "\n" for g in good))
-        return done
+                good.append(raw)
+            if dropped and repair:  # rewrite without the dropped lines, so appends start on a fresh line
+                atomic_write_bytes(path, b"".join(g + b"\n" for g in good), EvalError)
+        return done, bad
+
+    def _warn(self, bad: Sequence[tuple[str, str, tuple[str, int] | None]], done: Collection[tuple[str, int]],
+              wanted: Collection[tuple[str, int]]) -> None:
+        """One stderr line about the partial lines dropped: how many, why, which units run again."""
+        if not bad or self._warned or not self._speaks:
+            return
+        self._warned = True
+        files = ", ".join(dict.fromkeys(name for name, _, _ in bad))
+        whys = Counter(why for _, why, _ in bad)
+        again = sorted({key for _, _, key in bad if key is not None and key not in done and key in wanted},
+                       key=lambda k: (k[1], k[0]))
+        unnamed = sum(key is None for _, _, key in bad)
+        named = ", ".join(f"{run} on video {video}" for run, video in again[:10])
+        if len(again) > 10:
+            named += f" and {len(again) - 10} more"
+        if unnamed:
+            named += f"{' and ' if named else ''}{unnamed} unit(s) the line is too damaged to name"
+        print(f"warning: --out {self.path}: dropped {len(bad)} damaged line(s) of {files} "
+              f"({', '.join(f'{n} {why}' for why, n in whys.items())}); "
+              + (f"evaluating again: {named}" if named else "their units are saved on other lines"),
+              file=sys.stderr)
 
     def _read_finished(self) -> dict[tuple[str, int], list[EvalRow]]:
         if not self.rows_path.exists():
             return {}
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         done: dict[tuple[str, int], list[EvalRow]] = {}
-        for record in pq.read_table(self.rows_path).to_pylist():
-            row = EvalRow.from_dict(record)
-            done.setdefault((row.run, row.video_index), []).append(row)
+        try:
+            for record in pq.read_table(self.rows_path).to_pylist():
+                row = EvalRow.from_dict(record)
+                done.setdefault((row.run, row.video_index), []).append(row)
+        except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EvalError(f"--out {self.path}: {ROWS_FILE} is damaged ({why}) and the partial rows it was "
+                            f"built from are gone, so this finished evaluation cannot be read back; delete "
+                            f"{self.path} (or pick another --out) and run it again") from None
         return done
 
     def start(self, config: dict[str, Any]) -> None:
-        """Create the folder and write ``config.json`` (kept as it is when resuming)."""
+        """Create the folder and write ``config.json`` (kept as it is when resuming; replaced, with the failed
+        start's leftovers, when :meth:`resume` found other settings of which nothing finished)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if not self.config_path.exists():
+        if self._restart:
+            for path in (*self.partial_paths(), *self.path.glob("failures.rank*.json")):
+                path.unlink(missing_ok=True)
+            atomic_write_json(self.config_path, config, EvalError)
+            self._restart = False
+        elif not self.config_path.exists():
             atomic_write_json(self.config_path, config)
 
     def append(self, label: str, video_index: int, rows: list[EvalRow]) -> None:
-        """Record one finished unit in ``rows.partial.jsonl`` (flushed and fsynced before returning)."""
-        line = json.dumps({"run": label, "video_index": video_index, "rows": [asdict(r) for r in rows]},
-                          ensure_ascii=False)
+        """Record one finished unit in ``rows.partial.jsonl``: one line, all its rows and their checksum
+        (flushed and fsynced before returning)."""
+        record: dict[str, Any] = {"run": label, "video_index": video_index, "rows": [asdict(r) for r in rows]}
+        record = json.loads(json.dumps(record))  # as it will be read back (tuples are lists), then hashed
+        record[CHECKSUM_FIELD] = unit_checksum(record)
+        line = json.dumps(record, ensure_ascii=False)
         with open(self.partial_path, "a+b") as f:
             f.seek(0, os.SEEK_END)
             if f.tell():  # after a torn last line (a killed writer), start a fresh one
@@ -291,4 +457,5 @@ __all__ = [
     "data_fingerprint",
     "parse_list",
     "resume_note",
+    "unit_checksum",
 ]
