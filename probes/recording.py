@@ -181,6 +181,13 @@ class Recording:
         for key in ("num_layers", "num_heads", "queries", "tokens_per_frame"):
             if key not in self.meta:
                 raise RecordingError(f"recording metadata lacks {key!r}")
+        for key in ("num_layers", "num_heads", "tokens_per_frame"):
+            value = self.meta[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "tokens_per_frame" else 1):
+                raise RecordingError(f"recording metadata {key!r} must be a positive integer, got {value!r}")
+        queries = self.meta["queries"]
+        if not isinstance(queries, list) or not queries or not all(isinstance(x, str) for x in queries):
+            raise RecordingError(f"recording metadata 'queries' must be a non-empty list of names, got {queries!r}")
         q, h = len(self.queries), self.num_heads
         for layer in range(self.num_layers):
             for quantity in ("frame_mass", "entropy"):
