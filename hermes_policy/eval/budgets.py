@@ -110,11 +110,20 @@ class PolicyRecipe:
 
     def __post_init__(self) -> None:
         check_policy(self.name)
-        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
-                                        or self.budget < 1):
-            raise BudgetError(f"budget must be a positive number of video tokens, got {self.budget!r}")
-        if self.budget_ratio is not None and not (math.isfinite(self.budget_ratio) and self.budget_ratio > 0):
-            raise BudgetError(f"budget ratio must be a number > 0, got {self.budget_ratio!r}")
+        if self.budget is not None and not _positive_int(self.budget):
+            raise BudgetError(f"budget must be a positive integer (video tokens per layer), got {self.budget!r}")
+        ratio = self.budget_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                                  or not (math.isfinite(ratio) and ratio > 0)):
+            raise BudgetError(f"budget ratio must be a number > 0, got {ratio!r}")
+        if not isinstance(self.params, Mapping):
+            raise PolicyError(f"policy {self.policy_label!r}: params must be a mapping of its parameters, "
+                              f"got {self.params!r}")
+        own = self.params.get("budget")  # e.g. a spec's own budget
+        if own is not None and not _positive_int(own):
+            source = f" (from {self.source})" if self.source else ""
+            raise BudgetError(f"policy {self.policy_label!r}: the budget{source} must be a positive integer "
+                              f"(video tokens per layer), got {own!r}")
         # build one now, so a missing budget or a bad parameter fails before any model is loaded
         if not takes_budget(self.name):
             return
@@ -122,6 +131,8 @@ class PolicyRecipe:
             try:
                 self._build(None)
             except BudgetError:
+                if own is not None:  # it has a budget: the policy refused something else about it
+                    raise
                 raise EvalError(f"policy {self.key!r} needs a budget: pass --budget-ratio R or --budget N") from None
         else:
             self._build(self.budget if self.budget is not None else 1 << 20)
@@ -154,7 +165,11 @@ class PolicyRecipe:
     def from_spec(cls, spec: PolicySpec, budget: int | None = None, budget_ratio: float | None = None,
                   label: str | None = None, source: str | None = None,
                   variant: str | None = None) -> PolicyRecipe:
-        """A spec's policy; ``budget``/``budget_ratio`` override the spec's own budget."""
+        """A spec's policy; ``budget``/``budget_ratio`` override the spec's own budget.
+
+        The spec is checked against the PolicySpec schema first (a loaded one already was).
+        """
+        spec.validate()
         params = dict(spec.params)
         if spec.layers is not None:
             params["layers"] = spec.layers
@@ -188,7 +203,11 @@ class PolicyRecipe:
 
 def format_budget(budget: float) -> str:
     """``512`` -> ``"512"``, ``0.3`` -> ``"0.3"`` (as a run label shows it)."""
-    return str(budget) if isinstance(budget, int) else f"{budget:g}"
+    return f"{budget:g}" if isinstance(budget, float) else str(budget)
+
+
+def _positive_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
 
 def check_policy(name: str) -> None:

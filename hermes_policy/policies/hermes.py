@@ -137,20 +137,21 @@ class HermesPolicy(ScoringPolicy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if set(self.gamma) != set(TIERS) or not all(0 <= g <= 1 for g in self.gamma.values()):
-            raise PolicyError(f"hermes: gamma must give a weight in [0, 1] for each of {TIERS}")
-        if self.family not in WORKING_PARAMS:
-            raise PolicyError(f"hermes: family must be one of {sorted(WORKING_PARAMS)}")
-        if self.pseudo_query not in PSEUDO_QUERY_DEPTHS:
-            raise PolicyError(f"hermes: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, got {self.pseudo_query!r}")
+        # the same checks a PolicySpec file gets, so a policy made from Python fails as clearly
+        from hermes_policy.policies.spec import PARAM_RULES, check_layers, show
+
+        who = self.name
+        is_gamma, must = PARAM_RULES["gamma"]
+        if not is_gamma(self.gamma):
+            raise PolicyError(f"{who}: gamma must be {must}, got {show(self.gamma)}")
+        if not isinstance(self.family, str) or self.family not in WORKING_PARAMS:
+            raise PolicyError(f"{who}: family must be one of {sorted(WORKING_PARAMS)}, got {show(self.family)}")
+        if not isinstance(self.summary, bool):
+            raise PolicyError(f"{who}: summary must be true or false, got {show(self.summary)}")
+        if not isinstance(self.pseudo_query, str) or self.pseudo_query not in PSEUDO_QUERY_DEPTHS:
+            raise PolicyError(f"{who}: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, got {show(self.pseudo_query)}")
         if self.layers is not None:
-            for entry in self.layers:
-                if entry.get("tier") not in TIERS:
-                    raise PolicyError(f"hermes: layer entry {entry} has no valid tier ({', '.join(TIERS)})")
-                if not 0 <= float(entry.get("alpha", -1)) <= 1:
-                    raise PolicyError(f"hermes: layer entry {entry} needs alpha in [0, 1]")
-                if float(entry["alpha"]) > 0 and entry.get("k") is None:
-                    raise PolicyError(f"hermes: layer entry {entry} mixes in recency (alpha > 0) but has no k")
+            check_layers(self.layers, who)
         self._scorer = _PseudoQueryScores()
         #: the scorer watches only probes, and only the layers that mix in attention (set by prepare)
         self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
