@@ -107,6 +107,7 @@ def test_the_fuzz_reaches_every_operation(family):
     session = StreamingSession(tiny, make_policy("hermes", budget=3 * tiny.tokens_per_frame(64, 64)),
                                SessionConfig(chunk_frames=2, reindex="off"))
     session.ingest(FRAMES[:5])
+    session.flush()
     session.cache.reindex_all()
     before = _state(session)
     session.ask("What is there?", max_new_tokens=1)

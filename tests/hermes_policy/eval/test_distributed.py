@@ -15,7 +15,8 @@ import pytest
 
 from hermes_lab.cli import main
 from hermes_policy.distributed import DistributedError, launch_env, shard
-from hermes_policy.video import SyntheticVideo, write_mp4
+from hermes_policy.errors import VideoError
+from hermes_policy.video import SyntheticVideo, open_video, write_mp4
 
 ARGS = ["--model", "embedded", "--policy", "full,hermes", "--budget-ratio", "0.3", "--chunk-frames", "2"]
 
@@ -125,7 +126,12 @@ def test_a_failing_rank_names_its_units_and_a_rerun_finishes(tmp_path) -> None:
     dataset.write_text("".join(json.dumps({"video": str(videos / f"v{s}.mp4"), "questions": [question]}) + "\n"
                                for s in range(4)))
     good = (videos / "v2.mp4").read_bytes()
-    (videos / "v2.mp4").write_bytes(good[:200])  # a corrupt video: its units fail on whichever rank has them
+    # cut short: it opens (eval checks every file before it starts) and breaks mid-stream, so its units fail on
+    # whichever rank has them (where exactly it breaks depends on the encoder; the precondition says if it moved)
+    (videos / "v2.mp4").write_bytes(good[: int(len(good) * 0.85)])
+    opened = open_video(videos / "v2.mp4")
+    with pytest.raises(VideoError):
+        list(opened.frames())
     out = tmp_path / "out"
     proc = _torchrun("--data", str(dataset), "--out", str(out), *ARGS)
     _, stderr = proc.communicate(timeout=600)
