@@ -121,3 +121,67 @@ def test_what_the_fuzz_found_recording_metadata_of_the_wrong_type(tmp_path, key,
     (tmp_path / TENSORS_FILE).write_bytes(tensors)
     with pytest.raises(RecordingError, match=key):
         Recording.load(tmp_path)
+
+
+@functools.cache
+def spec_bytes() -> bytes:
+    from hermes_policy.policies.hermes import fixed_layers
+
+    spec = {"format": "hermes-lab/policy-spec", "version": 1, "policy": "hermes",
+            "params": {"budget": 64, "gamma": {"sensory": 0.1, "working": 0.3, "long-term": 0.4}},
+            "layers": fixed_layers(6), "source": {"method": "manual"}}
+    return json.dumps(spec, indent=2).encode()
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_specs(tmp_path, data):
+    from hermes_policy.policies import PolicySpec
+
+    path = tmp_path / "spec.json"
+    if data.draw(st.booleans()):
+        path.write_bytes(data.draw(mutated(spec_bytes())))
+    else:
+        path.write_text(json.dumps(_retyped(data.draw, json.loads(spec_bytes()))))
+    _loads_or_project_error(lambda: PolicySpec.load(path).build())
+
+
+@functools.cache
+def partial_bytes() -> tuple[bytes, dict, list]:
+    """An eval folder's partial file after two finished units, with the settings and units of its config."""
+    import pyarrow.parquet as pq
+
+    from hermes_lab.cli import main
+    from hermes_policy.eval.results import EvalRow
+    from hermes_policy.eval.sweep import PARTIAL_FILE, EvalDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "d", Path(tmp) / "out"
+        main(["data", "synth", "--seed", "1", "--videos", "2", "--frames", "8", "--out", str(data)])
+        main(["eval", "--model", "tiny-embedded", "--data", str(data), "--policy", "full", "--out", str(out),
+              "--json"])
+        config = json.loads((out / "config.json").read_text())
+        rows = [EvalRow.from_dict(r) for r in pq.read_table(out / "rows.parquet").to_pylist()]
+        partial = Path(tmp) / "partial"
+        partial.mkdir()
+        (partial / "config.json").write_text(json.dumps(config))
+        outdir = EvalDir(partial)
+        units = sorted({(r.run, r.video_index) for r in rows})
+        for run, video in units:
+            outdir.append(run, video, [r for r in rows if (r.run, r.video_index) == (run, video)])
+        return (partial / PARTIAL_FILE).read_bytes(), config, units
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_partial_files(tmp_path, data, capsys):
+    from hermes_policy.eval.sweep import PARTIAL_FILE, EvalDir
+
+    content, config, units = partial_bytes()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / PARTIAL_FILE).write_bytes(data.draw(mutated(content)))
+    try:
+        done = EvalDir(tmp_path).resume(config["settings"], units)
+    except HermesError:
+        return
+    assert set(done) <= set(units), "a damaged line was read as a unit that was never planned"
