@@ -17,6 +17,7 @@ import typer
 from analysis.errors import StudyError
 from analysis.recordings import load_study
 from hermes_policy.atomic import refuse_existing
+from hermes_policy.cli_options import OverwriteOption
 
 
 def parse_budget_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
             help="video tokens kept per layer (mean); needed to run the spec with `stream --spec`")] = None,
         budget_weight: Annotated[Optional[list[str]], typer.Option(
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
-        overwrite: Annotated[bool, typer.Option(help="replace an existing --out file")] = False,
+        overwrite: OverwriteOption = False,
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
         from analysis.derive import derive as derive_spec
@@ -89,8 +90,7 @@ def register(app: typer.Typer) -> None:
         bench_dirs: Annotated[Optional[list[Path]], typer.Option(
             "--bench", help="a bench --out folder; repeat for several")] = None,
         out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
-        overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] =
-        False,
+        overwrite: OverwriteOption = False,
         fmt: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
         "pdf,png,svg,html",
         method: Annotated[str, typer.Option(help="tiers to show: measured | hermes-fixed")] = "measured",

@@ -12,8 +12,16 @@ from typing import Annotated, Optional
 import typer
 from tqdm import tqdm
 
-from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.atomic import refuse_existing
+from hermes_policy.cli_options import (
+    DeviceMapOption,
+    DistTimeoutOption,
+    FrameSizeOption,
+    GpusPerRankOption,
+    MaxMemoryOption,
+    OffloadFolderOption,
+    OverwriteOption,
+)
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
@@ -157,9 +165,7 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[Optional[int], typer.Option(help="video tokens per layer for budgeted policies")] = 512,
         spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON; configures the --policies entry it names")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
-        frame_size: Annotated[str | None, typer.Option(
-            help="WIDTHxHEIGHT: scale the video's frames (or render the synthetic scene) to this size before "
-                 "the model's own processor; default: the video's own size")] = None,
+        frame_size: FrameSizeOption = None,
         ttft_repeats: Annotated[int, typer.Option(help="times each of the questions is asked; TTFT is the "
                                                        "median over all")] = 3,
         dtype: Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")] = "auto",
@@ -174,14 +180,11 @@ def register(app: typer.Typer) -> None:
                  "prints the whole table. Ranks that share a GPU, or a machine's CPU cores and memory bandwidth, "
                  "slow each other down, so timings are comparable only with one device per rank and nothing "
                  "else on it; a launch without this flag is refused for that reason")] = False,
-        dist_timeout: Annotated[float, typer.Option(help="with --distributed: seconds without any finished cell "
-                                                         "after which rank 0 gives up (and every collective's "
-                                                         "timeout)")] = 3600.0,
+        dist_timeout: DistTimeoutOption = 3600.0,
         out: Annotated[Optional[Path], typer.Option(
             help="also write the rows to this new folder (rows.parquet, rows.json) for hermes-lab figures "
                  "--bench")] = None,
-        overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] =
-        False,
+        overwrite: OverwriteOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     ) -> None:
         """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run.

@@ -21,4 +21,14 @@ GpusPerRankOption = Annotated[Optional[int], typer.Option(
     help="under torchrun / accelerate launch with --device-map: GPUs each rank spreads its model over "
          "(LOCAL_RANK x G onward; 8 GPUs = 4 ranks x 2)")]
 
-__all__ = ["DeviceMapOption", "GpusPerRankOption", "MaxMemoryOption", "OffloadFolderOption"]
+DistTimeoutOption = Annotated[float, typer.Option(
+    help="under torchrun / accelerate launch: seconds without any finished piece of work (an eval unit, a study "
+         "video, a bench cell) after which rank 0 gives up, and every collective's timeout")]
+FrameSizeOption = Annotated[Optional[str], typer.Option(
+    help="WIDTHxHEIGHT: scale the video's frames (or render the synthetic scene) to this size before the model's "
+         "own processor; default: the video's own size")]
+OverwriteOption = Annotated[bool, typer.Option(
+    help="replace an --out that already holds something (a file, or a folder that is not empty)")]
+
+__all__ = ["DeviceMapOption", "DistTimeoutOption", "FrameSizeOption", "GpusPerRankOption", "MaxMemoryOption",
+           "OffloadFolderOption", "OverwriteOption"]

@@ -32,7 +32,7 @@ from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
-from hermes_policy.video import Frame, VideoSource, open_video
+from hermes_policy.video import Frame, VideoSource, open_video, open_videos
 from probes.aggregate import aggregate_dirs
 from probes.observer import PSEUDO_QUERIES, AttentionProbe, attached
 from probes.recording import META_FILE, Recording, RecordingError
@@ -176,9 +176,7 @@ def video_frames(videos: Sequence[str], fps: float | None) -> list[float]:
 
     A container that does not say its frame count weighs 1.
     """
-    bar = tqdm(videos, unit="video", desc="opening videos", file=sys.stderr, leave=False,
-               disable=len(videos) < 20)
-    return [float(open_video(v, fps=fps).num_frames or 1) for v in bar]
+    return [float(source.num_frames or 1) for source in open_videos(videos, fps)]
 
 
 def _as_json(value: Any) -> Any:

@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
+from hermes_policy.cli_options import (
+    DeviceMapOption,
+    DistTimeoutOption,
+    FrameSizeOption,
+    GpusPerRankOption,
+    MaxMemoryOption,
+    OffloadFolderOption,
+)
 from hermes_policy.models import load_model
 from hermes_policy.models.placement import Placement, placement_from_options
 from hermes_policy.policies import FullPolicy
@@ -77,9 +84,7 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
                                                "each video's and the folder itself their aggregate")] =
         Path("runs/study"),
         fps: Annotated[float | None, typer.Option(help="sampling rate (frames per second)")] = None,
-        frame_size: Annotated[str | None, typer.Option(
-            help="WIDTHxHEIGHT: scale the frames (or render the synthetic scene) to this size before the model's "
-                 "own processor; default: the video's own size")] = None,
+        frame_size: FrameSizeOption = None,
         queries: Annotated[str, typer.Option(help="pseudo | newest-frame | both")] = "pseudo",
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest chunk (one step each)")] = 4,
         raw_steps: Annotated[int, typer.Option(help="keep raw attention rows for this many first steps")] = 0,
@@ -89,9 +94,7 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         max_memory: MaxMemoryOption = None,
         offload_folder: OffloadFolderOption = None,
         gpus_per_rank: GpusPerRankOption = None,
-        dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished video "
-                                                         "after which rank 0 gives up (and every collective's "
-                                                         "timeout)")] = 3600.0,
+        dist_timeout: DistTimeoutOption = 3600.0,
         figures: Annotated[bool, typer.Option(help="also draw the study figures into OUT/figures (summary.json "
                                                    "and the per-layer table come either way)")] = True,
         trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,

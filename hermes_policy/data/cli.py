@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from hermes_policy.atomic import refuse_existing
+from hermes_policy.cli_options import OverwriteOption
 from hermes_policy.data.dataset import (
     DATASET_FILE,
     DatasetError,
@@ -52,7 +53,7 @@ def synth_command(
     per_category: Annotated[int, typer.Option(help="questions per category and video")] = 2,
     mp4: Annotated[bool, typer.Option(help="also write the videos as mp4 under OUT/videos and point at them")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    overwrite: Annotated[bool, typer.Option(help="write into an --out folder that already holds files")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Write a synthetic streaming-QA dataset (exact answers from the simulator's event log)."""
     refuse_existing(out, overwrite, DatasetError)
@@ -78,8 +79,7 @@ def convert_command(
     format: Annotated[str, typer.Option(help=f"one of: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against "
                                                              "(default: the annotation file's folder)")] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing --out file or write into a folder that "
-                                                 "holds files")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Convert benchmark annotations (local videos only) into the streaming-QA JSONL format."""
     refuse_existing(out, overwrite, DatasetError)

@@ -13,15 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from tqdm import tqdm
 
-from hermes_policy.cli_options import DeviceMapOption, GpusPerRankOption, MaxMemoryOption, OffloadFolderOption
+from hermes_policy.cli_options import (
+    DeviceMapOption,
+    DistTimeoutOption,
+    GpusPerRankOption,
+    MaxMemoryOption,
+    OffloadFolderOption,
+)
 from hermes_policy.data.dataset import DatasetError, missing_videos
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 from hermes_policy.session import SessionConfig
-from hermes_policy.video import open_video
+from hermes_policy.video import open_videos
 from hermes_policy.video.frames import check_fps
 
 
@@ -43,14 +48,6 @@ def _resolve_data(data: Path, format: str, video_root: Path | None,
     print(f"warning: --skip-missing: {skipped['videos']} of {len(items)} videos ({skipped['questions']} questions) "
           f"have no file and are left out", file=sys.stderr)
     return kept, fmt, skipped
-
-
-def open_videos(items: list, fps: float | None) -> None:
-    """Open (probe) every video file of ``items``: VideoError names the first that cannot be read."""
-    files = [it for it in items if not it.is_synthetic]
-    for item in tqdm(files, unit="video", desc="checking videos", file=sys.stderr, leave=False,
-                     disable=len(files) < 50):
-        open_video(item.video, fps=fps)
 
 
 def _versions() -> dict[str, str]:
@@ -94,9 +91,7 @@ def eval_command(
     max_memory: MaxMemoryOption = None,
     offload_folder: OffloadFolderOption = None,
     gpus_per_rank: GpusPerRankOption = None,
-    dist_timeout: Annotated[float, typer.Option(help="distributed runs: seconds without any finished unit "
-                                                     "after which rank 0 gives up (and every collective's "
-                                                     "timeout)")] = 3600.0,
+    dist_timeout: DistTimeoutOption = 3600.0,
     skip_missing: Annotated[bool, typer.Option(
         help="evaluate the videos whose files exist, after one warning counting the videos and questions left "
              "out (recorded in config.json and results.json); without it a missing video is refused")] = False,
@@ -149,7 +144,8 @@ def eval_command(
                         f"{', '.join(dict.fromkeys([*labels, 'full']))}")
     all_items, fmt, skipped = _resolve_data(data, format, video_root, skip_missing)
     items = all_items[:limit] if limit is not None else all_items
-    open_videos(items, fps)  # a corrupt or unreadable file fails here, before the model loads or anything is written
+    # a corrupt or unreadable file fails here, before the model loads or anything is written
+    open_videos([it.video for it in items if not it.is_synthetic], fps)
     settings: dict[str, Any] = {
         "model": model,
         "data": str(data.resolve()),

@@ -10,7 +10,7 @@ from hermes_policy.video.encode import write_mp4
 from hermes_policy.video.events import Event, EventLog, FrameState, ObjectState
 from hermes_policy.video.frames import Frame, VideoSource
 from hermes_policy.video.samples import sample_video_path
-from hermes_policy.video.spec import SYNTHETIC_FORM, open_video, parse_frame_size, parse_synthetic_spec
+from hermes_policy.video.spec import SYNTHETIC_FORM, open_video, open_videos, parse_frame_size, parse_synthetic_spec
 from hermes_policy.video.synthetic import SceneParams, SyntheticVideo
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "SyntheticVideo",
     "VideoSource",
     "open_video",
+    "open_videos",
     "parse_frame_size",
     "parse_synthetic_spec",
     "sample_video_path",

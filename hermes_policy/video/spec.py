@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import TypedDict, TypeVar
+
+from tqdm import tqdm
 
 from hermes_policy.errors import VideoError
 from hermes_policy.video.decode import FileVideo
@@ -68,6 +71,13 @@ def open_video(
         # Safe to truncate: a shorter synthetic video is a prefix of the longer one.
         params["frames"] = min(params["frames"], cap)
     return SyntheticVideo(**params)
+
+
+def open_videos(specs: Sequence[str | os.PathLike[str]], fps: float | None = None) -> list[VideoSource]:
+    """Open every video of a list (a file is probed, a synthetic spec parsed): VideoError names the first that
+    cannot be read, so a command checks all of them before it loads a model. A bar when there are many."""
+    bar = tqdm(specs, unit="video", desc="opening videos", file=sys.stderr, leave=False, disable=len(specs) < 20)
+    return [open_video(spec, fps=fps) for spec in bar]
 
 
 def parse_synthetic_spec(spec: str) -> SyntheticSpec:
