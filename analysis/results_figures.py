@@ -61,7 +61,52 @@ def read_eval(path: str | Path) -> EvalFolder:
         raise StudyError(f"{file} is not valid JSON: {e}") from None
     if not isinstance(results, dict) or results.get("format") != "hermes-lab/eval-results":
         raise StudyError(f"{file} is not an eval results document")
+    problem = _results_problem(results)
+    if problem:
+        raise StudyError(f"{file} is damaged: {problem}")
     return EvalFolder(path, results, str(results.get("model") or path.name))
+
+
+def _number(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _interval(x) -> bool:
+    return x is None or (isinstance(x, list) and len(x) == 2 and all(_number(v) and v is not None for v in x))
+
+
+def _results_problem(doc: dict) -> str | None:
+    """What in a results document the figures cannot read (None: nothing); only the fields they use."""
+    runs, results = doc.get("runs"), doc.get("results")
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        return "'runs' must be a list of run labels"
+    if not isinstance(results, list) or len(results) != len(runs) or not all(isinstance(r, dict) for r in results):
+        return "'results' must hold one object per run"
+    for label, r in zip(runs, results):
+        fidelity = r.get("fidelity")
+        checks = {
+            "policy": isinstance(r.get("policy"), str),
+            "budget / kept_fraction / peak_kv_bytes / accuracy": all(
+                _number(r.get(k)) for k in ("budget", "kept_fraction", "peak_kv_bytes", "accuracy")),
+            "accuracy_ci": _interval(r.get("accuracy_ci")),
+            "by_category": isinstance(r.get("by_category"), dict) and all(
+                isinstance(c, str) and _number(a) for c, a in r["by_category"].items()),
+            "by_category_ci": r.get("by_category_ci") is None or (isinstance(r["by_category_ci"], dict) and all(
+                _interval(ci) for ci in r["by_category_ci"].values())),
+            "fidelity": isinstance(fidelity, dict) and all(_number(fidelity.get(k)) for k in ("agreement", "kl"))
+            and all(_interval(fidelity.get(k)) for k in ("agreement_ci", "kl_ci")),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            return f"run {label!r}: {', '.join(bad)} of the wrong type"
+    summary = doc.get("summary", [])
+    if not isinstance(summary, list) or not all(isinstance(c, dict) and isinstance(c.get("run"), str)
+                                                and isinstance(c.get("category"), str) for c in summary):
+        return "'summary' must be a list of per-run, per-category objects"
+    comparisons = doc.get("comparisons", [])
+    if not isinstance(comparisons, list) or not all(isinstance(c, dict) for c in comparisons):
+        return "'comparisons' must be a list of objects"
+    return None
 
 
 def read_bench(path: str | Path) -> pd.DataFrame:
@@ -169,6 +214,14 @@ def _panels(categories: Sequence[str]) -> list[str]:
     return ["overall", *[c for c in categories if c != "overall"]]
 
 
+def _mpl_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str]) -> None:
+    """One line per ``line`` of ``df`` along ``x``, with its interval [lo, hi] as a band."""
+    for line, g in df.groupby("line", sort=False):
+        g = g.sort_values(x)
+        ax.plot(g[x], g[y], marker="o", markersize=3, color=colours[line], label=line)
+        ax.fill_between(g[x], g[lo], g[hi], color=colours[line], alpha=0.2, linewidth=0)
+
+
 def _mpl_vs(df: pd.DataFrame, x: str, xlabel: str, y: str = "accuracy", ylabel: str = "accuracy",
             lo: str = "lo", hi: str = "hi") -> Figure:
     panels = _panels(list(dict.fromkeys(df["category"]))) if "category" in df else ["overall"]
@@ -178,10 +231,7 @@ def _mpl_vs(df: pd.DataFrame, x: str, xlabel: str, y: str = "accuracy", ylabel: 
     colours = _colours(df.loc[~df["full"], "line"])
     for ax, panel in zip(axes, panels):
         part = df[df["category"] == panel] if "category" in df else df
-        for line, g in part[~part["full"]].groupby("line", sort=False):
-            g = g.sort_values(x)
-            ax.plot(g[x], g[y], marker="o", markersize=3, color=colours[line], label=line)
-            ax.fill_between(g[x], g[lo], g[hi], color=colours[line], alpha=0.2, linewidth=0)
+        _mpl_lines(ax, part[~part["full"]], x, y, lo, hi, colours)
         for _, ref in part[part["full"]].iterrows():
             ax.axhline(ref[y], color="0.3", linestyle="--", linewidth=0.8)
             ax.text(ax.get_xlim()[1], ref[y], f" full ({ref['model']})" if df["model"].nunique() > 1 else " full",
@@ -209,11 +259,7 @@ def mpl_fidelity_budget(df: pd.DataFrame) -> Figure:
     runs = df[~df["full"]]
     colours = _colours(runs["line"])
     for ax, (y, label) in zip(axes, (("agreement", "agreement with full"), ("kl", "KL(full ‖ run), nats"))):
-        for line, g in runs.groupby("line", sort=False):
-            g = g.sort_values("kept_fraction")
-            ax.plot(g["kept_fraction"], g[y], marker="o", markersize=3, color=colours[line], label=line)
-            ax.fill_between(g["kept_fraction"], g[f"{y}_lo"], g[f"{y}_hi"], color=colours[line], alpha=0.2,
-                            linewidth=0)
+        _mpl_lines(ax, runs, "kept_fraction", y, f"{y}_lo", f"{y}_hi", colours)
         ax.set_xlabel("kept fraction of video tokens")
         ax.set_ylabel(label)
     axes[0].legend(loc="lower right")

@@ -63,3 +63,15 @@ def test_bad_folders_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no bench rows" in err
     assert not (tmp_path / "o").exists(), "nothing is written when an input is bad"
+
+
+def test_what_the_fuzz_found_a_results_document_of_the_wrong_shape(tmp_path):
+    """Found by test_file_fuzz (a TypeError and an AttributeError deep in the tables); one line now."""
+    folder = eval_dir(tmp_path / "e", "m", 4)
+    for damage in ({"accuracy_ci": [0, None]}, {"by_category": None}, {"fidelity": []}):
+        doc = json.loads((folder / "results.json").read_text())
+        doc["results"][0].update(damage)
+        (folder / "results.json").write_text(json.dumps(doc))
+        with pytest.raises(StudyError, match="is damaged"):
+            write_result_figures(tmp_path / "o", [folder], [])
+    assert not (tmp_path / "o").exists()

@@ -26,7 +26,7 @@ from hermes_lab.cli import main
 from hermes_policy.data import synthesize, write_dataset
 from hermes_policy.video import SyntheticVideo, write_mp4
 
-EXAMPLES = 80
+EXAMPLES = 100
 NO_MODEL = "no-such-model"
 NUMBERS = ["0", "-1", "-5", "nan", "inf", "-inf", "1e30", "99999999999999", "1.5", "abc", ""]
 STRINGS = ["", " ", "\udcff\udcfe", "x" * 5000, "../../etc/passwd", "synthetic:", "synthetic:seed=1",
@@ -87,6 +87,12 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
         "data synth": (["data", "synth", "--frames", "8", "--videos", "1", "--out", out],
                        {"--frames": "number", "--videos": "number", "--fps": "number", "--size": "string",
                         "--per-category": "number", "--seed": "number"}),
+        # "#2": the positional annotation file
+        "data convert": (["data", "convert", f["data"] + "/dataset.jsonl", "--out", out],
+                         {"#2": "path", "--format": "string", "--video-root": "path"}),
+        # only hostile folders: a valid one would start the Streamlit server
+        "dashboard": (["dashboard", "--model", NO_MODEL, "--eval", f["dir"]],
+                      {"--eval": "path", "--bench": "path", "--device-map": "string", "--max-memory": "string"}),
     }
 
 
@@ -99,7 +105,10 @@ def invocation(draw) -> tuple[str, list[str], str]:
     kind = options[option]
     value = draw(st.sampled_from(NUMBERS if kind == "number" else STRINGS if kind == "string" else PATHS))
     value = files().get(value, value) if kind == "path" else value
-    if option in base:  # replace the valid value
+    if option.startswith("#"):  # a positional argument
+        i = int(option[1:])
+        args = [*base[:i], value, *base[i + 1 :]]
+    elif option in base:  # replace the valid value
         i = base.index(option)
         args = [*base[: i + 1], value, *base[i + 2 :]]
     else:
@@ -119,5 +128,5 @@ def test_any_hostile_value_is_a_clean_exit(capsys, case):
             log.write(f"{code}\t{name}\t{args[-2] if args[-2].startswith('--') else ''}\t{err.strip()[:100]!r}\n")
     assert code in (0, 2), f"{name}: exit {code} for {args!r}\n{err[-2000:]}"
     assert "Traceback" not in err, f"{name}: traceback for {args!r}\n{err[-2000:]}"
-    if code == 2 and name not in ("derive", "figures", "data synth"):  # these may have written, then failed
+    if code == 2 and name not in ("derive", "figures", "data synth", "data convert"):  # may write, then fail
         assert not Path(out).exists(), f"{name}: a refused command left {out} behind"

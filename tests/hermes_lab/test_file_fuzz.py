@@ -185,3 +185,36 @@ def test_mutated_partial_files(tmp_path, data, capsys):
     except HermesError:
         return
     assert set(done) <= set(units), "a damaged line was read as a unit that was never planned"
+
+
+@functools.cache
+def results_files() -> tuple[bytes, bytes]:
+    """What hermes-lab figures --eval / --bench read: an eval results.json and a bench rows.parquet."""
+    import pandas as pd
+    from planted_results import eval_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = (eval_dir(Path(tmp) / "eval", "m", 1) / "results.json").read_bytes()
+        rows = [{"model": "m", "policy": p, "frames": n, "budget": 8, "ttft_ms": 1.0, "kv_bytes": n,
+                 "ingest_ms_per_frame": 2.0} for p in ("full", "hermes") for n in (8, 32)]
+        pd.DataFrame(rows).to_parquet(Path(tmp) / "rows.parquet")
+        return results, (Path(tmp) / "rows.parquet").read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_results_for_figures(tmp_path, data):
+    from analysis.results_figures import write_result_figures
+
+    results, rows = results_files()
+    (tmp_path / "eval").mkdir(exist_ok=True)
+    (tmp_path / "bench").mkdir(exist_ok=True)
+    if data.draw(st.booleans()):
+        results = data.draw(mutated(results)) if data.draw(st.booleans()) else \
+            json.dumps(_retyped(data.draw, json.loads(results))).encode()
+    else:
+        rows = data.draw(mutated(rows))
+    (tmp_path / "eval" / "results.json").write_bytes(results)
+    (tmp_path / "bench" / "rows.parquet").write_bytes(rows)
+    _loads_or_project_error(lambda: write_result_figures(tmp_path / "out", [tmp_path / "eval"],
+                                                         [tmp_path / "bench"], "html"))
