@@ -161,7 +161,7 @@ def test_frame_size_goes_through_the_models_processor(capsys, tmp_path):
 def test_bad_frame_size_is_one_line_before_the_model_loads(capsys, tmp_path, command, size):
     code, out, err = run(capsys, command, "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4",
                          "--frame-size", size, *(["--out", str(tmp_path / "s")] if command == "study" else []))
-    assert code == 2 and err.count("\n") == 1 and "hermes-lab: error:" in err and "frame size" in err
+    assert code == 2 and out == "" and err.count("\n") == 1 and "hermes-lab: error:" in err and "frame size" in err
     assert not (tmp_path / "s").exists()
 
 
