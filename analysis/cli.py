@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """Write paper figures (and their tidy data as parquet + csv): of a recorded study (--study), of
         evaluations (--eval: accuracy and fidelity against memory, with 95% intervals) and of benchmarks
         (--bench: TTFT, KV and ingest against stream length)."""
-        from analysis.derive import derive_tiers
+        from analysis.derive import derive_tiers, measured_tiers
         from analysis.figures import parse_formats, write_figures
         from analysis.results_figures import write_result_figures
 
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
             raise StudyError(f"unknown --method {method!r}; use 'measured' or 'hermes-fixed'")
         rec = load_study(study)
         queries = _query(query)
-        tiers = derive_tiers(rec, "changepoint" if method == "measured" else "hermes-fixed", queries)
+        tiers = measured_tiers(rec, queries) if method == "measured" else derive_tiers(rec, method, queries)
         paths = write_figures(rec, out, formats, tiers=tiers, query=queries)
         figs = sorted({p.stem for p in paths})
         typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")

@@ -1,24 +1,33 @@
 """Memory tiers from measurements, and the HERMES policy spec they imply.
 
-Two ways to split a model's layers into sensory / working / long-term tiers:
+Three ways to give a model's layers sensory / working / long-term tiers:
 
+* ``measured`` (method ``roles``, the default): each layer by what its heads
+  measurably do. A head has *recency* when its fitted decay k (attention ∝
+  exp(-k·d) over normalised frame age d) is at least 1, and *anchors* when its
+  in-frame position concentration is at least 0.2; both scales read 0 for
+  uniform attention. Recency alone is sensory, anchors alone long-term, both
+  working. A layer takes its heads' majority role, whatever its depth; a layer
+  where no head has a role is reported (``no_role``) and takes the working tier.
+  Tiers that break depth order are reported (``tiers_follow_depth`` false, and
+  the fewest layers out of order), not forced into shape.
+* ``changepoint``: three contiguous depth segments. Each layer gets a feature
+  vector (recency: ``newest10`` and the decay rate; anchors: position
+  ``concentration`` and ``periodicity``), standardised across layers; we search
+  every pair of change points ``0 < a < b < L`` (O(L²) with prefix sums) for the
+  split with the least within-segment squared error. Heads are then assigned to
+  the tier whose centroid (mean standardised feature vector of its layers) is
+  nearest to the head's own features.
 * ``hermes-fixed``: HERMES's released split by relative depth (sensory
-  ``i < 0.1·L``, long-term ``i >= 0.7·L``, working the rest);
-* ``measured`` (method ``changepoint``): the split that best explains this
-  model's recorded attention. Each layer gets a feature vector (recency:
-  ``newest10`` and the decay rate; anchors: position ``concentration`` and
-  ``periodicity``), standardised across layers; we search every pair of
-  change points ``0 < a < b < L`` (O(L²) with prefix sums) for the split into
-  three contiguous depth segments with the least within-segment squared
-  error. Tiers are ordered by depth by construction: the shallowest segment is
-  sensory, the middle working, the deepest long-term, each at least one layer.
-  Whether the data agree with that order (recency falling, anchors rising with
-  depth) is reported in ``checks`` rather than enforced, so a surprising model
-  shows up instead of being forced into shape.
+  ``i < 0.1·L``, long-term ``i >= 0.7·L``, working the rest).
 
-Heads are then assigned inside each layer to the tier whose centroid (mean
-standardised layer feature vector of that tier's layers) is nearest to the
-head's own features, standardised with the same per-feature layer statistics.
+Why ``roles`` is the default: on planted models with known tiers
+(``hermes-lab validate``, :mod:`analysis.validate`) change points recover 58-76% of
+layer tiers and the fixed split 42-64%, while roles recover 97-99%. Change
+points are forced into depth order, and their least-squares cost prefers to cut
+a long sensory block in two (strong vs weak recency) over isolating a short
+working or long-term block; thresholds on null-referenced scales have neither
+bias.
 """
 
 from __future__ import annotations
@@ -40,6 +49,13 @@ TIERS: tuple[str, str, str] = ("sensory", "working", "long-term")
 GAMMA: dict[str, float] = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
 FEATURES: tuple[str, ...] = ("newest10", "decay", "concentration", "periodicity")
 SENSORY_K = 20.0
+ROLE_METHOD = "roles"
+#: a head has recency when its fitted decay k (``mass ∝ exp(-k·d)``, d = normalised age) is at least
+#: this: the newest frame gets e times the oldest one's mass, an e-fold over the stream
+ROLE_DECAY = 1.0
+#: a head has anchors when its position concentration is at least this: on 16 positions per frame,
+#: the two heaviest hold 30% of the mass (uniform: 12.5%)
+ROLE_CONCENTRATION = 0.2
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,9 @@ class TierAssignment:
     Attributes:
         layers: tier name per decoder layer, ordered by depth (length L).
         heads: per layer, the tier of each query head (L × H), or None.
-        method: how the split was made ("changepoint" or "hermes-fixed").
+        method: how the split was made ("roles", "changepoint" or "hermes-fixed"); only "roles"
+            may give tiers out of depth order.
+        no_role: layers where no head showed recency or anchors (``roles`` only; they take the working tier).
         features: per-layer raw feature values used for the split (name -> L floats; empty if none).
         cost: within-segment squared error of the chosen split (changepoint only).
     """
@@ -59,13 +77,19 @@ class TierAssignment:
     method: str = "hermes-fixed"
     features: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cost: float | None = None
+    no_role: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if any(t not in TIERS for t in self.layers):
             raise ValueError(f"tiers must be among {TIERS}")
-        order = [TIERS.index(t) for t in self.layers]
-        if order != sorted(order):
+        if self.method != ROLE_METHOD and not self.in_depth_order:
             raise ValueError("tiers must be contiguous and ordered by depth: sensory, working, long-term")
+
+    @property
+    def in_depth_order(self) -> bool:
+        """Whether the tiers follow depth (sensory, then working, then long-term), as HERMES pictures them."""
+        order = [TIERS.index(t) for t in self.layers]
+        return order == sorted(order)
 
     @property
     def num_layers(self) -> int:
@@ -81,16 +105,29 @@ class TierAssignment:
         return [i for i, t in enumerate(self.layers) if t == tier]
 
     def ranges(self) -> dict[str, tuple[int, int] | None]:
-        """Tier -> (first, last) layer, inclusive; None for an empty tier."""
+        """Tier -> (first, last) layer, inclusive; None for an empty tier (see :meth:`runs` for tiers out of order)."""
         out: dict[str, tuple[int, int] | None] = {}
         for tier in TIERS:
             idx = self.layers_in(tier)
             out[tier] = (idx[0], idx[-1]) if idx else None
         return out
 
+    def runs(self) -> dict[str, list[tuple[int, int]] | None]:
+        """Tier -> its runs of consecutive layers, [(first, last), ...]; None for an empty tier."""
+        out: dict[str, list[tuple[int, int]] | None] = {}
+        for tier in TIERS:
+            runs: list[tuple[int, int]] = []
+            for i in self.layers_in(tier):
+                if runs and runs[-1][1] == i - 1:
+                    runs[-1] = (runs[-1][0], i)
+                else:
+                    runs.append((i, i))
+            out[tier] = runs or None
+        return out
+
     def summary(self) -> str:
-        """One line, e.g. ``sensory 0-2 | working 3-19 | long-term 20-27``."""
-        return format_ranges(self.ranges())
+        """One line, e.g. ``sensory 0-2 | working 3-19 | long-term 20-27`` (``sensory 0-2,5`` out of order)."""
+        return format_ranges(self.runs())
 
     def head_tiers(self, num_heads: int) -> list[list[str]]:
         """Per-head tiers; where none were measured every head takes its layer's tier."""
@@ -99,10 +136,18 @@ class TierAssignment:
         return [[t] * num_heads for t in self.layers]
 
 
-def format_ranges(ranges: Mapping[str, Sequence[int] | None]) -> str:
-    """``{"sensory": (0, 2), ...}`` -> ``sensory 0-2 | working 3-19 | long-term 20-27`` (a one-layer tier: ``5``)."""
-    def one(r: Sequence[int] | None) -> str:
-        return "none" if r is None else f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"
+def format_ranges(ranges: Mapping[str, Any]) -> str:
+    """``{"sensory": (0, 2), ...}`` -> ``sensory 0-2 | working 3-19 | long-term 20-27`` (a one-layer tier: ``5``).
+
+    A tier may also be a list of runs, ``[(0, 2), (5, 5)]`` -> ``0-2,5`` (tiers out of depth order).
+    """
+    def run(r: Sequence[int]) -> str:
+        return f"{r[0]}" if r[0] == r[1] else f"{r[0]}-{r[1]}"
+
+    def one(r: Any) -> str:
+        if not r:
+            return "none"
+        return ",".join(run(x) for x in r) if isinstance(r[0], (list, tuple)) else run(r)
 
     return " | ".join(f"{tier} {one(r)}" for tier, r in ranges.items())
 
@@ -201,18 +246,80 @@ def assign_heads(head_z: torch.Tensor, layer_z: torch.Tensor, layers: Sequence[s
     return [[present[int(j)] for j in row] for row in dist.argmin(-1)]
 
 
-def derive_tiers(rec: Recording, method: str = "changepoint", query: QuerySelector = None) -> TierAssignment:
+def head_roles(decay: torch.Tensor, concentration: torch.Tensor, min_decay: float = ROLE_DECAY,
+               min_concentration: float = ROLE_CONCENTRATION) -> list[list[str | None]]:
+    """Each head's memory role from its own measurements: (L, H) decay k and concentration -> tier or None.
+
+    Recency alone is sensory, anchors alone long-term, both working, neither None (no memory role).
+    A NaN measurement counts as absent.
+    """
+    recency = (decay >= min_decay).tolist()
+    anchors = (concentration >= min_concentration).tolist()
+    table = {(True, False): "sensory", (True, True): "working", (False, True): "long-term", (False, False): None}
+    return [[table[(r, a)] for r, a in zip(rr, aa)] for rr, aa in zip(recency, anchors)]
+
+
+def layer_role(heads: Sequence[str | None]) -> str | None:
+    """A layer's tier from its heads' roles: the most common role; a tie, or a split between sensory and
+    long-term heads, is working (the layer mixes both); None when no head has a role."""
+    counts = {t: sum(h == t for h in heads) for t in TIERS}
+    top = max(counts.values())
+    if top == 0:
+        return None
+    leaders = [t for t in TIERS if counts[t] == top]
+    return leaders[0] if len(leaders) == 1 else "working"
+
+
+def role_tiers(rec: Recording, query: QuerySelector = None, min_decay: float = ROLE_DECAY,
+               min_concentration: float = ROLE_CONCENTRATION) -> TierAssignment:
+    """Tiers by measured role (method ``roles``), layer by layer, in whatever order depth gives them.
+
+    Each head is classified on two absolute, null-referenced scales (:func:`head_roles`): recency
+    (decay k >= ``min_decay``) and anchors (concentration >= ``min_concentration``); uniform attention
+    scores 0 on both. A layer takes its heads' majority role (:func:`layer_role`). A layer where no head
+    has a role takes the working tier, which blends recency and attention, and is listed in
+    ``no_role``: it is reported, not absorbed into its neighbours' tier.
+    """
+    rec_idx, anchors = recency_index(rec, query), anchor_structure(rec, query)
+    if torch.isnan(rec_idx["decay"]).all():
+        raise StudyError("the recording has no usable attention features (every frame mass is missing)")
+    if torch.isnan(anchors["concentration"]).all():
+        raise StudyError("tiers by role need the in-frame position mass, which this recording lacks; re-run the "
+                         "probe with position_mass captured, or derive with --method changepoint")
+    roles = head_roles(rec_idx["decay"], anchors["concentration"], min_decay, min_concentration)
+    layers = [layer_role(r) for r in roles]
+    tiers = tuple(t or "working" for t in layers)
+    heads = tuple(tuple(h or tiers[i] for h in row) for i, row in enumerate(roles))
+    values = {"newest10": rec_idx["newest10"], "decay": rec_idx["decay"], **anchors}
+    features = {n: tuple(float(v) for v in values[n].nanmean(dim=1)) for n in FEATURES
+                if not torch.isnan(values[n]).all()}
+    no_role = tuple(i for i, t in enumerate(layers) if t is None)
+    return TierAssignment(tiers, heads, ROLE_METHOD, features, None, no_role)
+
+
+def measured_tiers(rec: Recording, query: QuerySelector = None) -> TierAssignment:
+    """The measured tiers a recording supports: by role, or by change points when it lacks the in-frame
+    position mass that roles need (a recording made without it). The result's ``method`` says which."""
+    from analysis.metrics import has
+
+    return derive_tiers(rec, ROLE_METHOD if has(rec, "position_mass") else "changepoint", query)
+
+
+def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector = None) -> TierAssignment:
     """Tiers for the recorded model.
 
     Args:
         rec: a recording with at least ``frame_mass`` (anchors use ``position_mass``/``periodicity`` if present).
-        method: ``"changepoint"`` (measured, see module docstring) or ``"hermes-fixed"``.
+        method: ``"roles"`` (each layer by its heads' measured roles, :func:`role_tiers`),
+            ``"changepoint"`` (three depth-ordered segments, see module docstring) or ``"hermes-fixed"``.
         query: the query kind(s) whose attention defines the features (default: all).
     """
     if method in ("hermes-fixed", "fixed"):
         return hermes_fixed_tiers(rec.num_layers)
+    if method == ROLE_METHOD:
+        return role_tiers(rec, query)
     if method != "changepoint":
-        raise StudyError(f"unknown tier method {method!r}; use 'changepoint' or 'hermes-fixed'")
+        raise StudyError(f"unknown tier method {method!r}; use 'roles', 'changepoint' or 'hermes-fixed'")
     names, head_x = tier_features(rec, query)
     layer_x = head_x.nanmean(dim=1)  # (L, D): a layer is the mean of its heads
     layer_z = standardise(layer_x)
@@ -223,13 +330,29 @@ def derive_tiers(rec: Recording, method: str = "changepoint", query: QuerySelect
     return TierAssignment(tiers, tuple(tuple(h) for h in heads), "changepoint", features, cost)
 
 
+def out_of_order(tiers: Sequence[str]) -> list[int]:
+    """The fewest layers whose tiers must change for the rest to run sensory -> working -> long-term with depth.
+
+    The complement of the longest depth-ordered subsequence (ties broken towards deeper layers), e.g.
+    ``working working sensory sensory long-term`` -> [0, 1]: a shallow exception, reported rather than absorbed.
+    """
+    order = [TIERS.index(t) for t in tiers]
+    best: list[list[int]] = []  # best[i]: the longest ordered subsequence ending at layer i
+    for i, o in enumerate(order):
+        prev = [best[j] for j in range(i) if order[j] <= o]
+        best.append(max(prev, key=len, default=[]) + [i])
+    keep = set(max(reversed(best), key=len, default=[]))
+    return [i for i in range(len(order)) if i not in keep]
+
+
 def tier_checks(tiers: TierAssignment) -> dict[str, bool]:
     """Whether measured features agree with HERMES's picture (recency falls, anchors rise with depth).
 
-    Compares tier means of each available feature in depth order; a check is
-    left out when its feature was not measured.
+    ``tiers_follow_depth``: the tiers run sensory, working, long-term from shallow to deep. Then, per
+    available feature, whether its tier means move the expected way in that order (left out when
+    the feature was not measured).
     """
-    out: dict[str, bool] = {}
+    out: dict[str, bool] = {"tiers_follow_depth": tiers.in_depth_order}
     expect = {"newest10": -1, "decay": -1, "concentration": 1, "periodicity": 1}
     for name, values in tiers.features.items():
         means = []
@@ -334,6 +457,13 @@ def policy_spec(
     return PolicySpec(policy="hermes", params=params, layers=layers, source=src)
 
 
+def tier_ranges_json(tiers: TierAssignment) -> dict[str, Any]:
+    """Tier -> [first, last] when the tiers follow depth, else tier -> [[first, last], ...] runs (None: empty)."""
+    if tiers.in_depth_order:
+        return {t: (list(r) if r else None) for t, r in tiers.ranges().items()}
+    return {t: ([list(x) for x in r] if r else None) for t, r in tiers.runs().items()}
+
+
 def _json_safe(x: Any) -> Any:
     """Floats with NaN/inf become None so the spec stays strict JSON."""
     if isinstance(x, float):
@@ -345,40 +475,49 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+#: ``derive --method`` -> the tier method it uses
+DERIVE_METHODS = {"measured": ROLE_METHOD, "changepoint": "changepoint", "hermes-fixed": "hermes-fixed"}
+
+
 def derive(
     rec: Recording,
-    method: Literal["measured", "hermes-fixed"] = "measured",
+    method: Literal["measured", "changepoint", "hermes-fixed"] = "measured",
     query: QuerySelector = None,
     budget_weights: Mapping[str, float] | None = None,
     budget: int | None = None,
 ) -> PolicySpec:
     """A ``hermes`` PolicySpec for the recorded model (``budget``: see :func:`policy_spec`).
 
-    ``measured`` splits by change points on the recording (:func:`derive_tiers`);
-    ``hermes-fixed`` uses the released depth split and reads only the layer
-    count and family. ``source`` records the method, model, video, features
-    used, tier boundaries and ranges, and (measured) per-layer feature values
-    and the agreement checks.
+    ``measured`` gives each layer the tier of its heads' measured roles (:func:`role_tiers`);
+    ``changepoint`` splits the layers into three depth-ordered segments; ``hermes-fixed`` uses
+    the released depth split and reads only the layer count and family. ``source`` records the
+    method, model, video, features used, tier ranges (runs when out of depth order, with the
+    fewest layers that break the order), boundaries (in depth order), layers with no role,
+    and the per-layer feature values and agreement checks.
     """
-    if method == "measured":
-        tiers = derive_tiers(rec, "changepoint", query)
-    elif method == "hermes-fixed":
-        tiers = hermes_fixed_tiers(rec.num_layers)
-    else:
-        raise StudyError(f"unknown derive method {method!r}; use 'measured' or 'hermes-fixed'")
+    if method not in DERIVE_METHODS:
+        raise StudyError(f"unknown derive method {method!r}; use {', '.join(DERIVE_METHODS)}")
+    tiers = derive_tiers(rec, DERIVE_METHODS[method], query)
     info = rec.meta.get("model_info") or {}
     family = str(info.get("family") or rec.meta.get("family") or "unknown")
-    a, b = tiers.boundaries
     source: dict[str, Any] = {
         "method": method,
+        "tier_method": tiers.method,
         "model": rec.meta.get("model"),
         "video": rec.meta.get("video"),
         "fps": rec.meta.get("fps"),
         "queries": rec.queries if query is None else ([query] if isinstance(query, str) else list(query)),
         "features": list(tiers.features),
-        "boundaries": {"working": a, "long-term": b},
-        "tiers": {t: (list(r) if r else None) for t, r in tiers.ranges().items()},
+        "tiers": tier_ranges_json(tiers),
     }
+    if tiers.in_depth_order:
+        a, b = tiers.boundaries
+        source["boundaries"] = {"working": a, "long-term": b}
+    else:
+        source["out_of_order_layers"] = out_of_order(tiers.layers)
+    if tiers.method == ROLE_METHOD:
+        source["no_role_layers"] = list(tiers.no_role)
+        source["thresholds"] = {"decay": ROLE_DECAY, "concentration": ROLE_CONCENTRATION}
     if tiers.features:
         source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
         source["cost"] = tiers.cost

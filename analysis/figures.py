@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from plotly.subplots import make_subplots
 
 from analysis import style
-from analysis.derive import TIERS, TierAssignment, derive_tiers
+from analysis.derive import TIERS, TierAssignment, measured_tiers
 from analysis.errors import StudyError
 from analysis.metrics import QuerySelector, has
 from analysis.tidy import (
@@ -285,7 +285,7 @@ def write_figures(
         rec: the recording.
         out_dir: created if missing; files are ``NAME.{fmt}``, ``NAME.parquet``, ``NAME.csv``.
         formats: any of pdf, png, svg (matplotlib) and html (plotly, plotly.js embedded).
-        tiers: tiers to shade and map; measured from ``rec`` (change points) if None.
+        tiers: tiers to shade and map; measured from ``rec`` (:func:`~analysis.derive.measured_tiers`) if None.
         query: query kind(s) to average over (default: all).
         anchor_layers: layers for the anchor profile (default: the middle layer of each tier).
     """
@@ -294,7 +294,7 @@ def write_figures(
     if out.exists() and not out.is_dir():
         raise StudyError(f"{out} exists and is not a directory; pass a directory for the figures")
     out.mkdir(parents=True, exist_ok=True)
-    tiers = derive_tiers(rec) if tiers is None else tiers
+    tiers = measured_tiers(rec, query) if tiers is None else tiers
     if tiers.num_layers != rec.num_layers:
         raise StudyError(f"tiers cover {tiers.num_layers} layers but the recording has {rec.num_layers}")
     written: list[Path] = []

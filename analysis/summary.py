@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from analysis.derive import TierAssignment, derive_tiers, format_ranges, tier_checks
+from analysis.derive import TierAssignment, measured_tiers, out_of_order, tier_checks, tier_ranges_json
 from analysis.errors import StudyError
 from analysis.figures import write_figures
 from analysis.metrics import QuerySelector, anchor_structure, entropy_summary, has, recency_index
@@ -67,8 +67,11 @@ def study_summary(rec: Recording, tiers: TierAssignment, query: QuerySelector = 
         "num_heads": rec.num_heads,
         "queries": rec.queries,
         "method": tiers.method,
-        "tiers": {tier: list(r) if r else None for tier, r in tiers.ranges().items()},
-        "tier_ranges": format_ranges(tiers.ranges()),
+        "tiers": tier_ranges_json(tiers),
+        "tier_ranges": tiers.summary(),
+        # the fewest layers whose tier breaks depth order, and layers where no head has a memory role
+        "out_of_order_layers": out_of_order(tiers.layers),
+        "no_role_layers": list(tiers.no_role),
         "checks": checks,
         # HERMES's picture: shallow layers favour recent frames, deep layers keep sparse periodic anchors
         "follows_hermes": bool(checks) and all(checks.values()),
@@ -86,18 +89,25 @@ def format_summary(summary: dict[str, Any]) -> str:
     checks = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in summary["checks"].items())
     verdict = "follow" if summary["follows_hermes"] else "do not follow"
     lines.append(f"tiers ({summary['method']}): {summary['tier_ranges']}; {checks}")
+    if summary.get("out_of_order_layers"):
+        lines.append(f"layers out of depth order: {_layer_list(summary['out_of_order_layers'])}")
+    if summary.get("no_role_layers"):
+        lines.append(f"layers with no memory role (no recency, no anchors; given the working tier): "
+                     f"{_layer_list(summary['no_role_layers'])}")
     lines.append(f"the layers {verdict} HERMES's shallow-recency / deep-anchor picture")
     return "\n".join(lines)
 
 
+def _layer_list(layers: list[int]) -> str:
+    return ", ".join(str(i) for i in layers)
 
 
 def write_study_report(rec: Recording, out: str | Path, figures: bool = True, formats: str = "pdf,png,svg,html") -> str:
     """Beside a recording in ``out``: ``summary.json`` and (unless ``figures`` is False) the study figures in
-    ``out/figures/``, tiers measured by change points; returns the per-layer table to print."""
+    ``out/figures/``, tiers measured (:func:`~analysis.derive.measured_tiers`); returns the per-layer table to print."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tiers = derive_tiers(rec)
+    tiers = measured_tiers(rec)
     summary = study_summary(rec, tiers)
     atomic_write_json(out / "summary.json", summary, StudyError)
     if figures:

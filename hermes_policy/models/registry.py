@@ -5,6 +5,8 @@ Accepted names:
 * ``embedded``: the small video LM trained here from scratch (CPU default);
 * ``embedded-smollm2``: SmolLM2-135M-Instruct + its trained vision front end;
 * ``tiny-*``: random-init miniatures of each family (tests, demos);
+* ``planted:SEED[,family=F,strength=S]``: a miniature whose heads have memory roles set in
+  its weights (:mod:`~hermes_policy.models.planted`), for calibrating a study;
 * a directory written by ``hermes-lab train-embedded`` (``RUN/final``);
 * any HF hub id or local directory of a supported architecture, loaded with
   ``from_pretrained`` and never with ``trust_remote_code`` unless asked.
@@ -21,6 +23,7 @@ from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.configured import CONFIG_PREFIX, build_config_model
 from hermes_policy.models.placement import Placement, dispatch, from_pretrained_kwargs
+from hermes_policy.models.planted import PLANTED_PREFIX
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
 
@@ -60,7 +63,8 @@ BUILTIN_MODELS = ("embedded", "embedded-smollm2", *TINY_MODELS)
 
 def supported_help() -> str:
     families = ", ".join(f"{v} ({k})" for k, v in SUPPORTED_ARCHITECTURES.items())
-    return f"built-in names: {', '.join(BUILTIN_MODELS)}; or a HF id/path of: {families}"
+    return (f"built-in names: {', '.join(BUILTIN_MODELS)}, planted:SEED[,family=...], config:NAME; "
+            f"or a HF id/path of: {families}")
 
 
 def load_model(
@@ -85,6 +89,10 @@ def load_model(
         # built where it will run, in its dtype: a full-size model never passes through fp32 or another device
         target = placement.device if not placement.mapped else "cpu"
         adapter = build_config_model(name, dtype, "cpu" if target == "auto" else target)
+    elif name.startswith(PLANTED_PREFIX):
+        from hermes_policy.models.planted import build_planted, parse_planted_name
+
+        adapter = build_planted(parse_planted_name(name), dtype or torch.float32)
     elif name in builtin:
         adapter = builtin[name](dtype)
     elif is_scratch_dir(name):  # a `train-embedded` run's final/ or checkpoint/ directory

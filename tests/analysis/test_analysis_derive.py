@@ -79,13 +79,13 @@ def test_standardise_zeroes_constant_and_missing_features():
 
 
 # ----------------------------------------------------------------------------- measured tiers
-def test_measured_tiers_find_the_planted_boundaries():
-    tiers = derive_tiers(hermes_like_recording(8, noise=0.2, seed=3))
+def test_changepoint_tiers_find_the_planted_boundaries():
+    tiers = derive_tiers(hermes_like_recording(8, noise=0.2, seed=3), "changepoint")
     assert tiers.boundaries == (2, 5)
     assert tiers.summary() == "sensory 0-1 | working 2-4 | long-term 5-7"
     assert set(tiers.features) == {"newest10", "decay", "concentration", "periodicity"}
     assert all(tier_checks(tiers).values())
-    tiers16 = derive_tiers(hermes_like_recording(16, heads=2))
+    tiers16 = derive_tiers(hermes_like_recording(16, heads=2), "changepoint")
     assert tiers16.boundaries == (4, 10)
 
 
@@ -93,25 +93,30 @@ def test_heads_go_to_the_nearest_tier_centroid():
     # layer 6 is long-term, but its head 2 behaves like a sensory head and head 0 like a working one
     patterns = [SENSORY] * 2 + [WORKING] * 3 + [LONG_TERM] * 3
     rec = synthetic_recording(patterns, heads=4, head_patterns={(6, 2): SENSORY, (6, 0): WORKING})
-    tiers = derive_tiers(rec)
+    tiers = derive_tiers(rec, "changepoint")
     assert tiers.boundaries == (2, 5)
     assert tiers.heads[6] == ("working", "long-term", "sensory", "long-term")
     assert all(h == "sensory" for h in tiers.heads[0])
 
 
-def test_measured_tiers_use_recency_alone_without_anchor_quantities():
+def test_changepoint_tiers_use_recency_alone_without_anchor_quantities():
     rec = hermes_like_recording(8)
     stripped = Recording({k: v for k, v in rec.tensors.items()
                           if not k.endswith(("position_mass", "periodicity"))}, rec.meta)
-    tiers = derive_tiers(stripped)
+    tiers = derive_tiers(stripped, "changepoint")
     assert list(tiers.features) == ["newest10", "decay"]
     assert tiers.boundaries == (2, 5)
+    with pytest.raises(StudyError, match="position mass.*--method changepoint"):
+        derive_tiers(stripped)  # roles cannot tell long-term from no role without anchors
 
 
 def test_checks_flag_a_model_that_contradicts_hermes():
     rec = synthetic_recording([LONG_TERM] * 3 + [WORKING] * 2 + [SENSORY] * 3, heads=2)
-    checks = tier_checks(derive_tiers(rec))
+    checks = tier_checks(derive_tiers(rec, "changepoint"))
     assert checks["newest10_falls_with_depth"] is False and checks["periodicity_rises_with_depth"] is False
+    roles = derive_tiers(rec)
+    assert roles.layers == ("long-term",) * 3 + ("working",) * 2 + ("sensory",) * 3
+    assert tier_checks(roles)["tiers_follow_depth"] is False
 
 
 def test_unknown_method_and_too_few_layers_are_study_errors():
@@ -120,7 +125,9 @@ def test_unknown_method_and_too_few_layers_are_study_errors():
     with pytest.raises(StudyError, match="unknown derive method"):
         derive(hermes_like_recording(8, heads=1), "magic")  # type: ignore[arg-type]
     with pytest.raises(StudyError, match="at least 3 layers"):
-        derive_tiers(synthetic_recording([SENSORY, LONG_TERM], heads=1))
+        derive_tiers(synthetic_recording([SENSORY, LONG_TERM], heads=1), "changepoint")
+    # roles need no minimum: each layer stands on its own
+    assert derive_tiers(synthetic_recording([SENSORY, LONG_TERM], heads=1)).layers == ("sensory", "long-term")
 
 
 def test_tier_assignment_rejects_tiers_out_of_depth_order():

@@ -1,0 +1,274 @@
+"""Calibrate the study instrument on planted memory models: how much of a known structure it recovers.
+
+For each family and each random planted configuration (:mod:`hermes_policy.models.planted`)
+we run the study exactly as ``hermes-lab study`` does (:func:`probes.capture.capture`,
+the same seam, pseudo-queries and reducers), derive tiers exactly as ``derive`` does
+(:func:`analysis.derive.derive_tiers`), and score the verdict against the ground truth:
+
+* **layer-tier accuracy** over layers with a memory role (a planted *diffuse* layer has
+  none; the confusion matrix shows where those go), and its confusion matrix;
+* **head-role accuracy** over heads with a role: recency heads should land in the
+  sensory tier, mixed heads in working, anchor heads in long-term;
+* **anchor AUROC**: anchor heads against recency and diffuse heads, ranked by the
+  measured anchor concentration (mixed heads, half anchor by construction, are left
+  out), with the TPR and FPR of derive's own call (a head assigned long-term);
+* **recency Spearman**: measured decay k against planted decay, over the heads that
+  have one (recency and mixed), per configuration, then the mean;
+* the same layer accuracy for HERMES's **fixed 10% / 70% split** as the baseline.
+
+Accuracies and the AUROC pool every layer or head of a family; Spearman is a mean
+over configurations, since only ranks within one model are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from analysis.derive import TIERS, derive_tiers, hermes_fixed_tiers
+from analysis.errors import StudyError
+from analysis.metrics import anchor_structure, recency_index, spearman
+from probes.recording import Recording
+
+#: derive's tier methods scored by validate (the first is the instrument's default)
+METHODS = ("roles", "changepoint", "hermes-fixed")
+TRUTH_KINDS = ("sensory", "working", "long-term", "diffuse")
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve (Mann–Whitney, ties count half); NaN without both classes."""
+    pos = [s for s, y in zip(scores, labels) if y and math.isfinite(s)]
+    neg = [s for s, y in zip(scores, labels) if not y and math.isfinite(s)]
+    if not pos or not neg:
+        return math.nan
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def roc_points(scores: Sequence[float], labels: Sequence[bool]) -> list[tuple[float, float, float]]:
+    """(threshold, FPR, TPR) for every distinct score, from the highest down, starting at (inf, 0, 0)."""
+    pairs = sorted(((s, y) for s, y in zip(scores, labels) if math.isfinite(s)), key=lambda p: -p[0])
+    P = sum(y for _, y in pairs)
+    N = len(pairs) - P
+    out, tp, fp = [(math.inf, 0.0, 0.0)], 0, 0
+    for i, (s, y) in enumerate(pairs):
+        tp += y
+        fp += not y
+        if i + 1 == len(pairs) or pairs[i + 1][0] != s:
+            out.append((s, fp / N if N else math.nan, tp / P if P else math.nan))
+    return out
+
+
+@dataclass
+class ConfigScore:
+    """One planted configuration's study, scored: a row of ``rows.parquet`` plus its heads and layers."""
+
+    row: dict[str, Any]
+    heads: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+
+
+def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str] = METHODS) -> ConfigScore:
+    """Score a study of a planted model against its ground truth (:meth:`PlantedConfig.ground_truth`)."""
+    kinds: list[str] = truth["layers"]
+    roles: list[list[str]] = truth["roles"]
+    L, H = len(kinds), len(roles[0])
+    if rec.num_layers != L or rec.num_heads != H:
+        raise StudyError(f"the recording has {rec.num_layers}x{rec.num_heads} layers x heads; the truth {L}x{H}")
+    rec_idx, anchors = recency_index(rec), anchor_structure(rec)
+    tiers = {m: derive_tiers(rec, m) for m in methods}
+    row: dict[str, Any] = {"family": truth["family"], "seed": truth["seed"], "strength": truth["strength"],
+                           "layers": L, "heads": H,
+                           "diffuse_first": kinds[0] == "diffuse", "out_of_order": not _in_depth_order(kinds)}
+    scored = [i for i, k in enumerate(kinds) if k != "diffuse"]
+    for m, t in tiers.items():
+        row[f"layer_correct.{m}"] = sum(t.layers[i] == kinds[i] for i in scored)
+    row["layer_total"] = len(scored)
+    main = tiers[methods[0]]
+    heads, correct, total = [], 0, 0
+    decay, planted_decay = [], []
+    for i in range(L):
+        for h in range(H):
+            role = roles[i][h]
+            pred = main.heads[i][h] if main.heads is not None else main.layers[i]
+            k = float(rec_idx["decay"][i, h])
+            entry = {"family": truth["family"], "seed": truth["seed"], "layer": i, "head": h, "role": role,
+                     "layer_kind": kinds[i], "decay": truth["decay"][i][h], "anchor_gap": truth["anchor_gap"][i][h],
+                     "anchor_position": truth["anchor_position"][i][h], "measured_decay": k,
+                     "newest10": float(rec_idx["newest10"][i, h]),
+                     "concentration": float(anchors["concentration"][i, h]),
+                     "periodicity": float(anchors["periodicity"][i, h]), "predicted": pred}
+            heads.append(entry)
+            if role != "diffuse":
+                total += 1
+                correct += pred == _role_tier(role)
+            if truth["decay"][i][h] > 0:
+                decay.append(k)
+                planted_decay.append(truth["decay"][i][h])
+    row["head_correct"], row["head_total"] = correct, total
+    for m, t in tiers.items():
+        if t.heads is not None:
+            row[f"head_correct.{m}"] = sum(t.heads[i][h] == _role_tier(roles[i][h])
+                                           for i in range(L) for h in range(H) if roles[i][h] != "diffuse")
+    row["recency_spearman"] = spearman(torch.tensor(decay), torch.tensor(planted_decay)) if len(decay) >= 3 \
+        else math.nan
+    layers = [{"family": truth["family"], "seed": truth["seed"], "layer": i, "truth": kinds[i],
+               **{f"predicted.{m}": t.layers[i] for m, t in tiers.items()}} for i in range(L)]
+    return ConfigScore(row, heads, layers)
+
+
+def _role_tier(role: str) -> str:
+    from hermes_policy.models.planted import ROLE_TIER
+
+    return ROLE_TIER[role]
+
+
+def _in_depth_order(kinds: Sequence[str]) -> bool:
+    order = [TIERS.index(k) for k in kinds if k != "diffuse"]
+    return order == sorted(order)
+
+
+def confusion(layers: Sequence[dict[str, Any]], method: str) -> list[list[int]]:
+    """(4 truth kinds x 3 predicted tiers) counts; rows :data:`TRUTH_KINDS`, columns :data:`TIERS`."""
+    m = [[0] * len(TIERS) for _ in TRUTH_KINDS]
+    for entry in layers:
+        m[TRUTH_KINDS.index(entry["truth"])][TIERS.index(entry[f"predicted.{method}"])] += 1
+    return m
+
+
+def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], layers: Sequence[dict[str, Any]],
+              methods: Sequence[str] = METHODS) -> dict[str, Any]:
+    """One family's scores (the ``--json`` record), from its configurations' rows, heads and layers."""
+    def ratio(num: str, den: str) -> float:
+        d = sum(r[den] for r in rows)
+        return sum(r[num] for r in rows) / d if d else math.nan
+
+    scored = [h for h in heads if h["role"] in ("anchor", "recency", "diffuse")]
+    labels = [h["role"] == "anchor" for h in scored]
+    conc = [h["concentration"] for h in scored]
+    called = [h["predicted"] == "long-term" for h in scored]
+    P, N = sum(labels), len(labels) - sum(labels)
+    rhos = [r["recency_spearman"] for r in rows if math.isfinite(r["recency_spearman"])]
+    out: dict[str, Any] = {
+        "configs": len(rows),
+        "layer_tier_accuracy": ratio(f"layer_correct.{methods[0]}", "layer_total"),
+        "head_role_accuracy": ratio("head_correct", "head_total"),
+        "anchor_auroc": auroc(conc, labels),
+        "recency_spearman": sum(rhos) / len(rhos) if rhos else math.nan,
+        "fixed_split_layer_accuracy": ratio("layer_correct.hermes-fixed", "layer_total")
+        if "hermes-fixed" in methods else math.nan,
+        "anchor_tpr": sum(c and y for c, y in zip(called, labels)) / P if P else math.nan,
+        "anchor_fpr": sum(c and not y for c, y in zip(called, labels)) / N if N else math.nan,
+        "recency_spearman_min": min(rhos) if rhos else math.nan,
+        "layers_scored": sum(r["layer_total"] for r in rows),
+        "heads_scored": sum(r["head_total"] for r in rows),
+        "method": methods[0],
+        "confusion": {m: confusion(layers, m) for m in methods},
+    }
+    for m in methods[1:]:
+        out[f"layer_tier_accuracy.{m}"] = ratio(f"layer_correct.{m}", "layer_total")
+        if f"head_correct.{m}" in rows[0]:
+            out[f"head_role_accuracy.{m}"] = ratio(f"head_correct.{m}", "head_total")
+    out["periodicity_auroc"] = auroc([h["periodicity"] for h in scored], labels)
+    return out
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """What ``hermes-lab validate`` runs.
+
+    Attributes:
+        families: planted families to validate.
+        configs: random configurations per family.
+        seed: the first configuration's seed (configuration i uses seed + i).
+        frames: frames per study video (a ``synthetic:`` scene, seed = the configuration's).
+        chunk_frames: frames per study step.
+        strength: planted signal strength (1 = the generator's ranges).
+        methods: derive tier methods to score; the first is the one the head scores use.
+    """
+
+    families: tuple[str, ...]
+    configs: int = 5
+    seed: int = 0
+    frames: int = 64
+    chunk_frames: int = 4
+    strength: float = 1.0
+    methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        from hermes_policy.models.planted import FAMILIES
+
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families:
+            raise StudyError(f"unknown family {bad[0] if bad else '(none)'}; use one of {', '.join(FAMILIES)} or all")
+        if self.configs < 1:
+            raise StudyError(f"--configs must be >= 1, got {self.configs}")
+        if self.seed < 0:
+            raise StudyError(f"--seed must be >= 0, got {self.seed}")
+        if self.frames < 2 * self.chunk_frames or self.chunk_frames < 1:
+            raise StudyError(f"--frames must be at least two chunks ({2 * self.chunk_frames}), got {self.frames}")
+        if not (math.isfinite(self.strength) and self.strength >= 0):
+            raise StudyError(f"--strength must be a finite number >= 0, got {self.strength}")
+
+
+@dataclass
+class Validation:
+    """Everything one validate run measured."""
+
+    config: ValidateConfig
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    heads: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """``{"families": {FAMILY: scores}}``, the document ``--json`` prints."""
+        out = {}
+        for family in self.config.families:
+            pick = [r for r in self.rows if r["family"] == family]
+            if pick:
+                out[family] = summarise(pick, [h for h in self.heads if h["family"] == family],
+                                        [x for x in self.layers if x["family"] == family], self.config.methods)
+        return {"families": out}
+
+
+def study_planted(adapter, frames: int, chunk_frames: int, video_seed: int) -> Recording:
+    """The study of one planted model, exactly as ``hermes-lab study`` records it (pseudo-queries, full cache)."""
+    from hermes_policy.video import open_video
+    from probes.capture import StudyConfig, capture
+
+    source = open_video(f"synthetic:seed={video_seed},frames={frames}")
+    return capture(adapter, source, StudyConfig(queries="pseudo", chunk_frames=chunk_frames), progress=False)
+
+
+def run_validation(config: ValidateConfig, progress: bool = True) -> Validation:
+    """Draw, build, study and score ``config.configs`` planted models per family."""
+    from hermes_policy.models.planted import build_planted, draw_planted
+
+    result = Validation(config)
+    jobs = [(f, config.seed + i) for f in config.families for i in range(config.configs)]
+    bar = tqdm(jobs, unit="model", desc="validate", file=sys.stderr, disable=not progress)
+    for family, seed in bar:
+        bar.set_postfix_str(f"{family} seed {seed}")
+        started = time.perf_counter()
+        planted = draw_planted(seed, family, strength=config.strength)
+        adapter = build_planted(planted)
+        rec = study_planted(adapter, config.frames, config.chunk_frames, seed)
+        scored = score_recording(rec, planted.ground_truth(), config.methods)
+        scored.row.update(frames=config.frames, chunk_frames=config.chunk_frames,
+                          kv_heads=planted.num_kv_heads, anchor_slots=len(planted.anchor_positions),
+                          seconds=round(time.perf_counter() - started, 3))
+        result.rows.append(scored.row)
+        result.heads += scored.heads
+        result.layers += scored.layers
+    return result
+
+
+__all__ = ["METHODS", "ValidateConfig", "Validation", "auroc", "confusion", "roc_points", "run_validation",
+           "score_recording", "study_planted", "summarise"]
