@@ -1,4 +1,5 @@
-"""``hermes-lab derive`` and ``hermes-lab figures``: recordings in, a policy spec or paper figures out.
+"""``hermes-lab derive``, ``figures`` and ``validate``: recordings in, a policy spec or paper figures out,
+and the instrument's calibration on planted models.
 
 Both read a study directory written by :meth:`probes.recording.Recording.save`.
 Every mistake a user can make (no recording there, a corrupt one, an unknown
@@ -50,7 +51,8 @@ def register(app: typer.Typer) -> None:
     def derive(
         study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
         out: Annotated[Path, typer.Option(help="where to write the policy spec (JSON)")] = Path("policy.json"),
-        method: Annotated[str, typer.Option(help="measured (change points on the recording) | hermes-fixed")] =
+        method: Annotated[str, typer.Option(
+            help="measured (tiers by measured head roles) | changepoint (depth-ordered segments) | hermes-fixed")] =
         "measured",
         query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
@@ -93,7 +95,8 @@ def register(app: typer.Typer) -> None:
         overwrite: OverwriteOption = False,
         fmt: Annotated[str, typer.Option("--format", help="comma-separated: pdf,png,svg,html")] =
         "pdf,png,svg,html",
-        method: Annotated[str, typer.Option(help="tiers to show: measured | hermes-fixed")] = "measured",
+        method: Annotated[str, typer.Option(help="tiers to show: measured | changepoint | hermes-fixed")] =
+        "measured",
         query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
     ) -> None:
@@ -117,14 +120,61 @@ def register(app: typer.Typer) -> None:
             return
         if eval_dirs or bench_dirs:
             raise StudyError("draw a study and results in separate runs: --study, or --eval/--bench")
-        if method not in ("measured", "hermes-fixed"):
-            raise StudyError(f"unknown --method {method!r}; use 'measured' or 'hermes-fixed'")
+        if method not in ("measured", "changepoint", "hermes-fixed"):
+            raise StudyError(f"unknown --method {method!r}; use 'measured', 'changepoint' or 'hermes-fixed'")
         rec = load_study(study)
         queries = _query(query)
         tiers = measured_tiers(rec, queries) if method == "measured" else derive_tiers(rec, method, queries)
         paths = write_figures(rec, out, formats, tiers=tiers, query=queries)
         figs = sorted({p.stem for p in paths})
         typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")
+
+    @app.command()
+    def validate(
+        family: Annotated[str, typer.Option(
+            help="planted family: embedded | qwen2-vl | qwen2.5-vl | llava-ov | all")] = "all",
+        configs: Annotated[int, typer.Option(help="random planted configurations per family")] = 5,
+        seed: Annotated[int, typer.Option(
+            help="seed of the first configuration (configuration i uses SEED+i); the README's numbers use 1000")] = 0,
+        frames: Annotated[str, typer.Option(
+            help="frames per study video; a comma list sweeps it (the first is the main run)")] = "64",
+        strength: Annotated[str, typer.Option(
+            help="planted signal strength (1 = the generator's ranges); a comma list sweeps it")] = "1",
+        chunk: Annotated[int, typer.Option(help="frames per study step")] = 4,
+        out: Annotated[Optional[Path], typer.Option(
+            help="folder for rows/heads/layers parquet, validation.json and figures/")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON instead of a table")] = False,
+        fmt: Annotated[str, typer.Option("--format", help="figure formats: pdf,png,svg,html")] = "pdf,png,svg,html",
+        overwrite: OverwriteOption = False,
+    ) -> None:
+        """Calibrate the study: run study -> derive on planted models with known memory tiers and score
+        how much of the truth comes back (layer tiers, head roles, anchor AUROC, recency Spearman),
+        against HERMES's fixed 10% / 70% split."""
+        import json
+
+        from analysis.figures import parse_formats
+        from analysis.validate import ValidateConfig, format_report, report, run_sweep, sweep_configs, write_validation
+        from hermes_policy.eval.sweep import parse_list
+        from hermes_policy.models.planted import FAMILIES
+
+        families = FAMILIES if family == "all" else tuple(f.strip() for f in family.split(",") if f.strip())
+        frame_counts = parse_list(frames, "--frames", int)
+        strengths = parse_list(strength, "--strength", float)
+        base = ValidateConfig(tuple(families), configs, seed, frame_counts[0], chunk, strengths[0])
+        runs_config = sweep_configs(base, strengths, frame_counts)
+        for c in runs_config[1:]:
+            ValidateConfig(c.families, c.configs, c.seed, c.frames, c.chunk_frames, c.strength)  # checks every point
+        formats = parse_formats(fmt) if out is not None else ()
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise StudyError(f"--out {out} exists and is not a directory; pass a folder")
+            refuse_existing(out, overwrite, StudyError)
+        runs = run_sweep(runs_config, progress=sys.stderr.isatty() or not as_json)
+        doc = report(runs)
+        if out is not None:
+            written = write_validation(out, runs, formats)
+            print(f"wrote {len(written)} files to {out}", file=sys.stderr)
+        typer.echo(json.dumps(doc) if as_json else format_report(doc))
 
 
 __all__ = ["load_study", "parse_budget_weights", "register"]

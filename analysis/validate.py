@@ -11,7 +11,7 @@ the same seam, pseudo-queries and reducers), derive tiers exactly as ``derive`` 
   sensory tier, mixed heads in working, anchor heads in long-term;
 * **anchor AUROC**: anchor heads against recency and diffuse heads, ranked by the
   measured anchor concentration (mixed heads, half anchor by construction, are left
-  out), with the TPR and FPR of derive's own call (a head assigned long-term);
+  out), with the TPR and FPR at derive's own threshold (concentration >= 0.2);
 * **recency Spearman**: measured decay k against planted decay, over the heads that
   have one (recency and mixed), per configuration, then the mean;
 * the same layer accuracy for HERMES's **fixed 10% / 70% split** as the baseline.
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from analysis.derive import TIERS, derive_tiers, hermes_fixed_tiers
+from analysis.derive import ROLE_CONCENTRATION, TIERS, derive_tiers
 from analysis.errors import StudyError
 from analysis.metrics import anchor_structure, recency_index, spearman
 from probes.recording import Recording
@@ -153,7 +153,7 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
     scored = [h for h in heads if h["role"] in ("anchor", "recency", "diffuse")]
     labels = [h["role"] == "anchor" for h in scored]
     conc = [h["concentration"] for h in scored]
-    called = [h["predicted"] == "long-term" for h in scored]
+    called = [c >= ROLE_CONCENTRATION for c in conc]  # derive's own threshold for "this head has anchors"
     P, N = sum(labels), len(labels) - sum(labels)
     rhos = [r["recency_spearman"] for r in rows if math.isfinite(r["recency_spearman"])]
     out: dict[str, Any] = {
@@ -270,5 +270,142 @@ def run_validation(config: ValidateConfig, progress: bool = True) -> Validation:
     return result
 
 
-__all__ = ["METHODS", "ValidateConfig", "Validation", "auroc", "confusion", "roc_points", "run_validation",
+
+
+# --------------------------------------------------------------------------- sweeps, tables, output
+TARGETS = {"layer_tier_accuracy": 0.95, "head_role_accuracy": 0.90, "anchor_auroc": 0.95, "recency_spearman": 0.9}
+BREAKDOWN_METRICS = (*TARGETS, "fixed_split_layer_accuracy")
+
+
+def sweep_configs(base: ValidateConfig, strengths: Sequence[float], frames: Sequence[int]) -> list[ValidateConfig]:
+    """The main run (first strength, first frame count), then one knob at a time: the other strengths at the
+    first frame count, the other frame counts at the first strength."""
+    from dataclasses import replace
+
+    main = replace(base, strength=strengths[0], frames=frames[0])
+    return [main, *(replace(main, strength=s) for s in strengths[1:]),
+            *(replace(main, frames=f) for f in frames[1:])]
+
+
+def run_sweep(configs: Sequence[ValidateConfig], progress: bool = True) -> list[Validation]:
+    return [run_validation(c, progress) for c in configs]
+
+
+def report(runs: Sequence[Validation]) -> dict[str, Any]:
+    """The ``--json`` document: ``families`` (the main run) plus, when swept, ``breakdown`` rows and settings."""
+    main = runs[0]
+    doc: dict[str, Any] = {**main.summary(), "settings": _settings(main.config)}
+    if len(runs) > 1:
+        doc["breakdown"] = breakdown_rows(runs)
+    return _finite(doc)
+
+
+def _settings(c: ValidateConfig) -> dict[str, Any]:
+    return {"families": list(c.families), "configs": c.configs, "seeds": [c.seed, c.seed + c.configs - 1],
+            "frames": c.frames, "chunk_frames": c.chunk_frames, "strength": c.strength, "methods": list(c.methods)}
+
+
+def _finite(x: Any) -> Any:
+    """NaN -> None, so the document is strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def breakdown_rows(runs: Sequence[Validation]) -> list[dict[str, Any]]:
+    """One row per (knob, value, family, metric): how the scores move as the planted signal or stream shrinks."""
+    main = runs[0].config
+    rows = []
+    for run in runs:
+        c = run.config
+        knobs = [k for k, same in (("strength", c.strength == main.strength), ("frames", c.frames == main.frames))
+                 if run is runs[0] or not same]
+        for family, scores in run.summary()["families"].items():
+            for knob in knobs:
+                for metric in BREAKDOWN_METRICS:
+                    rows.append({"family": family, "knob": knob, "value": float(getattr(c, knob)),
+                                 "metric": metric, "score": scores[metric]})
+    return rows
+
+
+def validation_tables(runs: Sequence[Validation]) -> dict[str, Any]:
+    """Tidy tables for the figures and files: rows, heads, layers (every run), confusion, roc, roc_point, breakdown."""
+    import pandas as pd
+
+    def tagged(attr: str) -> pd.DataFrame:
+        return pd.DataFrame([{**x, "frames": r.config.frames, "strength": r.config.strength}
+                             for r in runs for x in getattr(r, attr)])
+
+    main = runs[0]
+    summary = main.summary()["families"]
+    confusion_rows, roc_rows, point_rows = [], [], []
+    for family, scores in summary.items():
+        for method, matrix in scores["confusion"].items():
+            for i, truth in enumerate(TRUTH_KINDS):
+                for j, pred in enumerate(TIERS):
+                    confusion_rows.append({"family": family, "method": method, "truth": truth, "predicted": pred,
+                                           "count": matrix[i][j]})
+        heads = [h for h in main.heads if h["family"] == family and h["role"] in ("anchor", "recency", "diffuse")]
+        points = roc_points([h["concentration"] for h in heads], [h["role"] == "anchor" for h in heads])
+        roc_rows += [{"family": family, "threshold": t, "fpr": f, "tpr": p, "auroc": scores["anchor_auroc"]}
+                     for t, f, p in points]
+        point_rows.append({"family": family, "fpr": scores["anchor_fpr"], "tpr": scores["anchor_tpr"],
+                           "threshold": ROLE_CONCENTRATION})
+    tables = {"rows": tagged("rows"), "heads": tagged("heads"), "layers": tagged("layers"),
+              "confusion": pd.DataFrame(confusion_rows), "roc": pd.DataFrame(roc_rows),
+              "roc_point": pd.DataFrame(point_rows)}
+    if len(runs) > 1:
+        tables["breakdown"] = pd.DataFrame(breakdown_rows(runs))
+    return tables
+
+
+def write_validation(out, runs: Sequence[Validation], formats: Sequence[str]) -> list:
+    """``--out``: rows/heads/layers parquet, ``validation.json`` and the figures (in ``out/figures``)."""
+    from pathlib import Path
+
+    from analysis.validate_figures import write_validation_figures
+    from hermes_policy.atomic import atomic_write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = validation_tables(runs)
+    written = []
+    for name in ("rows", "heads", "layers"):
+        path = out / f"{name}.parquet"
+        tables[name].to_parquet(path, index=False)
+        written.append(path)
+    atomic_write_json(out / "validation.json", report(runs), StudyError)
+    written.append(out / "validation.json")
+    figures = {k: v for k, v in tables.items() if k in ("confusion", "roc", "roc_point", "breakdown")}
+    (out / "figures").mkdir(exist_ok=True)
+    return written + write_validation_figures(out / "figures", figures, formats)
+
+
+def format_report(doc: dict[str, Any]) -> str:
+    """The table ``hermes-lab validate`` prints: per family, each score against its target."""
+    cols = [("layer_tier_accuracy", "layer acc"), ("head_role_accuracy", "head acc"), ("anchor_auroc", "anchor AUROC"),
+            ("recency_spearman", "recency rho"), ("fixed_split_layer_accuracy", "fixed-split acc"),
+            ("layer_tier_accuracy.changepoint", "changepoint acc")]
+    head = f"{'family':<11} {'configs':>7} " + " ".join(f"{label:>16}" for _, label in cols)
+    lines = [head, "-" * len(head)]
+    for family, s in doc["families"].items():
+        cells = []
+        for key, _ in cols:
+            v = s.get(key)
+            mark = "" if key not in TARGETS or v is None else (" ok" if v >= TARGETS[key] else " LOW")
+            cells.append(f"{'-' if v is None else f'{v:.3f}'}{mark:>4}".rjust(16))
+        lines.append(f"{family:<11} {s['configs']:>7} " + " ".join(cells))
+    targets = ", ".join(f"{k.replace('_', ' ')} >= {v}" for k, v in TARGETS.items())
+    st = doc.get("settings", {})
+    lines.append(f"targets: {targets}; ok/LOW against them. seeds {st.get('seeds')}, {st.get('frames')} frames, "
+                 f"strength {st.get('strength')}")
+    return "\n".join(lines)
+
+
+__all__ = ["METHODS", "TARGETS", "ValidateConfig", "Validation", "auroc", "confusion", "format_report", "report",
+           "roc_points", "run_sweep", "run_validation", "sweep_configs", "validation_tables", "write_validation",
            "score_recording", "study_planted", "summarise"]

@@ -367,6 +367,14 @@ class _Scales:
         return [j for j in fast if j not in (BIAS_PAIR, self.recency_pair, *MARKER_PAIRS)] or [0]
 
 
+def _noise(gen: torch.Generator, rows: int, basis: _Basis, sigma: float) -> torch.Tensor:
+    """(rows, hidden) random q/k weights, blind to the marker dimensions: reading the per-position
+    markers would plant anchors of random strength in every head."""
+    w = torch.randn(rows, basis.hidden, generator=gen, dtype=torch.float64) * sigma / math.sqrt(basis.hidden)
+    w[:, basis.markers] = 0.0
+    return w
+
+
 def _plant_layer(layer: nn.Module, heads: tuple[PlantedHead, ...], cfg: PlantedConfig, s: _Scales,
                  gen: torch.Generator) -> None:
     attn = layer.self_attn
@@ -389,7 +397,7 @@ def _plant_layer(layer: nn.Module, heads: tuple[PlantedHead, ...], cfg: PlantedC
         for slot, pair in enumerate(MARKER_PAIRS):
             k[base + pair, s.basis.markers[slot]] = b / m_hat
         rows = torch.tensor([base + j for j in noise_dims])
-        k[rows] = torch.randn(len(rows), D, generator=gen, dtype=torch.float64) * sigma / math.sqrt(D)
+        k[rows] = _noise(gen, len(rows), s.basis, sigma)
     theta = float(s.inv_freq[s.recency_pair])
     for h, head in enumerate(heads):
         base = h * dh
@@ -402,7 +410,7 @@ def _plant_layer(layer: nn.Module, heads: tuple[PlantedHead, ...], cfg: PlantedC
             # ±b on the key, so the gap between the marked position and the rest is 2·a·b/√dh
             q[base + MARKER_PAIRS[head.anchor_slot], s.basis.text] = cfg.strength * head.anchor_gap * scale / (2 * b) / t_hat
         rows = torch.tensor([base + j for j in noise_dims])
-        q[rows] = torch.randn(len(rows), D, generator=gen, dtype=torch.float64) * sigma / math.sqrt(D)
+        q[rows] = _noise(gen, len(rows), s.basis, sigma)
     with torch.no_grad():
         attn.q_proj.weight.copy_(q)
         attn.k_proj.weight.copy_(k)

@@ -1,0 +1,133 @@
+"""Planted memory models: the generator, the names, the real classes, and roles that show through a study."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hermes_policy.errors import ModelError
+from hermes_policy.models.planted import (
+    FAMILIES, ROLE_TIER, TOKENS_PER_FRAME, PlantedConfig, PlantedHead, build_planted, draw_planted,
+    parse_planted_name, scaled,
+)
+from hermes_policy.models.registry import load_model
+from probes.capture import StudyConfig, capture
+from analysis.metrics import anchor_structure, recency_index
+from hermes_policy.video import open_video
+
+
+def test_draws_are_reproducible_and_vary_with_the_seed():
+    assert draw_planted(3, "qwen2-vl") == draw_planted(3, "qwen2-vl")
+    assert draw_planted(3, "qwen2-vl") != draw_planted(4, "qwen2-vl")
+    assert draw_planted(3, "qwen2-vl").layers != draw_planted(3, "embedded").layers or \
+        draw_planted(3, "qwen2-vl").heads != draw_planted(3, "embedded").heads
+
+
+def test_the_generator_covers_the_hard_cases():
+    draws = [draw_planted(s, "embedded") for s in range(60)]
+    assert any(d.layers[0] == "diffuse" for d in draws)  # a diffuse first layer
+    order = {"sensory": 0, "working": 1, "long-term": 2}
+    assert any([order[k] for k in d.layers if k in order] != sorted(order[k] for k in d.layers if k in order)
+               for d in draws)  # a stack out of depth order
+    assert len({d.num_layers for d in draws}) > 4 and len({d.num_heads for d in draws}) > 1
+    assert any(d.num_kv_heads < d.num_heads for d in draws)  # grouped-query attention
+    boundaries = {d.layers.index("working") / d.num_layers for d in draws if "working" in d.layers}
+    assert min(boundaries) < 0.1 and max(boundaries) > 0.5  # tier boundaries anywhere, not only at 10% / 70%
+    for d in draws:
+        for kind, heads in zip(d.layers, d.heads):
+            roles = [h.role for h in heads]
+            if kind != "diffuse":  # the layer's own role is a strict majority of its heads
+                main = {"sensory": "recency", "working": "mixed", "long-term": "anchor"}[kind]
+                assert roles.count(main) > len(roles) / 2
+
+
+def test_ground_truth_lists_what_was_planted():
+    cfg = draw_planted(5, "llava-ov")
+    truth = cfg.ground_truth()
+    assert truth["layers"] == list(cfg.layers) and len(truth["roles"]) == cfg.num_layers
+    for row, heads in zip(truth["anchor_position"], cfg.heads):
+        for pos, head in zip(row, heads):
+            assert (pos is None) == (head.anchor_slot < 0)
+            assert pos is None or 0 <= pos < TOKENS_PER_FRAME
+    assert scaled(cfg, 0.5).ground_truth()["strength"] == 0.5
+
+
+@pytest.mark.parametrize("name, message", [
+    ("planted:x", "seed must be an integer"),
+    ("planted:1,family=gpt", "unknown planted family"),
+    ("planted:1,colour=red", "unexpected"),
+    ("planted:1,strength=-1", "finite and >= 0"),
+    ("planted:1,strength=abc", "numbers"),
+])
+def test_bad_planted_names_are_one_line_model_errors(name, message):
+    with pytest.raises(ModelError, match=message):
+        load_model(name)
+
+
+def test_invalid_configs_are_refused():
+    head = PlantedHead("recency", decay=0.1)
+    with pytest.raises(ValueError, match="anchor slot"):
+        PlantedHead("anchor", anchor_gap=3.0)
+    with pytest.raises(ValueError, match="at least 3 layers"):
+        PlantedConfig("embedded", 0, ("sensory",), ((head,),), 1, (0,))
+    with pytest.raises(ValueError, match="anchor positions"):
+        PlantedConfig("embedded", 0, ("sensory",) * 3, ((head,),) * 3, 1, (16,))
+
+
+@pytest.mark.parametrize("family, cls", [
+    ("embedded", "LlamaForCausalLM"), ("qwen2-vl", "Qwen2VLForConditionalGeneration"),
+    ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration"), ("llava-ov", "LlavaOnevisionForConditionalGeneration"),
+])
+def test_each_family_is_its_real_transformers_class(family, cls):
+    adapter = load_model(f"planted:2,family={family}")
+    assert type(adapter.model).__name__ == cls
+    assert adapter.planted == parse_planted_name(f"planted:2,family={family}")
+    assert adapter.weights == "planted" and adapter.num_layers == adapter.planted.num_layers
+    assert adapter.tokens_per_frame(128, 128) == TOKENS_PER_FRAME
+
+
+def _study(adapter, frames=24):
+    return capture(adapter, open_video(f"synthetic:seed=2,frames={frames}"), StudyConfig(), progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_planted_roles_show_through_an_unchanged_study(family):
+    """Anchor heads peak at their planted position; recency rates rank as planted; diffuse heads show neither."""
+    adapter = load_model(f"planted:7,family={family}")
+    cfg = adapter.planted
+    rec = _study(adapter)
+    rate, anchors = recency_index(rec)["decay"], anchor_structure(rec)["concentration"]
+    planted, measured = [], []
+    for i, heads in enumerate(cfg.heads):
+        position_mass = rec["position_mass", i].double().nanmean(dim=(0, 1))  # (H, P)
+        for h, head in enumerate(heads):
+            if head.role == "anchor":
+                assert int(position_mass[h].argmax()) == cfg.anchor_positions[head.anchor_slot]
+                assert anchors[i, h] > 0.2 and abs(float(rate[i, h])) < 1.0
+            if head.role == "diffuse":
+                assert anchors[i, h] < 0.2 and abs(float(rate[i, h])) < 1.0
+            if head.decay > 0:
+                planted.append(head.decay)
+                measured.append(float(rate[i, h]))
+    from analysis.metrics import spearman
+
+    assert spearman(torch.tensor(planted), torch.tensor(measured)) > 0.9
+
+
+def test_the_study_never_reads_the_ground_truth():
+    """A model without its truth attached records exactly the same attention."""
+    with_truth = build_planted(draw_planted(1, "qwen2-vl"))
+    without = build_planted(draw_planted(1, "qwen2-vl"))
+    del without.planted
+    a, b = _study(with_truth, 12), _study(without, 12)
+    for key in a.tensors:
+        torch.testing.assert_close(a.tensors[key], b.tensors[key], equal_nan=True)
+
+
+def test_strength_zero_leaves_only_noise():
+    rec = _study(build_planted(draw_planted(4, "embedded", strength=0.0)), 16)
+    assert float(anchor_structure(rec)["concentration"].nanmean()) < 0.2
+    assert math.isfinite(float(recency_index(rec)["decay"].nanmean()))
+    assert set(ROLE_TIER) == {"recency", "mixed", "anchor"}
