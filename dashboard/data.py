@@ -27,16 +27,18 @@ from PIL import Image
 
 from analysis import explore
 from analysis import occupancy as occ
-from analysis.derive import TierAssignment, derive, derive_tiers
+from analysis.derive import ROLE_METHOD, TierAssignment, derive, derive_tiers, out_of_order
 from analysis.errors import StudyError
 from analysis.export import export_figures
 from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_head_tiers, plotly_recency_depth
+from analysis.metrics import has
 from analysis.recordings import load_study
 from analysis.tidy import age_heatmap_data, anchor_profile_data, head_tier_data
 from dashboard import plots
 from dashboard.settings import from_environment
 from hermes_policy.atomic import atomic_write_bytes
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.planted import PLANTED_PREFIX, ROLE_TIER, parse_planted_name
 from hermes_policy.models.registry import load_model
 from hermes_policy.policies.spec import PolicySpec, policy_from_args
 from hermes_policy.video import Frame, VideoSource, open_video
@@ -212,9 +214,38 @@ def frame_by_layer_figure(ref: RecordingRef, frame: int, query: str, step: int, 
     return plots.frame_by_layer(frame_by_layer(ref, frame, query, step, head), frame)
 
 
+def tier_method(ref: RecordingRef, method: str | None = None) -> str:
+    """The tier method a page will use for ``method`` (None: the measured one).
+
+    Measured tiers are by role (``roles``), which needs the in-frame position mass; a recording
+    made without it gets change points instead, as :func:`analysis.derive.measured_tiers` does.
+    """
+    if method in (None, ROLE_METHOD):
+        return ROLE_METHOD if has(recording(ref), "position_mass") else "changepoint"
+    return method
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def tiers(ref: RecordingRef, method: str = "changepoint", queries: tuple[str, ...] | None = None) -> TierAssignment:
-    return derive_tiers(recording(ref), method, list(queries) if queries else None)
+def tiers(ref: RecordingRef, method: str | None = None, queries: tuple[str, ...] | None = None) -> TierAssignment:
+    """Tiers by ``method`` (None or ``roles``: measured, falling back to change points, see :func:`tier_method`)."""
+    return derive_tiers(recording(ref), tier_method(ref, method), list(queries) if queries else None)
+
+
+def layer_list(layers) -> str:
+    """``[4]`` -> ``layer 4``, ``[0, 4]`` -> ``layers 0, 4``."""
+    layers = list(layers)
+    return f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
+
+
+def tier_notes(t: TierAssignment) -> list[str]:
+    """Short notes for a tier map: layers where no head showed a role, layers out of depth order."""
+    notes = []
+    if t.no_role:
+        notes.append(f"no head role measured in {layer_list(t.no_role)} (given the working tier)")
+    if not t.in_depth_order:
+        late = out_of_order(t.layers)
+        notes.append(f"out of depth order: {layer_list(late)} ({', '.join(t.layers[i] for i in late)})")
+    return notes
 
 
 def layer_tier(ref: RecordingRef, layer: int) -> str | None:
@@ -269,10 +300,15 @@ def study_figures(ref: RecordingRef, method: str, queries: tuple[str, ...]) -> d
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def specs(ref: RecordingRef, queries: tuple[str, ...], budget: int | None) -> dict[str, dict]:
-    """The measured and the HERMES-fixed PolicySpec, as JSON-ready dicts."""
+    """The measured and the HERMES-fixed PolicySpec, as JSON-ready dicts.
+
+    ``measured`` is derive's ``measured`` (tiers by role); a recording without position mass gets
+    derive's ``changepoint`` under the same name (its ``source.method`` says so).
+    """
     rec = recording(ref)
-    return {method: derive(rec, method, list(queries), None, budget).to_dict()  # type: ignore[arg-type]
-            for method in ("measured", "hermes-fixed")}
+    measured = "measured" if tier_method(ref) == ROLE_METHOD else "changepoint"
+    return {name: derive(rec, method, list(queries), None, budget).to_dict()  # type: ignore[arg-type]
+            for name, method in (("measured", measured), ("hermes-fixed", "hermes-fixed"))}
 
 
 def spec_table(spec_dicts: dict[str, dict]) -> pd.DataFrame:
@@ -293,6 +329,71 @@ def export_study(ref: RecordingRef, method: str, queries: tuple[str, ...], out_d
                  formats: tuple[str, ...]) -> list[Path]:
     """Export the study page's figures exactly as shown (same tables), in the chosen formats."""
     return export_figures(study_tables(ref, method, queries), out_dir, formats, STUDY_RENDERERS)
+
+
+# --------------------------------------------------------------------------- planted ground truth
+def is_planted(model_name: str | None) -> bool:
+    return str(model_name or "").startswith(PLANTED_PREFIX)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def planted_truth(model_name: str) -> dict:
+    """The ground truth of a planted model (what its weights were built to do); ModelError for a bad name."""
+    return parse_planted_name(model_name).ground_truth()
+
+
+class TruthComparison(NamedTuple):
+    """Planted truth vs measured tiers.
+
+    Attributes:
+        layers: one row per layer: ``layer, truth, measured, match`` (match None for a diffuse truth layer).
+        heads: one row per head: ``layer, head, role, truth, measured, match`` (truth: the tier the role
+            plants, :data:`ROLE_TIER`, or None for a diffuse head; match None then).
+        layer_agreement: (matching, scored) over layers with a planted role.
+        head_agreement: (matching, scored) over heads with a planted role.
+    """
+
+    layers: pd.DataFrame
+    heads: pd.DataFrame
+    layer_agreement: tuple[int, int]
+    head_agreement: tuple[int, int]
+
+
+def compare_truth(truth: dict, t: TierAssignment) -> TruthComparison:
+    """Score tiers against a planted truth (:meth:`PlantedConfig.ground_truth`), as ``hermes-lab validate`` does:
+    a layer with a role should be in its planted tier, a head with a role in the tier its role plants."""
+    kinds, roles = list(truth["layers"]), [list(r) for r in truth["roles"]]
+    if len(kinds) != t.num_layers:
+        raise StudyError(f"the planted truth has {len(kinds)} layers but the recording has {t.num_layers}; "
+                         "was it recorded with another version of the planted models?")
+    measured_heads = t.head_tiers(len(roles[0]))
+    if any(len(row) != len(r) for row, r in zip(measured_heads, roles)):
+        raise StudyError(f"the planted truth has {len(roles[0])} heads per layer but the recording "
+                         f"{len(measured_heads[0])}")
+    layer_rows = [{"layer": i, "truth": k, "measured": t.layers[i],
+                   "match": None if k == "diffuse" else k == t.layers[i]} for i, k in enumerate(kinds)]
+    head_rows = [{"layer": i, "head": h, "role": role, "truth": ROLE_TIER.get(role), "measured": measured_heads[i][h],
+                  "match": None if role not in ROLE_TIER else ROLE_TIER[role] == measured_heads[i][h]}
+                 for i, row in enumerate(roles) for h, role in enumerate(row)]
+
+    def score(rows: list[dict]) -> tuple[int, int]:
+        scored = [r["match"] for r in rows if r["match"] is not None]
+        return sum(scored), len(scored)
+
+    return TruthComparison(pd.DataFrame(layer_rows), pd.DataFrame(head_rows), score(layer_rows), score(head_rows))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def truth_comparison(ref: RecordingRef, method: str | None, queries: tuple[str, ...]) -> TruthComparison:
+    """The recording's tiers (``method``, as the page shows them) against its planted model's ground truth."""
+    model_name = str(recording(ref).meta.get("model"))
+    return compare_truth(planted_truth(model_name), tiers(ref, method, queries))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def truth_figure(ref: RecordingRef, method: str | None, queries: tuple[str, ...]) -> go.Figure:
+    cmp = truth_comparison(ref, method, queries)
+    return plots.truth_vs_measured(cmp.layers, cmp.heads, tier_method(ref, method))
 
 
 # --------------------------------------------------------------------------- occupancy
@@ -348,9 +449,10 @@ def video_frames(video: str, fps: float | None, max_frames: int) -> list[Frame]:
 
 
 __all__ = [
-    "RecordingRef", "ProgressSource", "age_heatmap_figure", "export_study", "frame_by_layer", "frame_by_layer_figure",
-    "frame_mass", "frame_strip_figure", "list_recordings", "make_recording", "made_recording_dir", "model",
-    "occupancy", "position_profile_figure", "raw_window_figure", "recording", "recording_ref", "recording_summary",
-    "save_upload", "spec_stamp", "spec_table", "specs", "study_figures", "study_tables", "thumbnails",
-    "tokens_per_frame", "video_frames", "video_length", "write_spec",
+    "ProgressSource", "RecordingRef", "TruthComparison", "age_heatmap_figure", "compare_truth", "export_study",
+    "frame_by_layer", "frame_by_layer_figure", "frame_mass", "frame_strip_figure", "is_planted", "layer_list",
+    "list_recordings", "made_recording_dir", "make_recording", "model", "occupancy", "planted_truth",
+    "position_profile_figure", "raw_window_figure", "recording", "recording_ref", "recording_summary", "save_upload",
+    "spec_stamp", "spec_table", "specs", "study_figures", "study_tables", "thumbnails", "tier_method", "tier_notes",
+    "tiers", "tokens_per_frame", "truth_comparison", "truth_figure", "video_frames", "video_length", "write_spec",
 ]

@@ -177,6 +177,71 @@ def frame_by_layer(df: pd.DataFrame, frame: int) -> go.Figure:
     return fig
 
 
+# --------------------------------------------------------------------------- planted ground truth
+#: colour of "no memory role" (a planted diffuse layer or head): neutral, apart from the tier palette
+NO_ROLE_COLOR = "#D9D9D9"
+TRUTH_CLASSES = (*style.TIER_COLORS, "no role")
+ROLE_MARK = {"recency": "R", "mixed": "M", "anchor": "A", "diffuse": ""}
+MISMATCH = "✗"
+
+
+def truth_vs_measured(layers: pd.DataFrame, heads: pd.DataFrame, method: str) -> go.Figure:
+    """Planted truth (left) next to measured tiers (right): a layer column, then one column per head.
+
+    Cells take the tier colours (a planted diffuse layer or head: grey); truth heads are lettered by role
+    (R recency, M mixed, A anchor), and a measured cell that disagrees with a truth that has a role is
+    marked ✗.
+
+    Args:
+        layers: ``layer, truth, measured, match`` per layer (:func:`dashboard.data.compare_truth`).
+        heads: ``layer, head, role, truth, measured, match`` per head.
+        method: the tier method of the measured side (for its title).
+    """
+    L, H = len(layers), int(heads["head"].max()) + 1
+    cols = ["layer", *(f"h{h}" for h in range(H))]
+    index = {c: i for i, c in enumerate(TRUTH_CLASSES)}
+
+    def missed(match) -> bool:  # True / False / None (not scored), whatever pandas made of the column
+        return match is not None and not pd.isna(match) and not bool(match)
+
+    def verdict(measured: str, match, planted: str | None) -> str:
+        scored = match is not None and not pd.isna(match)
+        return f"measured {measured}" + ("" if not scored else f" ✗ (planted {planted})" if missed(match) else " ✓")
+
+    grid_truth, grid_meas, text_truth, text_meas, hover_truth, hover_meas = ([] for _ in range(6))
+    by_layer = dict(list(heads.sort_values(["layer", "head"]).groupby("layer")))
+    for lay in layers.sort_values("layer").itertuples(index=False):
+        hs = list(by_layer[lay.layer].itertuples(index=False))
+        planted = lay.truth if lay.truth != "diffuse" else "no role"
+        grid_truth.append([index[planted], *(index[x.truth if isinstance(x.truth, str) else "no role"] for x in hs)])
+        grid_meas.append([index[lay.measured], *(index[x.measured] for x in hs)])
+        text_truth.append(["", *(ROLE_MARK.get(x.role, "") for x in hs)])
+        text_meas.append([MISMATCH if missed(lay.match) else "", *(MISMATCH if missed(x.match) else "" for x in hs)])
+        hover_truth.append([f"planted {lay.truth}", *(f"{x.role} head" + (
+            f" (plants {x.truth})" if isinstance(x.truth, str) else " (no role)") for x in hs)])
+        hover_meas.append([verdict(lay.measured, lay.match, lay.truth),
+                           *(verdict(x.measured, x.match, x.truth) for x in hs)])
+    n = len(TRUTH_CLASSES)
+    colors = [*style.TIER_COLORS.values(), NO_ROLE_COLOR]
+    scale = [[edge / n, c] for i, c in enumerate(colors) for edge in (i, i + 1)]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=("planted truth", f"measured ({method})"))
+    ys = sorted(layers["layer"])
+    for col, (z, text, hover) in enumerate(((grid_truth, text_truth, hover_truth),
+                                            (grid_meas, text_meas, hover_meas)), start=1):
+        fig.add_trace(go.Heatmap(z=z, x=cols, y=ys, zmin=-0.5, zmax=n - 0.5, colorscale=scale, text=text,
+                                 texttemplate="%{text}", customdata=hover, xgap=2, ygap=1, showscale=col == 2,
+                                 colorbar={"tickvals": list(range(n)), "ticktext": list(TRUTH_CLASSES)},
+                                 hovertemplate="layer %{y} · %{x}<br>%{customdata}<extra></extra>"),
+                      row=1, col=col)
+    fig.update_layout(**layout(max(1.6, 0.16 * L + 0.8), "Planted truth vs measured tiers"))
+    fig.update_layout(margin={"t": 70})  # room for the panel titles under the figure's
+    fig.update_xaxes(type="category", side="bottom")
+    fig.update_yaxes(autorange="reversed", **_counts(L))
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    return fig
+
+
 # --------------------------------------------------------------------------- occupancy
 def occupancy_heatmap(held: np.ndarray, title: str) -> go.Figure:
     """Layers × frames: share of each frame's tokens a layer holds (1 all, 0 evicted, blank not yet streamed).
@@ -213,5 +278,5 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
 
 __all__ = [
     "age_heatmap", "fit_width", "frame_by_layer", "frame_strip", "layout", "lines", "occupancy_heatmap", "palette",
-    "position_profile", "raw_heatmap", "thumbnail_strip",
+    "position_profile", "raw_heatmap", "thumbnail_strip", "truth_vs_measured",
 ]

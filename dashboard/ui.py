@@ -16,6 +16,8 @@ from probes.capture import StudyConfig
 from probes.recording import RecordingError
 
 OTHER_MODEL = "other (HF id or local path)"
+#: planted models offered ready in the picker (tiny, with known memory roles; any seed works via "other")
+PLANTED_MODELS = ("planted:0,family=embedded", "planted:0,family=qwen2-vl", "planted:0,family=llava-ov")
 #: session-state keys that are not widgets (they survive page switches)
 SETTINGS_KEY, MODEL_KEY, RECORDING_KEY, AUTO_RECORD_KEY = "settings", "model", "recording", "auto_recorded"
 PICK_KEY = "recording_pick"
@@ -61,16 +63,20 @@ def settings() -> Settings:
 def model_picker() -> str:
     """The sidebar's model selector; returns the chosen name (loaded only when a page needs it)."""
     default = settings().model
-    options = [*BUILTIN_MODELS, OTHER_MODEL]
-    index = options.index(default) if default in BUILTIN_MODELS else len(options) - 1
+    ready = [*BUILTIN_MODELS, *PLANTED_MODELS]
+    options = [*ready, OTHER_MODEL]
+    index = options.index(default) if default in ready else len(options) - 1
     choice = st.selectbox("Model", options, index=index, key="model_choice",
-                          help="built-in models need no download; an HF id or path loads its checkpoint "
-                               "(never with trust_remote_code); config:NAME builds a published architecture "
-                               "with random weights (time and memory only)")
+                          help="built-in models need no download; `planted:SEED[,family=embedded|qwen2-vl|"
+                               "qwen2.5-vl|llava-ov][,strength=S]` builds a tiny model whose heads have known memory "
+                               "roles (the study page compares its tiers with them); an HF id or path loads its "
+                               "checkpoint (never with trust_remote_code); `config:NAME` builds a published "
+                               "architecture with random weights (time and memory only)")
     name = choice
     if choice == OTHER_MODEL:
-        name = st.text_input("HF id, local path or config:NAME", value="" if default in BUILTIN_MODELS else default,
-                             key="model_other").strip()
+        # code spans: a bare "planted:SEED[...]" would read as a Streamlit text directive and vanish
+        name = st.text_input("HF id, local path, `planted:SEED[,family=...]` or `config:NAME`",
+                             value="" if default in ready else default, key="model_other").strip()
     st.session_state[MODEL_KEY] = name
     return name
 

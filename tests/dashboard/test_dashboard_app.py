@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis import explore
-from dashboard import data
+from dashboard import data, plots
 from dashboard.cli import DashboardError, streamlit_command
 from dashboard.settings import ENV_ARGS, Settings, parse_args
 from hermes_lab.cli import main as cli_main
@@ -299,7 +299,12 @@ def test_study_page_specs_side_by_side_and_write(monkeypatch, runs, study_dir, t
     assert len(df) == 4 and "measured tier" in df and "hermes-fixed tier" in df
     assert df["hermes-fixed tier"].tolist() == ["sensory", "working", "working", "long-term"]
     depth = chart(at, "study_depth")
-    assert {t.get("name") for t in depth["data"]} >= {"head mean", "sensory", "working", "long-term"}
+    from analysis.derive import derive_tiers
+
+    measured = derive_tiers(Recording.load(study_dir))  # by role: a random tiny model has none, so all working
+    assert {t.get("name") for t in depth["data"]} >= {"head mean", *measured.layers}
+    if measured.no_role:
+        assert any("no head role measured" in c.value for c in at.caption)
     # write the measured spec with a chosen budget, then the fixed one
     at.number_input(key="study_budget").set_value(20)
     at.text_input(key="study_spec_path_measured").set_value(str(tmp_path / "measured.json"))
@@ -448,3 +453,143 @@ def test_save_upload_checks_name_and_content(runs):
     p = data.save_upload(runs, "clip.MP4", b"abc")
     assert p.suffix == ".mp4" and p.read_bytes() == b"abc"
     assert data.save_upload(runs, "again.mp4", b"abc") == p.with_suffix(".mp4")
+
+
+# --------------------------------------------------------------------------- tier methods and planted models
+PLANTED = "planted:0,family=embedded"
+
+
+def test_tier_methods_offer_roles_change_points_and_fixed_with_roles_the_default(monkeypatch, runs, study_dir):
+    from analysis.derive import derive_tiers
+    from dashboard.study import METHODS
+
+    assert list(METHODS.values()) == ["roles", "changepoint", "hermes-fixed"]  # the first is the default
+    at = launch(monkeypatch, runs, study_dir, page="study")
+    assert at.radio(key="study_method").value == "measured (roles)"
+    assert any("Tiers by **measured head roles**" in c.value for c in at.caption)
+    rec = Recording.load(study_dir)
+    for label, method in METHODS.items():
+        at.radio(key="study_method").set_value(label).run()
+        no_exception(at)
+        assert not errors(at)
+        want = derive_tiers(rec, method).head_tiers(rec.num_heads)
+        got = arr(chart(at, "study_head_tiers")["data"][0]["z"])
+        assert got.tolist() == [[["sensory", "working", "long-term"].index(t) for t in row] for row in want]
+    ref = data.recording_ref(study_dir)
+    assert data.tier_method(ref) == "roles" and data.tiers(ref).method == "roles"  # the explorer's default too
+    text = " ".join(m.value for m in at.markdown)
+    assert "**measured tiers** (roles): " in text and "**hermes-fixed tiers**: " in text
+
+
+def test_recording_without_position_mass_shows_change_point_tiers(monkeypatch, runs, study_dir, tmp_path):
+    from analysis.derive import derive_tiers, format_ranges
+
+    full = Recording.load(study_dir)
+    old = tmp_path / "no-position-mass"
+    Recording({k: v for k, v in full.tensors.items() if "position_mass" not in k}, dict(full.meta)).save(old)
+    at = launch(monkeypatch, runs, old, page="study")
+    assert not errors(at)
+    assert at.radio(key="study_method").value == "measured (roles)"
+    notes = " ".join(c.value for c in at.caption)
+    assert "Tiers by **change points (depth-ordered)**" in notes and "no in-frame position mass" in notes
+    rec = Recording.load(old)
+    want = derive_tiers(rec, "changepoint")
+    text = " ".join(m.value for m in at.markdown)
+    assert f"**measured tiers** (changepoint): {want.summary()}" in text
+    assert format_ranges(want.runs()) == want.summary()
+    got = arr(chart(at, "study_head_tiers")["data"][0]["z"])
+    assert got.tolist() == [[["sensory", "working", "long-term"].index(t) for t in row]
+                            for row in want.head_tiers(rec.num_heads)]
+    assert "Planted ground truth" not in [s.value for s in at.subheader]  # tiny-embedded: no truth to show
+    # the measured spec falls back too, and says so
+    at.text_input(key="study_spec_path_measured").set_value(str(tmp_path / "m.json")).run()
+    at.button(key="study_write_spec").click().run()
+    no_exception(at)
+    spec = PolicySpec.load(tmp_path / "m.json")
+    assert spec.source["method"] == "changepoint" and [e["tier"] for e in spec.layers] == list(want.layers)
+
+
+def _agreement(rec: Recording, method: str = "roles") -> tuple[float, float]:
+    """The share of planted layer tiers and head roles recovered, computed here from the library."""
+    from analysis.derive import derive_tiers
+    from hermes_policy.models.planted import ROLE_TIER, parse_planted_name
+
+    truth = parse_planted_name(rec.meta["model"]).ground_truth()
+    t = derive_tiers(rec, method)
+    layers = [t.layers[i] == k for i, k in enumerate(truth["layers"]) if k != "diffuse"]
+    heads = t.head_tiers(rec.num_heads)
+    hs = [heads[i][h] == ROLE_TIER[r] for i, row in enumerate(truth["roles"]) for h, r in enumerate(row)
+          if r != "diffuse"]
+    return sum(layers) / len(layers), sum(hs) / len(hs)
+
+
+def test_planted_model_from_the_picker_records_and_shows_its_ground_truth(monkeypatch, runs):
+    at = launch(monkeypatch, runs, model=PLANTED)  # no --study: a study of the planted model is recorded
+    assert at.selectbox(key="model_choice").value == PLANTED  # a ready option, not "other"
+    assert {"planted:0,family=qwen2-vl", "planted:0,family=llava-ov"} <= set(at.selectbox(key="model_choice").options)
+    assert not errors(at)
+    made = data.made_recording_dir(runs, PLANTED, VIDEO, StudyConfig(queries="both", chunk_frames=4, raw_steps=4))
+    rec = Recording.load(made)
+    assert rec.meta["model"] == PLANTED
+    at.switch_page("views/study.py").run()
+    no_exception(at)
+    assert not errors(at)
+    assert "Planted ground truth" in [s.value for s in at.subheader]
+    layer_share, head_share = _agreement(rec)
+    assert by_label(at.metric, "Layer tiers recovered").value == f"{layer_share:.0%}"
+    assert by_label(at.metric, "Head roles recovered").value == f"{head_share:.0%}"
+    fig = chart(at, "study_truth")
+    truth, measured = fig["data"]
+    from hermes_policy.models.planted import parse_planted_name
+
+    cfg = parse_planted_name(PLANTED)
+    assert arr(truth["z"]).shape == arr(measured["z"]).shape == (cfg.num_layers, cfg.num_heads + 1)
+    kinds = ["sensory", "working", "long-term", "no role"]
+    assert [kinds[int(z)] for z in arr(truth["z"])[:, 0]] == [k if k != "diffuse" else "no role" for k in cfg.layers]
+    # the comparison follows the tier method picked
+    at.radio(key="study_method").set_value("HERMES fixed (10% / 70%)").run()
+    no_exception(at)
+    assert by_label(at.metric, "Layer tiers recovered").value == f"{_agreement(rec, 'hermes-fixed')[0]:.0%}"
+
+
+def test_planted_model_typed_in_other_records_and_notes_its_tier_map(monkeypatch, runs):
+    name = "planted:3,family=embedded"  # a planted layer out of depth order
+    at = launch(monkeypatch, runs, model=MODEL, page="study")
+    at.selectbox(key="model_choice").set_value("other (HF id or local path)").run()
+    assert "planted:SEED" in at.text_input(key="model_other").label
+    at.text_input(key="model_other").set_value(name).run()
+    at.button(key="rec_start").click().run()
+    no_exception(at)
+    assert not errors(at)
+    rec = Recording.load(at.session_state["recording"])
+    assert rec.meta["model"] == name
+    assert by_label(at.metric, "Layer tiers recovered").value == f"{_agreement(rec)[0]:.0%}"
+    from analysis.derive import derive_tiers, out_of_order
+
+    t = derive_tiers(rec)
+    text = " ".join(m.value for m in at.markdown)
+    assert f"**measured tiers** (roles): {t.summary()}" in text  # runs, e.g. "working 0,4", when out of order
+    notes = " ".join(c.value for c in at.caption)
+    assert ("out of depth order" in notes) == bool(out_of_order(t.layers))
+    assert ("no head role measured" in notes) == bool(t.no_role)
+    assert name in notes  # the truth's caption names the model
+
+
+def test_compare_truth_scores_layers_and_heads_with_a_role():
+    from analysis.derive import TierAssignment
+
+    truth = {"layers": ["diffuse", "sensory", "working", "long-term"],
+             "roles": [["diffuse", "diffuse"], ["recency", "diffuse"], ["mixed", "anchor"], ["anchor", "anchor"]]}
+    t = TierAssignment(("long-term", "sensory", "sensory", "long-term"),
+                       (("sensory", "sensory"), ("sensory", "working"), ("working", "sensory"),
+                        ("long-term", "working")), method="roles")
+    cmp = data.compare_truth(truth, t)
+    assert cmp.layer_agreement == (2, 3)  # the diffuse layer is not scored
+    assert cmp.head_agreement == (3, 5)  # recency->sensory, mixed->working, anchor->long-term; diffuse heads left out
+    assert cmp.layers["match"].tolist()[1:] == [True, False, True]
+    fig = plots.truth_vs_measured(cmp.layers, cmp.heads, "roles")
+    assert [list(r) for r in fig.data[1].text] == [["", "", ""], ["", "", ""], ["✗", "", "✗"], ["", "", "✗"]]
+    from analysis.errors import StudyError
+
+    with pytest.raises(StudyError, match="3 layers but the recording has 4"):
+        data.compare_truth({"layers": ["sensory"] * 3, "roles": [["recency"]] * 3}, t)
