@@ -44,10 +44,6 @@ def _query(value: str | None) -> list[str] | None:
     return None if not value else [q.strip() for q in value.split(",") if q.strip()]
 
 
-def _layers(layers: list[int]) -> str:
-    return ("layer " if len(layers) == 1 else "layers ") + ", ".join(str(i) for i in layers)
-
-
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the ``hermes-lab`` app."""
 
@@ -68,7 +64,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
         from analysis.derive import derive as derive_spec
-        from analysis.derive import format_ranges
+        from analysis.derive import format_ranges, layer_list
 
         if out.is_dir():
             raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
@@ -84,10 +80,10 @@ def register(app: typer.Typer) -> None:
             print("note: the spec has no budget; pass --budget N to run it with `stream --spec`", file=sys.stderr)
         if spec.source.get("out_of_order_layers"):
             print("note: out of depth order (sensory, working, long-term from shallow to deep), their tiers "
-                  f"following their measured roles: {_layers(spec.source['out_of_order_layers'])}", file=sys.stderr)
+                  f"following their measured roles: {layer_list(spec.source['out_of_order_layers'])}", file=sys.stderr)
         if spec.source.get("no_role_layers"):
             print("note: neither recency nor anchors (given the working tier): "
-                  f"{_layers(spec.source['no_role_layers'])}", file=sys.stderr)
+                  f"{layer_list(spec.source['no_role_layers'])}", file=sys.stderr)
         failed = [name for name, ok in spec.source.get("checks", {}).items() if not ok]
         if failed:
             # not an error: a model may genuinely differ from HERMES's picture, but the user should look

@@ -297,12 +297,17 @@ def role_tiers(rec: Recording, query: QuerySelector = None, min_decay: float = R
     return TierAssignment(tiers, heads, ROLE_METHOD, features, None, no_role)
 
 
-def measured_tiers(rec: Recording, query: QuerySelector = None) -> TierAssignment:
-    """The measured tiers a recording supports: by role, or by change points when it lacks the in-frame
-    position mass that roles need (a recording made without it). The result's ``method`` says which."""
+def measured_method(rec: Recording) -> str:
+    """The measured tier method a recording supports: ``roles``, or ``changepoint`` when it lacks the
+    in-frame position mass that roles need (a recording made without it)."""
     from analysis.metrics import has
 
-    return derive_tiers(rec, ROLE_METHOD if has(rec, "position_mass") else "changepoint", query)
+    return ROLE_METHOD if has(rec, "position_mass") else "changepoint"
+
+
+def measured_tiers(rec: Recording, query: QuerySelector = None) -> TierAssignment:
+    """Tiers by :func:`measured_method`; the result's ``method`` says which."""
+    return derive_tiers(rec, measured_method(rec), query)
 
 
 def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector = None) -> TierAssignment:
@@ -328,6 +333,11 @@ def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector
     heads = assign_heads(standardise(head_x, ref=layer_x), layer_z, tiers)
     features = {n: tuple(float(v) for v in layer_x[:, d]) for d, n in enumerate(names)}
     return TierAssignment(tiers, tuple(tuple(h) for h in heads), "changepoint", features, cost)
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    """``[4]`` -> ``layer 4``, ``[0, 4]`` -> ``layers 0, 4``: how notes name layers."""
+    return ("layer " if len(layers) == 1 else "layers ") + ", ".join(str(i) for i in layers)
 
 
 def out_of_order(tiers: Sequence[str]) -> list[int]:

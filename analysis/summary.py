@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from analysis.derive import TierAssignment, measured_tiers, out_of_order, tier_checks, tier_ranges_json
+from analysis.derive import TierAssignment, layer_list, measured_tiers, out_of_order, tier_checks, tier_ranges_json
 from analysis.errors import StudyError
 from analysis.figures import write_figures
 from analysis.metrics import QuerySelector, anchor_structure, entropy_summary, has, recency_index
@@ -90,16 +90,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     verdict = "follow" if summary["follows_hermes"] else "do not follow"
     lines.append(f"tiers ({summary['method']}): {summary['tier_ranges']}; {checks}")
     if summary.get("out_of_order_layers"):
-        lines.append(f"layers out of depth order: {_layer_list(summary['out_of_order_layers'])}")
+        lines.append(f"out of depth order: {layer_list(summary['out_of_order_layers'])}")
     if summary.get("no_role_layers"):
-        lines.append(f"layers with no memory role (no recency, no anchors; given the working tier): "
-                     f"{_layer_list(summary['no_role_layers'])}")
+        lines.append(f"no memory role (no recency, no anchors; given the working tier): "
+                     f"{layer_list(summary['no_role_layers'])}")
     lines.append(f"the layers {verdict} HERMES's shallow-recency / deep-anchor picture")
     return "\n".join(lines)
-
-
-def _layer_list(layers: list[int]) -> str:
-    return ", ".join(str(i) for i in layers)
 
 
 def write_study_report(rec: Recording, out: str | Path, figures: bool = True, formats: str = "pdf,png,svg,html") -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from analysis.derive import ROLE_CONCENTRATION, TIERS, derive_tiers
+from analysis.derive import ROLE_CONCENTRATION, TIERS, TierAssignment, derive_tiers
 from analysis.errors import StudyError
 from analysis.metrics import anchor_structure, recency_index, spearman
 from probes.recording import Recording
@@ -75,6 +75,29 @@ class ConfigScore:
     layers: list[dict[str, Any]]
 
 
+def truth_matches(truth: dict[str, Any], tiers: TierAssignment) -> tuple[list[bool | None], list[list[bool | None]]]:
+    """Whether ``tiers`` match a planted truth: per layer, and per head (as ``tiers.head_tiers`` gives them).
+
+    A layer matches when its tier is its planted kind, a head when its tier is the one its role plants
+    (recency -> sensory, mixed -> working, anchor -> long-term); None where the truth has no role (diffuse).
+    """
+    from hermes_policy.models.planted import ROLE_TIER
+
+    kinds, roles = list(truth["layers"]), truth["roles"]
+    if len(kinds) != tiers.num_layers:
+        raise StudyError(f"the planted truth has {len(kinds)} layers, the tiers {tiers.num_layers}")
+    heads = tiers.head_tiers(len(roles[0]))
+    layers = [None if k == "diffuse" else k == t for k, t in zip(kinds, tiers.layers)]
+    return layers, [[None if r not in ROLE_TIER else ROLE_TIER[r] == t for r, t in zip(rr, tt)]
+                    for rr, tt in zip(roles, heads)]
+
+
+def _count(matches: Sequence[bool | None]) -> tuple[int, int]:
+    """(matching, scored) of a list of matches, None not scored."""
+    scored = [m for m in matches if m is not None]
+    return sum(scored), len(scored)
+
+
 def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str] = METHODS) -> ConfigScore:
     """Score a study of a planted model against its ground truth (:meth:`PlantedConfig.ground_truth`)."""
     kinds: list[str] = truth["layers"]
@@ -87,17 +110,18 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
     row: dict[str, Any] = {"family": truth["family"], "seed": truth["seed"], "strength": truth["strength"],
                            "layers": L, "heads": H,
                            "diffuse_first": kinds[0] == "diffuse", "out_of_order": not _in_depth_order(kinds)}
-    scored = [i for i, k in enumerate(kinds) if k != "diffuse"]
     for m, t in tiers.items():
-        row[f"layer_correct.{m}"] = sum(t.layers[i] == kinds[i] for i in scored)
-    row["layer_total"] = len(scored)
+        layer_ok, head_ok = truth_matches(truth, t)
+        row[f"layer_correct.{m}"], row["layer_total"] = _count(layer_ok)
+        row[f"head_correct.{m}"], row["head_total"] = _count([x for r in head_ok for x in r])
+    row["head_correct"] = row[f"head_correct.{methods[0]}"]
     main = tiers[methods[0]]
-    heads, correct, total = [], 0, 0
+    heads = []
     decay, planted_decay = [], []
     for i in range(L):
         for h in range(H):
             role = roles[i][h]
-            pred = main.heads[i][h] if main.heads is not None else main.layers[i]
+            pred = main.head_tiers(H)[i][h]
             k = float(rec_idx["decay"][i, h])
             entry = {"family": truth["family"], "seed": truth["seed"], "layer": i, "head": h, "role": role,
                      "layer_kind": kinds[i], "decay": truth["decay"][i][h], "anchor_gap": truth["anchor_gap"][i][h],
@@ -106,28 +130,14 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
                      "concentration": float(anchors["concentration"][i, h]),
                      "periodicity": float(anchors["periodicity"][i, h]), "predicted": pred}
             heads.append(entry)
-            if role != "diffuse":
-                total += 1
-                correct += pred == _role_tier(role)
             if truth["decay"][i][h] > 0:
                 decay.append(k)
                 planted_decay.append(truth["decay"][i][h])
-    row["head_correct"], row["head_total"] = correct, total
-    for m, t in tiers.items():
-        if t.heads is not None:
-            row[f"head_correct.{m}"] = sum(t.heads[i][h] == _role_tier(roles[i][h])
-                                           for i in range(L) for h in range(H) if roles[i][h] != "diffuse")
     row["recency_spearman"] = spearman(torch.tensor(decay), torch.tensor(planted_decay)) if len(decay) >= 3 \
         else math.nan
     layers = [{"family": truth["family"], "seed": truth["seed"], "layer": i, "truth": kinds[i],
                **{f"predicted.{m}": t.layers[i] for m, t in tiers.items()}} for i in range(L)]
     return ConfigScore(row, heads, layers)
-
-
-def _role_tier(role: str) -> str:
-    from hermes_policy.models.planted import ROLE_TIER
-
-    return ROLE_TIER[role]
 
 
 def _in_depth_order(kinds: Sequence[str]) -> bool:
@@ -174,8 +184,7 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
     }
     for m in methods[1:]:
         out[f"layer_tier_accuracy.{m}"] = ratio(f"layer_correct.{m}", "layer_total")
-        if f"head_correct.{m}" in rows[0]:
-            out[f"head_role_accuracy.{m}"] = ratio(f"head_correct.{m}", "head_total")
+        out[f"head_role_accuracy.{m}"] = ratio(f"head_correct.{m}", "head_total")
     out["periodicity_auroc"] = auroc([h["periodicity"] for h in scored], labels)
     return out
 
@@ -406,6 +415,6 @@ def format_report(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METHODS", "TARGETS", "ValidateConfig", "Validation", "auroc", "confusion", "format_report", "report",
+__all__ = ["METHODS", "TARGETS", "truth_matches", "ValidateConfig", "Validation", "auroc", "confusion", "format_report", "report",
            "roc_points", "run_sweep", "run_validation", "sweep_configs", "validation_tables", "write_validation",
            "score_recording", "study_planted", "summarise"]

@@ -27,11 +27,11 @@ from PIL import Image
 
 from analysis import explore
 from analysis import occupancy as occ
-from analysis.derive import ROLE_METHOD, TierAssignment, derive, derive_tiers, out_of_order
+from analysis.derive import (ROLE_METHOD, TierAssignment, derive, derive_tiers, layer_list, measured_method,
+                             out_of_order)
 from analysis.errors import StudyError
 from analysis.export import export_figures
 from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_head_tiers, plotly_recency_depth
-from analysis.metrics import has
 from analysis.recordings import load_study
 from analysis.tidy import age_heatmap_data, anchor_profile_data, head_tier_data
 from dashboard import plots
@@ -220,21 +220,13 @@ def tier_method(ref: RecordingRef, method: str | None = None) -> str:
     Measured tiers are by role (``roles``), which needs the in-frame position mass; a recording
     made without it gets change points instead, as :func:`analysis.derive.measured_tiers` does.
     """
-    if method in (None, ROLE_METHOD):
-        return ROLE_METHOD if has(recording(ref), "position_mass") else "changepoint"
-    return method
+    return measured_method(recording(ref)) if method in (None, ROLE_METHOD) else method
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def tiers(ref: RecordingRef, method: str | None = None, queries: tuple[str, ...] | None = None) -> TierAssignment:
     """Tiers by ``method`` (None or ``roles``: measured, falling back to change points, see :func:`tier_method`)."""
     return derive_tiers(recording(ref), tier_method(ref, method), list(queries) if queries else None)
-
-
-def layer_list(layers) -> str:
-    """``[4]`` -> ``layer 4``, ``[0, 4]`` -> ``layers 0, 4``."""
-    layers = list(layers)
-    return f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
 
 
 def tier_notes(t: TierAssignment) -> list[str]:
@@ -362,6 +354,8 @@ class TruthComparison(NamedTuple):
 def compare_truth(truth: dict, t: TierAssignment) -> TruthComparison:
     """Score tiers against a planted truth (:meth:`PlantedConfig.ground_truth`), as ``hermes-lab validate`` does:
     a layer with a role should be in its planted tier, a head with a role in the tier its role plants."""
+    from analysis.validate import truth_matches
+
     kinds, roles = list(truth["layers"]), [list(r) for r in truth["roles"]]
     if len(kinds) != t.num_layers:
         raise StudyError(f"the planted truth has {len(kinds)} layers but the recording has {t.num_layers}; "
@@ -370,11 +364,10 @@ def compare_truth(truth: dict, t: TierAssignment) -> TruthComparison:
     if any(len(row) != len(r) for row, r in zip(measured_heads, roles)):
         raise StudyError(f"the planted truth has {len(roles[0])} heads per layer but the recording "
                          f"{len(measured_heads[0])}")
-    layer_rows = [{"layer": i, "truth": k, "measured": t.layers[i],
-                   "match": None if k == "diffuse" else k == t.layers[i]} for i, k in enumerate(kinds)]
+    layer_ok, head_ok = truth_matches(truth, t)
+    layer_rows = [{"layer": i, "truth": k, "measured": t.layers[i], "match": layer_ok[i]} for i, k in enumerate(kinds)]
     head_rows = [{"layer": i, "head": h, "role": role, "truth": ROLE_TIER.get(role), "measured": measured_heads[i][h],
-                  "match": None if role not in ROLE_TIER else ROLE_TIER[role] == measured_heads[i][h]}
-                 for i, row in enumerate(roles) for h, role in enumerate(row)]
+                  "match": head_ok[i][h]} for i, row in enumerate(roles) for h, role in enumerate(row)]
 
     def score(rows: list[dict]) -> tuple[int, int]:
         scored = [r["match"] for r in rows if r["match"] is not None]
