@@ -14,6 +14,8 @@ the same seam, pseudo-queries and reducers), derive tiers exactly as ``derive`` 
   out), with the TPR and FPR at derive's own threshold (concentration >= 0.2);
 * **recency Spearman**: measured decay k against planted decay, over the heads that
   have one (recency and mixed), per configuration, then the mean;
+* **anchor position accuracy**: anchor heads whose most-attended in-frame position is
+  the planted one;
 * the same layer accuracy for HERMES's **fixed 10% / 70% split** as the baseline.
 
 Accuracies and the AUROC pool every layer or head of a family; Spearman is a mean
@@ -106,6 +108,8 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
     if rec.num_layers != L or rec.num_heads != H:
         raise StudyError(f"the recording has {rec.num_layers}x{rec.num_heads} layers x heads; the truth {L}x{H}")
     rec_idx, anchors = recency_index(rec), anchor_structure(rec)
+    # the in-frame position each head favours most, over every step and query kind
+    favoured = torch.stack([rec["position_mass", i].double().nanmean(dim=(0, 1)).argmax(-1) for i in range(L)])
     tiers = {m: derive_tiers(rec, m) for m in methods}
     row: dict[str, Any] = {"family": truth["family"], "seed": truth["seed"], "strength": truth["strength"],
                            "layers": L, "heads": H,
@@ -126,6 +130,7 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
             entry = {"family": truth["family"], "seed": truth["seed"], "layer": i, "head": h, "role": role,
                      "layer_kind": kinds[i], "decay": truth["decay"][i][h], "anchor_gap": truth["anchor_gap"][i][h],
                      "anchor_position": truth["anchor_position"][i][h], "measured_decay": k,
+                     "favoured_position": int(favoured[i, h]),
                      "newest10": float(rec_idx["newest10"][i, h]),
                      "concentration": float(anchors["concentration"][i, h]),
                      "periodicity": float(anchors["periodicity"][i, h]), "predicted": pred}
@@ -166,6 +171,7 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
     called = [c >= ROLE_CONCENTRATION for c in conc]  # derive's own threshold for "this head has anchors"
     P, N = sum(labels), len(labels) - sum(labels)
     rhos = [r["recency_spearman"] for r in rows if math.isfinite(r["recency_spearman"])]
+    anchored = [h for h in heads if h["role"] == "anchor"]
     out: dict[str, Any] = {
         "configs": len(rows),
         "layer_tier_accuracy": ratio(f"layer_correct.{methods[0]}", "layer_total"),
@@ -177,6 +183,9 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
         "anchor_tpr": sum(c and y for c, y in zip(called, labels)) / P if P else math.nan,
         "anchor_fpr": sum(c and not y for c, y in zip(called, labels)) / N if N else math.nan,
         "recency_spearman_min": min(rhos) if rhos else math.nan,
+        # anchor heads whose most-attended in-frame position is the planted one
+        "anchor_position_accuracy": sum(h["favoured_position"] == h["anchor_position"] for h in anchored)
+        / len(anchored) if anchored else math.nan,
         "layers_scored": sum(r["layer_total"] for r in rows),
         "heads_scored": sum(r["head_total"] for r in rows),
         "method": methods[0],
@@ -187,6 +196,12 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
         out[f"head_role_accuracy.{m}"] = ratio(f"head_correct.{m}", "head_total")
     out["periodicity_auroc"] = auroc([h["periodicity"] for h in scored], labels)
     return out
+
+
+MAX_CONFIGS = 10_000
+MAX_FRAMES = 4096  # planted models place 16 tokens per frame; their slow rotary pairs stay linear to here
+#: 100x the generator's signals puts logit gaps in the hundreds, past which softmax saturates in float32
+MAX_STRENGTH = 100.0
 
 
 @dataclass(frozen=True)
@@ -217,14 +232,17 @@ class ValidateConfig:
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise StudyError(f"unknown family {bad[0] if bad else '(none)'}; use one of {', '.join(FAMILIES)} or all")
-        if self.configs < 1:
-            raise StudyError(f"--configs must be >= 1, got {self.configs}")
-        if self.seed < 0:
-            raise StudyError(f"--seed must be >= 0, got {self.seed}")
-        if self.frames < 2 * self.chunk_frames or self.chunk_frames < 1:
-            raise StudyError(f"--frames must be at least two chunks ({2 * self.chunk_frames}), got {self.frames}")
-        if not (math.isfinite(self.strength) and self.strength >= 0):
-            raise StudyError(f"--strength must be a finite number >= 0, got {self.strength}")
+        if not 1 <= self.configs <= MAX_CONFIGS:
+            raise StudyError(f"--configs must be between 1 and {MAX_CONFIGS}, got {self.configs}")
+        if not 0 <= self.seed < 2 ** 31:
+            raise StudyError(f"--seed must be between 0 and 2**31 - 1, got {self.seed}")
+        if self.chunk_frames < 1:
+            raise StudyError(f"--chunk must be >= 1, got {self.chunk_frames}")
+        if not 2 * self.chunk_frames <= self.frames <= MAX_FRAMES:
+            raise StudyError(f"--frames must be at least two chunks ({2 * self.chunk_frames}) and at most "
+                             f"{MAX_FRAMES}, got {self.frames}")
+        if not (math.isfinite(self.strength) and 0 <= self.strength <= MAX_STRENGTH):
+            raise StudyError(f"--strength must be a number between 0 and {MAX_STRENGTH:g}, got {self.strength}")
 
 
 @dataclass

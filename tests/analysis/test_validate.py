@@ -47,6 +47,7 @@ def test_a_recording_that_matches_its_truth_scores_perfectly_and_a_wrong_truth_d
     assert row["layer_correct.hermes-fixed"] < 5  # L=5: only layer 0 sensory, 4 long-term
     summary = summarise([row], scored.heads, scored.layers)
     assert summary["layer_tier_accuracy"] == 1.0 and summary["anchor_auroc"] == 1.0
+    assert summary["anchor_position_accuracy"] == 1.0  # synthetic anchors sit on position 0, as the truth says
     assert summary["confusion"]["roles"][:3] == [[2, 0, 0], [0, 1, 0], [0, 0, 2]]
     wrong = score_recording(rec, _truth(list(reversed(kinds)), list(reversed(roles)), decay))
     assert wrong.row["layer_correct.roles"] < 5 and wrong.row["head_correct"] < 10
@@ -81,6 +82,7 @@ def test_ci_subset_recovers_the_planted_structure_above_the_targets():
         for metric, target in TARGETS.items():
             assert scores[metric] >= target, (family, metric, scores[metric])
         assert scores["layer_tier_accuracy"] >= scores["fixed_split_layer_accuracy"]
+        assert scores["anchor_position_accuracy"] == 1.0
 
 
 @pytest.mark.slow

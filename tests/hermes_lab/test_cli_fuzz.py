@@ -90,6 +90,10 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
         # "#2": the positional annotation file
         "data convert": (["data", "convert", f["data"] + "/dataset.jsonl", "--out", out],
                          {"#2": "path", "--format": "string", "--video-root": "path"}),
+        # valid values run one small planted model (about a second)
+        "validate": (["validate", "--family", "embedded", "--configs", "1", "--frames", "8", "--out", out],
+                     {"--family": "string", "--configs": "number", "--seed": "number", "--frames": "string",
+                      "--strength": "string", "--chunk": "number", "--format": "string"}),
         # only hostile folders: a valid one would start the Streamlit server
         "dashboard": (["dashboard", "--model", NO_MODEL, "--eval", f["dir"]],
                       {"--eval": "path", "--bench": "path", "--device-map": "string", "--max-memory": "string"}),
