@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -54,11 +54,11 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option(
             help="measured (tiers by measured head roles) | changepoint (depth-ordered segments) | hermes-fixed")] =
         "measured",
-        query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
+        query: Annotated[str | None, typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
-        budget: Annotated[Optional[int], typer.Option(
+        budget: Annotated[int | None, typer.Option(
             help="video tokens kept per layer (mean); needed to run the spec with `stream --spec`")] = None,
-        budget_weight: Annotated[Optional[list[str]], typer.Option(
+        budget_weight: Annotated[list[str] | None, typer.Option(
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
         overwrite: OverwriteOption = False,
     ) -> None:
@@ -92,10 +92,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def figures(
-        study: Annotated[Optional[Path], typer.Option(help="directory holding a probe recording")] = None,
-        eval_dirs: Annotated[Optional[list[Path]], typer.Option(
+        study: Annotated[Path | None, typer.Option(help="directory holding a probe recording")] = None,
+        eval_dirs: Annotated[list[Path] | None, typer.Option(
             "--eval", help="an eval --out folder; repeat to compare several (e.g. two models) in one figure")] = None,
-        bench_dirs: Annotated[Optional[list[Path]], typer.Option(
+        bench_dirs: Annotated[list[Path] | None, typer.Option(
             "--bench", help="a bench --out folder; repeat for several")] = None,
         out: Annotated[Path, typer.Option(help="directory for the figures and their data")] = Path("figures"),
         overwrite: OverwriteOption = False,
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         "pdf,png,svg,html",
         method: Annotated[str, typer.Option(help="tiers to show: measured | changepoint | hermes-fixed")] =
         "measured",
-        query: Annotated[Optional[str], typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
+        query: Annotated[str | None, typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
     ) -> None:
         """Write paper figures (and their tidy data as parquet + csv): of a recorded study (--study), of
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
         strength: Annotated[str, typer.Option(
             help="planted signal strength (1 = the generator's ranges); a comma list sweeps it")] = "1",
         chunk: Annotated[int, typer.Option(help="frames per study step")] = 4,
-        out: Annotated[Optional[Path], typer.Option(
+        out: Annotated[Path | None, typer.Option(
             help="folder for rows/heads/layers parquet, validation.json and figures/")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON instead of a table")] = False,
         fmt: Annotated[str, typer.Option("--format", help="figure formats: pdf,png,svg,html")] = "pdf,png,svg,html",

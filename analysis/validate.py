@@ -433,6 +433,23 @@ def format_report(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METHODS", "TARGETS", "truth_matches", "ValidateConfig", "Validation", "auroc", "confusion", "format_report", "report",
-           "roc_points", "run_sweep", "run_validation", "sweep_configs", "validation_tables", "write_validation",
-           "score_recording", "study_planted", "summarise"]
+__all__ = [
+    "METHODS",
+    "TARGETS",
+    "ValidateConfig",
+    "Validation",
+    "auroc",
+    "confusion",
+    "format_report",
+    "report",
+    "roc_points",
+    "run_sweep",
+    "run_validation",
+    "score_recording",
+    "study_planted",
+    "summarise",
+    "sweep_configs",
+    "truth_matches",
+    "validation_tables",
+    "write_validation",
+]

@@ -510,8 +510,13 @@ def _build_embedded(cfg: PlantedConfig, gen: torch.Generator):
 
 
 def _build_qwen(cfg: PlantedConfig, gen: torch.Generator):
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
-                              Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
 
     from hermes_policy.models.byte_tokenizer import byte_tokenizer
     from hermes_policy.models.qwen_vl import QwenVLAdapter

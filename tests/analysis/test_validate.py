@@ -11,7 +11,14 @@ import pytest
 from analysis.errors import StudyError
 from analysis.synthetic import LONG_TERM, SENSORY, WORKING, Pattern, synthetic_recording
 from analysis.validate import (
-    TARGETS, ValidateConfig, auroc, roc_points, run_validation, score_recording, summarise, sweep_configs,
+    TARGETS,
+    ValidateConfig,
+    auroc,
+    roc_points,
+    run_validation,
+    score_recording,
+    summarise,
+    sweep_configs,
 )
 from hermes_lab.cli import main
 from hermes_policy.models.planted import FAMILIES

@@ -7,15 +7,22 @@ import math
 import pytest
 import torch
 
+from analysis.metrics import anchor_structure, recency_index
 from hermes_policy.errors import ModelError
 from hermes_policy.models.planted import (
-    FAMILIES, ROLE_TIER, TOKENS_PER_FRAME, PlantedConfig, PlantedHead, build_planted, draw_planted,
-    parse_planted_name, scaled,
+    FAMILIES,
+    ROLE_TIER,
+    TOKENS_PER_FRAME,
+    PlantedConfig,
+    PlantedHead,
+    build_planted,
+    draw_planted,
+    parse_planted_name,
+    scaled,
 )
 from hermes_policy.models.registry import load_model
-from probes.capture import StudyConfig, capture
-from analysis.metrics import anchor_structure, recency_index
 from hermes_policy.video import open_video
+from probes.capture import StudyConfig, capture
 
 
 def test_draws_are_reproducible_and_vary_with_the_seed():
