@@ -231,3 +231,53 @@ def test_a_spec_with_a_budget_builds_the_registered_hermes_policy():
     assert policy.name == "hermes" and policy.layer_budgets(8) == [64] * 8
     with pytest.raises(StudyError, match="positive integer"):
         derive(rec, "hermes-fixed", budget=0)
+
+
+# ----------------------------------------------------------------------------- tiers by role
+def test_head_roles_read_two_null_referenced_scales():
+    from analysis.derive import head_roles, layer_role
+
+    decay = torch.tensor([[5.0, 0.2, 5.0, 0.1, float("nan")]])
+    conc = torch.tensor([[0.05, 0.6, 0.4, 0.05, 0.9]])
+    assert head_roles(decay, conc) == [["sensory", "long-term", "working", None, "long-term"]]
+    assert layer_role(["sensory", "sensory", None]) == "sensory"
+    assert layer_role(["sensory", "long-term"]) == "working"  # a split layer mixes both
+    assert layer_role([None, None]) is None
+
+
+def test_out_of_order_names_the_fewest_layers_that_break_depth_order():
+    from analysis.derive import out_of_order
+
+    assert out_of_order(["sensory", "working", "long-term"]) == []
+    assert out_of_order(["working", "working", "sensory", "sensory", "sensory", "long-term"]) == [0, 1]
+    assert out_of_order(["sensory", "long-term", "working", "working"]) == [1]
+    assert out_of_order(["long-term", "sensory", "working", "sensory"]) == [0, 2]
+
+
+def test_role_tiers_out_of_depth_order_make_a_spec_that_streams(tmp_path, capsys):
+    from hermes_lab.cli import main
+
+    rec = synthetic_recording([LONG_TERM, SENSORY, WORKING, SENSORY], heads=4)
+    tiers = derive_tiers(rec)
+    assert tiers.layers == ("long-term", "sensory", "working", "sensory") and not tiers.in_depth_order
+    assert tiers.summary() == "sensory 1,3 | working 2 | long-term 0"
+    spec = derive(rec, budget=32)
+    assert spec.source["out_of_order_layers"] == [0, 2] and "boundaries" not in spec.source
+    assert spec.source["tiers"] == {"sensory": [[1, 1], [3, 3]], "working": [[2, 2]], "long-term": [[0, 0]]}
+    assert tier_checks(tiers)["tiers_follow_depth"] is False
+    path = tmp_path / "spec.json"
+    spec.save(path)
+    code = main(["stream", "--model", "tiny-embedded", "--video", "synthetic:seed=3,frames=12", "--spec", str(path),
+                 "--json", "--max-new-tokens", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out)["policy"] == "hermes"
+
+
+def test_a_layer_with_no_role_is_reported_not_absorbed():
+    from analysis.synthetic import Pattern
+
+    flat = Pattern(recency_k=0.0, anchor=0.0)
+    tiers = derive_tiers(synthetic_recording([flat, SENSORY, SENSORY, WORKING, LONG_TERM], heads=2))
+    assert tiers.no_role == (0,) and tiers.layers[0] == "working"
+    assert derive_tiers(synthetic_recording([flat, SENSORY, SENSORY, WORKING, LONG_TERM], heads=2),
+                        "changepoint").layers[0] == "sensory"  # change points absorb it into the shallow tier
