@@ -138,3 +138,31 @@ def test_strength_zero_leaves_only_noise():
     assert float(anchor_structure(rec)["concentration"].nanmean()) < 0.2
     assert math.isfinite(float(recency_index(rec)["decay"].nanmean()))
     assert set(ROLE_TIER) == {"recency", "mixed", "anchor"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_planted_rates_and_gaps_are_what_the_truth_says(family):
+    """The model's own attention (last step, the local pseudo-query) decays by the planted rate per frame of age,
+    and puts the planted logit gap on the anchor position: the ground truth is true of the weights."""
+    cfg = draw_planted(7, family)
+    rec = _study(build_planted(cfg), 32)
+    checked = {"recency": 0, "anchor": 0}
+    for i, heads in enumerate(cfg.heads):
+        frame_mass = rec["frame_mass", i][-1, 0].double()  # (H, F)
+        position_mass = rec["position_mass", i][-1, 0].double()  # (H, P)
+        for h, head in enumerate(heads):
+            if head.role == "recency":
+                m = frame_mass[h]
+                f = torch.nonzero(~torch.isnan(m)).flatten().double()  # frame index (Qwen: each pair's first)
+                y = torch.log(m[~torch.isnan(m)])
+                slope = float(((f - f.mean()) * (y - y.mean())).sum() / ((f - f.mean()) ** 2).sum())
+                assert slope == pytest.approx(head.decay, rel=0.15, abs=0.01)
+                checked["recency"] += 1
+            if head.role == "anchor":
+                p = position_mass[h]
+                at = cfg.anchor_positions[head.anchor_slot]
+                others = torch.cat([p[:at], p[at + 1:]])
+                gap = float(torch.log(p[at] / others.mean()))
+                assert gap == pytest.approx(head.anchor_gap, rel=0.15)
+                checked["anchor"] += 1
+    assert checked["recency"] and checked["anchor"]
