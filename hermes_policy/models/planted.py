@@ -162,8 +162,9 @@ class PlantedConfig:
 
     @property
     def name(self) -> str:
-        extra = "" if self.strength == 1.0 else f",strength={self.strength:g}"
-        return f"{PLANTED_PREFIX}{self.seed},family={self.family}{extra}"
+        extra = "" if self.strength == 1.0 else f",strength={self.strength!r}"
+        extra += "" if self.noise == 1.0 else f",noise={self.noise!r}"
+        return f"{PLANTED_PREFIX}{self.seed},family={self.family}{extra}"  # parse_planted_name(name) == self
 
     def ground_truth(self) -> dict[str, Any]:
         """What the study should find: tier per layer, role / decay / anchor position per head (JSON-ready)."""

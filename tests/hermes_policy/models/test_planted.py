@@ -59,6 +59,8 @@ def test_ground_truth_lists_what_was_planted():
             assert (pos is None) == (head.anchor_slot < 0)
             assert pos is None or 0 <= pos < TOKENS_PER_FRAME
     assert scaled(cfg, 0.5).ground_truth()["strength"] == 0.5
+    for c in (cfg, scaled(cfg, 0.3), draw_planted(5, "llava-ov", strength=0.1, noise=2.5)):
+        assert parse_planted_name(c.name) == c  # a model's name rebuilds it, truth and all
 
 
 @pytest.mark.parametrize("name, message", [
