@@ -44,6 +44,14 @@ def _query(value: str | None) -> list[str] | None:
     return None if not value else [q.strip() for q in value.split(",") if q.strip()]
 
 
+#: the role thresholds' defaults, as options show them (kept in step with analysis.derive, without importing torch)
+ROLE_DEFAULTS = (1.0, 0.2)
+MinDecayOption = Annotated[float, typer.Option(
+    help="tiers by role: a head has recency when its fitted decay k is at least this")]
+MinConcentrationOption = Annotated[float, typer.Option(
+    help="tiers by role: a head has anchors when its in-frame position concentration is at least this")]
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the ``hermes-lab`` app."""
 
@@ -60,18 +68,23 @@ def register(app: typer.Typer) -> None:
             help="video tokens kept per layer (mean); needed to run the spec with `stream --spec`")] = None,
         budget_weight: Annotated[list[str] | None, typer.Option(
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
+        min_decay: MinDecayOption = ROLE_DEFAULTS[0],
+        min_concentration: MinConcentrationOption = ROLE_DEFAULTS[1],
         overwrite: OverwriteOption = False,
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
+        from analysis.derive import RoleThresholds
         from analysis.derive import derive as derive_spec
         from analysis.derive import format_ranges, layer_list
+
+        thresholds = RoleThresholds(min_decay, min_concentration)
 
         if out.is_dir():
             raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
         refuse_existing(out, overwrite, StudyError)
         rec = load_study(study)
         spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
-                           budget)
+                           budget, thresholds)
         out.parent.mkdir(parents=True, exist_ok=True)
         spec.save(out)
         ranges = format_ranges(spec.source["tiers"])
@@ -147,6 +160,8 @@ def register(app: typer.Typer) -> None:
         strength: Annotated[str, typer.Option(
             help="planted signal strength (1 = the generator's ranges); a comma list sweeps it")] = "1",
         chunk: Annotated[int, typer.Option(help="frames per study step")] = 4,
+        min_decay: MinDecayOption = ROLE_DEFAULTS[0],
+        min_concentration: MinConcentrationOption = ROLE_DEFAULTS[1],
         out: Annotated[Path | None, typer.Option(
             help="folder for rows/heads/layers parquet, validation.json and figures/")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON instead of a table")] = False,
@@ -158,6 +173,9 @@ def register(app: typer.Typer) -> None:
         against HERMES's fixed 10% / 70% split."""
         import json
 
+        from dataclasses import replace
+
+        from analysis.derive import RoleThresholds
         from analysis.figures import parse_formats
         from analysis.validate import ValidateConfig, format_report, report, run_sweep, sweep_configs, write_validation
         from hermes_policy.eval.sweep import parse_list
@@ -166,10 +184,12 @@ def register(app: typer.Typer) -> None:
         families = FAMILIES if family == "all" else tuple(f.strip() for f in family.split(",") if f.strip())
         frame_counts = parse_list(frames, "--frames", int)
         strengths = parse_list(strength, "--strength", float)
-        base = ValidateConfig(tuple(families), configs, seed, frame_counts[0], chunk, strengths[0])
+        thresholds = RoleThresholds(min_decay, min_concentration)
+        base = ValidateConfig(tuple(families), configs, seed, frame_counts[0], chunk, strengths[0],
+                              thresholds=thresholds)
         runs_config = sweep_configs(base, strengths, frame_counts)
         for c in runs_config[1:]:
-            ValidateConfig(c.families, c.configs, c.seed, c.frames, c.chunk_frames, c.strength)  # checks every point
+            replace(c)  # __post_init__ checks every point of the sweep before anything runs
         formats = parse_formats(fmt) if out is not None else ()
         if out is not None:
             if out.exists() and not out.is_dir():

@@ -246,6 +246,28 @@ def assign_heads(head_z: torch.Tensor, layer_z: torch.Tensor, layers: Sequence[s
     return [[present[int(j)] for j in row] for row in dist.argmin(-1)]
 
 
+@dataclass(frozen=True)
+class RoleThresholds:
+    """Where a head starts to count as having recency or anchors (method ``roles``).
+
+    Attributes:
+        decay: least fitted decay k for recency (default 1: one e-fold over the stream).
+        concentration: least position concentration for anchors (default 0.2).
+
+    The defaults were fixed before any calibration and are not tuned; ``hermes-lab validate``
+    shows how the verdict moves with them (README, "How far to trust a study").
+    """
+
+    decay: float = ROLE_DECAY
+    concentration: float = ROLE_CONCENTRATION
+
+    def __post_init__(self) -> None:
+        for name in ("decay", "concentration"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise StudyError(f"the {name} threshold must be a finite number >= 0, got {value!r}")
+
+
 def head_roles(decay: torch.Tensor, concentration: torch.Tensor, min_decay: float = ROLE_DECAY,
                min_concentration: float = ROLE_CONCENTRATION) -> list[list[str | None]]:
     """Each head's memory role from its own measurements: (L, H) decay k and concentration -> tier or None.
@@ -270,13 +292,12 @@ def layer_role(heads: Sequence[str | None]) -> str | None:
     return leaders[0] if len(leaders) == 1 else "working"
 
 
-def role_tiers(rec: Recording, query: QuerySelector = None, min_decay: float = ROLE_DECAY,
-               min_concentration: float = ROLE_CONCENTRATION) -> TierAssignment:
+def role_tiers(rec: Recording, query: QuerySelector = None, thresholds: RoleThresholds | None = None) -> TierAssignment:
     """Tiers by measured role (method ``roles``), layer by layer, in whatever order depth gives them.
 
     Each head is classified on two absolute, null-referenced scales (:func:`head_roles`): recency
-    (decay k >= ``min_decay``) and anchors (concentration >= ``min_concentration``); uniform attention
-    scores 0 on both. A layer takes its heads' majority role (:func:`layer_role`). A layer where no head
+    (decay k >= ``thresholds.decay``) and anchors (concentration >= ``thresholds.concentration``);
+    uniform attention scores 0 on both. A layer takes its heads' majority role (:func:`layer_role`). A layer where no head
     has a role takes the working tier, which blends recency and attention, and is listed in
     ``no_role``: it is reported, not absorbed into its neighbours' tier.
     """
@@ -286,7 +307,8 @@ def role_tiers(rec: Recording, query: QuerySelector = None, min_decay: float = R
     if torch.isnan(anchors["concentration"]).all():
         raise StudyError("tiers by role need the in-frame position mass, which this recording lacks; re-run the "
                          "probe with position_mass captured, or derive with --method changepoint")
-    roles = head_roles(rec_idx["decay"], anchors["concentration"], min_decay, min_concentration)
+    thresholds = thresholds or RoleThresholds()
+    roles = head_roles(rec_idx["decay"], anchors["concentration"], thresholds.decay, thresholds.concentration)
     layers = [layer_role(r) for r in roles]
     tiers = tuple(t or "working" for t in layers)
     heads = tuple(tuple(h or tiers[i] for h in row) for i, row in enumerate(roles))
@@ -305,12 +327,14 @@ def measured_method(rec: Recording) -> str:
     return ROLE_METHOD if has(rec, "position_mass") else "changepoint"
 
 
-def measured_tiers(rec: Recording, query: QuerySelector = None) -> TierAssignment:
+def measured_tiers(rec: Recording, query: QuerySelector = None,
+                   thresholds: RoleThresholds | None = None) -> TierAssignment:
     """Tiers by :func:`measured_method`; the result's ``method`` says which."""
-    return derive_tiers(rec, measured_method(rec), query)
+    return derive_tiers(rec, measured_method(rec), query, thresholds)
 
 
-def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector = None) -> TierAssignment:
+def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector = None,
+                 thresholds: RoleThresholds | None = None) -> TierAssignment:
     """Tiers for the recorded model.
 
     Args:
@@ -318,11 +342,12 @@ def derive_tiers(rec: Recording, method: str = ROLE_METHOD, query: QuerySelector
         method: ``"roles"`` (each layer by its heads' measured roles, :func:`role_tiers`),
             ``"changepoint"`` (three depth-ordered segments, see module docstring) or ``"hermes-fixed"``.
         query: the query kind(s) whose attention defines the features (default: all).
+        thresholds: where heads start to have recency or anchors (``roles`` only; default :class:`RoleThresholds`).
     """
     if method in ("hermes-fixed", "fixed"):
         return hermes_fixed_tiers(rec.num_layers)
     if method == ROLE_METHOD:
-        return role_tiers(rec, query)
+        return role_tiers(rec, query, thresholds)
     if method != "changepoint":
         raise StudyError(f"unknown tier method {method!r}; use 'roles', 'changepoint' or 'hermes-fixed'")
     names, head_x = tier_features(rec, query)
@@ -495,6 +520,7 @@ def derive(
     query: QuerySelector = None,
     budget_weights: Mapping[str, float] | None = None,
     budget: int | None = None,
+    thresholds: RoleThresholds | None = None,
 ) -> PolicySpec:
     """A ``hermes`` PolicySpec for the recorded model (``budget``: see :func:`policy_spec`).
 
@@ -507,7 +533,8 @@ def derive(
     """
     if method not in DERIVE_METHODS:
         raise StudyError(f"unknown derive method {method!r}; use {', '.join(DERIVE_METHODS)}")
-    tiers = derive_tiers(rec, DERIVE_METHODS[method], query)
+    thresholds = thresholds or RoleThresholds()
+    tiers = derive_tiers(rec, DERIVE_METHODS[method], query, thresholds)
     info = rec.meta.get("model_info") or {}
     family = str(info.get("family") or rec.meta.get("family") or "unknown")
     source: dict[str, Any] = {
@@ -527,7 +554,7 @@ def derive(
         source["out_of_order_layers"] = out_of_order(tiers.layers)
     if tiers.method == ROLE_METHOD:
         source["no_role_layers"] = list(tiers.no_role)
-        source["thresholds"] = {"decay": ROLE_DECAY, "concentration": ROLE_CONCENTRATION}
+        source["thresholds"] = {"decay": thresholds.decay, "concentration": thresholds.concentration}
     if tiers.features:
         source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
         source["cost"] = tiers.cost

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from analysis.derive import ROLE_CONCENTRATION, TIERS, TierAssignment, derive_tiers
+from analysis.derive import TIERS, RoleThresholds, TierAssignment, derive_tiers
 from analysis.errors import StudyError
 from analysis.metrics import anchor_structure, recency_index, spearman
 from probes.recording import Recording
@@ -100,7 +100,8 @@ def _count(matches: Sequence[bool | None]) -> tuple[int, int]:
     return sum(scored), len(scored)
 
 
-def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str] = METHODS) -> ConfigScore:
+def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str] = METHODS,
+                    thresholds: RoleThresholds | None = None) -> ConfigScore:
     """Score a study of a planted model against its ground truth (:meth:`PlantedConfig.ground_truth`)."""
     kinds: list[str] = truth["layers"]
     roles: list[list[str]] = truth["roles"]
@@ -110,7 +111,7 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
     rec_idx, anchors = recency_index(rec), anchor_structure(rec)
     # the in-frame position each head favours most, over every step and query kind
     favoured = torch.stack([rec["position_mass", i].double().nanmean(dim=(0, 1)).argmax(-1) for i in range(L)])
-    tiers = {m: derive_tiers(rec, m) for m in methods}
+    tiers = {m: derive_tiers(rec, m, None, thresholds) for m in methods}
     row: dict[str, Any] = {"family": truth["family"], "seed": truth["seed"], "strength": truth["strength"],
                            "layers": L, "heads": H,
                            "diffuse_first": kinds[0] == "diffuse", "out_of_order": not _in_depth_order(kinds)}
@@ -159,7 +160,7 @@ def confusion(layers: Sequence[dict[str, Any]], method: str) -> list[list[int]]:
 
 
 def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], layers: Sequence[dict[str, Any]],
-              methods: Sequence[str] = METHODS) -> dict[str, Any]:
+              methods: Sequence[str] = METHODS, thresholds: RoleThresholds | None = None) -> dict[str, Any]:
     """One family's scores (the ``--json`` record), from its configurations' rows, heads and layers."""
     def ratio(num: str, den: str) -> float:
         d = sum(r[den] for r in rows)
@@ -168,7 +169,8 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
     scored = [h for h in heads if h["role"] in ("anchor", "recency", "diffuse")]
     labels = [h["role"] == "anchor" for h in scored]
     conc = [h["concentration"] for h in scored]
-    called = [c >= ROLE_CONCENTRATION for c in conc]  # derive's own threshold for "this head has anchors"
+    threshold = (thresholds or RoleThresholds()).concentration
+    called = [c >= threshold for c in conc]  # derive's own threshold for "this head has anchors"
     P, N = sum(labels), len(labels) - sum(labels)
     rhos = [r["recency_spearman"] for r in rows if math.isfinite(r["recency_spearman"])]
     anchored = [h for h in heads if h["role"] == "anchor"]
@@ -216,6 +218,7 @@ class ValidateConfig:
         chunk_frames: frames per study step.
         strength: planted signal strength (1 = the generator's ranges).
         methods: derive tier methods to score; the first is the one the head scores use.
+        thresholds: the role thresholds derive uses (method ``roles``; also the anchor call's threshold).
     """
 
     families: tuple[str, ...]
@@ -225,6 +228,7 @@ class ValidateConfig:
     chunk_frames: int = 4
     strength: float = 1.0
     methods: tuple[str, ...] = METHODS
+    thresholds: RoleThresholds = field(default_factory=RoleThresholds)
 
     def __post_init__(self) -> None:
         from hermes_policy.models.planted import FAMILIES
@@ -261,7 +265,8 @@ class Validation:
             pick = [r for r in self.rows if r["family"] == family]
             if pick:
                 out[family] = summarise(pick, [h for h in self.heads if h["family"] == family],
-                                        [x for x in self.layers if x["family"] == family], self.config.methods)
+                                        [x for x in self.layers if x["family"] == family], self.config.methods,
+                                        self.config.thresholds)
         return {"families": out}
 
 
@@ -287,7 +292,7 @@ def run_validation(config: ValidateConfig, progress: bool = True) -> Validation:
         planted = draw_planted(seed, family, strength=config.strength)
         adapter = build_planted(planted)
         rec = study_planted(adapter, config.frames, config.chunk_frames, seed)
-        scored = score_recording(rec, planted.ground_truth(), config.methods)
+        scored = score_recording(rec, planted.ground_truth(), config.methods, config.thresholds)
         scored.row.update(frames=config.frames, chunk_frames=config.chunk_frames,
                           kv_heads=planted.num_kv_heads, anchor_slots=len(planted.anchor_positions),
                           seconds=round(time.perf_counter() - started, 3))
@@ -329,7 +334,8 @@ def report(runs: Sequence[Validation]) -> dict[str, Any]:
 
 def _settings(c: ValidateConfig) -> dict[str, Any]:
     return {"families": list(c.families), "configs": c.configs, "seeds": [c.seed, c.seed + c.configs - 1],
-            "frames": c.frames, "chunk_frames": c.chunk_frames, "strength": c.strength, "methods": list(c.methods)}
+            "frames": c.frames, "chunk_frames": c.chunk_frames, "strength": c.strength, "methods": list(c.methods),
+            "thresholds": {"decay": c.thresholds.decay, "concentration": c.thresholds.concentration}}
 
 
 def _finite(x: Any) -> Any:
@@ -381,7 +387,7 @@ def validation_tables(runs: Sequence[Validation]) -> dict[str, Any]:
         roc_rows += [{"family": family, "threshold": t, "fpr": f, "tpr": p, "auroc": scores["anchor_auroc"]}
                      for t, f, p in points]
         point_rows.append({"family": family, "fpr": scores["anchor_fpr"], "tpr": scores["anchor_tpr"],
-                           "threshold": ROLE_CONCENTRATION})
+                           "threshold": main.config.thresholds.concentration})
     tables = {"rows": tagged("rows"), "heads": tagged("heads"), "layers": tagged("layers"),
               "confusion": pd.DataFrame(confusion_rows), "roc": pd.DataFrame(roc_rows),
               "roc_point": pd.DataFrame(point_rows)}

@@ -281,3 +281,28 @@ def test_a_layer_with_no_role_is_reported_not_absorbed():
     assert tiers.no_role == (0,) and tiers.layers[0] == "working"
     assert derive_tiers(synthetic_recording([flat, SENSORY, SENSORY, WORKING, LONG_TERM], heads=2),
                         "changepoint").layers[0] == "sensory"  # change points absorb it into the shallow tier
+
+
+def test_role_thresholds_move_the_verdict_and_are_recorded(tmp_path, capsys):
+    from analysis.cli import ROLE_DEFAULTS
+    from analysis.derive import ROLE_CONCENTRATION, ROLE_DECAY, RoleThresholds
+    from analysis.synthetic import Pattern
+    from hermes_lab.cli import main
+
+    assert ROLE_DEFAULTS == (ROLE_DECAY, ROLE_CONCENTRATION)  # the CLI shows the library's defaults
+    weak = Pattern(recency_k=4.0, anchor=0.15)  # concentration 0.15: anchors only under a lower threshold
+    rec = synthetic_recording([SENSORY, weak, LONG_TERM], heads=2)
+    assert derive_tiers(rec).layers[1] == "sensory"
+    assert derive_tiers(rec, thresholds=RoleThresholds(concentration=0.1)).layers[1] == "working"
+    study = tmp_path / "study"
+    rec.save(study)
+    out = tmp_path / "spec.json"
+    assert main(["derive", "--study", str(study), "--out", str(out), "--min-concentration", "0.1"]) == 0
+    spec = PolicySpec.load(out)
+    assert spec.source["thresholds"] == {"decay": 1.0, "concentration": 0.1} and spec.layers[1]["tier"] == "working"
+    capsys.readouterr()
+    for bad in ("-1", "nan", "inf"):
+        assert main(["derive", "--study", str(study), "--out", str(tmp_path / "x.json"), "--min-decay", bad]) == 2
+        err = capsys.readouterr().err
+        assert "decay threshold must be a finite number >= 0" in err and "Traceback" not in err
+        assert not (tmp_path / "x.json").exists()

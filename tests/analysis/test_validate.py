@@ -115,6 +115,7 @@ def test_the_command_prints_json_and_writes_rows_and_figures(capsys, tmp_path):
     rows = pd.read_parquet(out / "rows.parquet")
     assert len(rows) == 3 and set(rows["frames"]) == {16, 8}  # the main run and one per swept value
     assert json.loads((out / "validation.json").read_text()) == doc
+    assert doc["settings"]["thresholds"] == {"decay": 1.0, "concentration": 0.2}
     for fig in ("confusion", "anchor_roc", "breakdown"):
         assert (out / "figures" / f"{fig}.png").exists()
     # an existing --out is refused without --overwrite, and left as it was
@@ -127,6 +128,7 @@ def test_the_command_prints_json_and_writes_rows_and_figures(capsys, tmp_path):
     (["--frames", "16,x"], "--frames"),
     (["--strength", "-1"], "--strength"),
     (["--configs", "0"], "--configs"),
+    (["--min-concentration", "nan"], "concentration threshold"),
 ])
 def test_bad_options_are_one_line_errors(capsys, args, message):
     assert main(["validate", *args]) != 0

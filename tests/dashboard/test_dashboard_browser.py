@@ -12,6 +12,7 @@ unless ``HERMES_SKIP_BROWSER=1`` is set outside CI (``CI`` unset).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -25,10 +26,15 @@ from pathlib import Path
 
 import pytest
 
+from hermes_policy.models.planted import parse_planted_name
+from hermes_policy.models.registry import load_model
 from hermes_policy.models.tiny import build_tiny
 from hermes_policy.policies.spec import PolicySpec
 from hermes_policy.video import open_video
+from analysis.derive import derive_tiers
+from analysis.validate import truth_matches
 from probes.capture import StudyConfig, capture
+from probes.recording import Recording
 
 CHROMIUM = os.environ.get("HERMES_CHROMIUM", "/usr/bin/chromium")
 #: flags that work as root on these machines; the background-networking ones keep a closed network quiet
@@ -38,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("HERMES_DASHBOARD_ARTIFACTS") or ROOT / "tests" / "artifacts" / "dashboard")
 VIDEO = "synthetic:seed=1,frames=8,size=64x64"
 PLOT_TIMEOUT_MS = 90_000
+PLANTED = "planted:0,family=qwen2-vl"
+PLANTED_VIDEO = "synthetic:seed=3,frames=64"
 
 
 def _browser_or_reason() -> str | None:
@@ -68,18 +76,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(browser_ready, tmp_path_factory) -> Iterator[dict]:
-    """The dashboard, started by the real CLI, on a study of the tiny model; yields its URL and folders."""
-    tmp = tmp_path_factory.mktemp("dashboard-e2e")
-    study = tmp / "study"
-    capture(build_tiny("tiny-embedded"), open_video("synthetic:seed=2,frames=8,size=64x64"),
-            StudyConfig(queries="both", chunk_frames=4, raw_steps=2), progress=False).save(study)
+@contextlib.contextmanager
+def _serve(tmp: Path, study: Path, model: str, video: str) -> Iterator[dict]:
+    """``hermes-lab dashboard`` on ``study``, started by the real CLI; yields its URL and folders."""
     port, runs = _free_port(), tmp / "runs"
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hermes_lab.cli", "dashboard", "--study", str(study), "--model", "tiny-embedded",
-         "--video", VIDEO, "--runs", str(runs), "--port", str(port)],
+        [sys.executable, "-m", "hermes_lab.cli", "dashboard", "--study", str(study), "--model", model,
+         "--video", video, "--runs", str(runs), "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -94,7 +98,7 @@ def server(browser_ready, tmp_path_factory) -> Iterator[dict]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the dashboard did not come up:\n{(tmp / 'server.log').read_text()[-3000:]}")
             time.sleep(0.3)
-        yield {"url": url, "runs": runs, "tmp": tmp, "log": tmp / "server.log"}
+        yield {"url": url, "runs": runs, "tmp": tmp, "log": tmp / "server.log", "study": study}
     finally:
         proc.terminate()
         try:
@@ -105,7 +109,29 @@ def server(browser_ready, tmp_path_factory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(browser_ready, tmp_path_factory) -> Iterator[dict]:
+    """The dashboard, started by the real CLI, on a study of the tiny model; yields its URL and folders."""
+    tmp = tmp_path_factory.mktemp("dashboard-e2e")
+    study = tmp / "study"
+    capture(build_tiny("tiny-embedded"), open_video("synthetic:seed=2,frames=8,size=64x64"),
+            StudyConfig(queries="both", chunk_frames=4, raw_steps=2), progress=False).save(study)
+    with _serve(tmp, study, "tiny-embedded", VIDEO) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def planted_server(browser_ready, tmp_path_factory) -> Iterator[dict]:
+    """The dashboard on a study of a planted model, whose ground truth the Study page shows."""
+    tmp = tmp_path_factory.mktemp("dashboard-planted")
+    study = tmp / "study"
+    capture(load_model(PLANTED), open_video(PLANTED_VIDEO), StudyConfig(queries="pseudo", chunk_frames=4),
+            progress=False).save(study)
+    with _serve(tmp, study, PLANTED, PLANTED_VIDEO) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def page(browser_ready):  # one browser for every server
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="hermes-chromium-")  # a fresh, empty user data dir
@@ -258,3 +284,44 @@ def test_results_and_a_question(page, server):
     _settle(page)
     _no_exception(page)
     _shot(page, "results")
+
+
+def _metric(page, label: str) -> str:
+    """The value an ``st.metric`` labelled ``label`` shows."""
+    metric = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=label))
+    assert metric.count() == 1, f"no single metric {label!r}"
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_planted_ground_truth(page, planted_server):
+    # the truth section sits under the tier map: a taller window shows both in the screenshot
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 3600})
+    try:
+        _check_planted(page, planted_server)
+    finally:
+        page.set_viewport_size(size)
+
+
+def _check_planted(page, planted_server) -> None:
+    _open(page, planted_server, "study")
+    _no_exception(page)
+    page.get_by_role("heading", name="Planted ground truth").wait_for(timeout=PLOT_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot .annotation-text')]"
+        ".some(t => t.textContent === 'planted truth')", timeout=PLOT_TIMEOUT_MS)
+    _settle(page)
+    _no_exception(page)
+    # the page's default tiers (measured roles, all query kinds) scored as validate scores them
+    truth = parse_planted_name(PLANTED).ground_truth()
+    layer_ok, head_ok = truth_matches(truth, derive_tiers(Recording.load(planted_server["study"])))
+    layers = [m for m in layer_ok if m is not None]
+    heads = [m for row in head_ok for m in row if m is not None]
+    assert _metric(page, "Layer tiers recovered") == f"{sum(layers) / len(layers):.0%}"
+    assert _metric(page, "Head roles recovered") == f"{sum(heads) / len(heads):.0%}"
+    # the caption says the same in counts, and the figure has both panels
+    assert page.get_by_text(f"{sum(layers)} of {len(layers)} layers with a role in their planted tier").count() == 1
+    panels = page.eval_on_selector_all(".js-plotly-plot .annotation-text", "els => els.map(e => e.textContent)")
+    assert {"planted truth", "measured (roles)"} <= set(panels)
+    _shot(page, "planted")

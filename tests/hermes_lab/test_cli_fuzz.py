@@ -81,7 +81,8 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
                   "--fps": "number", "--limit": "number", "--policy": "string", "--compare-to": "string",
                   "--spec": "path"}),
         "derive": (["derive", "--study", f["rec_ok"], "--out", out + ".json"],
-                   {"--study": "path", "--budget": "number", "--method": "string", "--query": "string"}),
+                   {"--study": "path", "--budget": "number", "--method": "string", "--query": "string",
+                    "--min-decay": "number", "--min-concentration": "number"}),
         "figures": (["figures", "--study", f["rec_ok"], "--out", out, "--format", "png"],
                     {"--study": "path", "--eval": "path", "--bench": "path", "--format": "string"}),
         "data synth": (["data", "synth", "--frames", "8", "--videos", "1", "--out", out],
@@ -93,7 +94,8 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
         # valid values run one small planted model (about a second)
         "validate": (["validate", "--family", "embedded", "--configs", "1", "--frames", "8", "--out", out],
                      {"--family": "string", "--configs": "number", "--seed": "number", "--frames": "string",
-                      "--strength": "string", "--chunk": "number", "--format": "string"}),
+                      "--strength": "string", "--chunk": "number", "--format": "string", "--min-decay": "number",
+                      "--min-concentration": "number"}),
         # only hostile folders: a valid one would start the Streamlit server
         "dashboard": (["dashboard", "--model", NO_MODEL, "--eval", f["dir"]],
                       {"--eval": "path", "--bench": "path", "--device-map": "string", "--max-memory": "string"}),
