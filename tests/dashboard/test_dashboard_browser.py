@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from analysis.derive import derive_tiers
+from analysis.validate import truth_matches
 from hermes_policy.models.planted import parse_planted_name
 from hermes_policy.models.registry import load_model
 from hermes_policy.models.tiny import build_tiny
 from hermes_policy.policies.spec import PolicySpec
 from hermes_policy.video import open_video
-from analysis.derive import derive_tiers
-from analysis.validate import truth_matches
 from probes.capture import StudyConfig, capture
 from probes.recording import Recording
 
