@@ -173,8 +173,6 @@ def register(app: typer.Typer) -> None:
         against HERMES's fixed 10% / 70% split."""
         import json
 
-        from dataclasses import replace
-
         from analysis.derive import RoleThresholds
         from analysis.figures import parse_formats
         from analysis.validate import ValidateConfig, format_report, report, run_sweep, sweep_configs, write_validation
@@ -187,9 +185,7 @@ def register(app: typer.Typer) -> None:
         thresholds = RoleThresholds(min_decay, min_concentration)
         base = ValidateConfig(tuple(families), configs, seed, frame_counts[0], chunk, strengths[0],
                               thresholds=thresholds)
-        runs_config = sweep_configs(base, strengths, frame_counts)
-        for c in runs_config[1:]:
-            replace(c)  # __post_init__ checks every point of the sweep before anything runs
+        runs_config = sweep_configs(base, strengths, frame_counts)  # each point checked as it is built
         formats = parse_formats(fmt) if out is not None else ()
         if out is not None:
             if out.exists() and not out.is_dir():

@@ -41,6 +41,7 @@ import torch
 
 from analysis.errors import StudyError
 from analysis.metrics import QuerySelector, anchor_structure, recency_index
+from hermes_policy.jsonfile import json_safe
 from hermes_policy.policies.spec import PolicySpec
 from probes.recording import Recording
 
@@ -499,17 +500,6 @@ def tier_ranges_json(tiers: TierAssignment) -> dict[str, Any]:
     return {t: ([list(x) for x in r] if r else None) for t, r in tiers.runs().items()}
 
 
-def _json_safe(x: Any) -> Any:
-    """Floats with NaN/inf become None so the spec stays strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 #: ``derive --method`` -> the tier method it uses
 DERIVE_METHODS = {"measured": ROLE_METHOD, "changepoint": "changepoint", "hermes-fixed": "hermes-fixed"}
 
@@ -559,4 +549,4 @@ def derive(
         source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
         source["cost"] = tiers.cost
         source["checks"] = tier_checks(tiers)
-    return policy_spec(tiers, family, method, _json_safe(source), budget_weights, budget)
+    return policy_spec(tiers, family, method, json_safe(source), budget_weights, budget)

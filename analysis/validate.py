@@ -37,6 +37,7 @@ from tqdm import tqdm
 from analysis.derive import TIERS, RoleThresholds, TierAssignment, derive_tiers
 from analysis.errors import StudyError
 from analysis.metrics import anchor_structure, recency_index, spearman
+from hermes_policy.jsonfile import json_safe
 from probes.recording import Recording
 
 #: derive's tier methods scored by validate (the first is the instrument's default)
@@ -87,14 +88,17 @@ def truth_matches(truth: dict[str, Any], tiers: TierAssignment) -> tuple[list[bo
 
     kinds, roles = list(truth["layers"]), truth["roles"]
     if len(kinds) != tiers.num_layers:
-        raise StudyError(f"the planted truth has {len(kinds)} layers, the tiers {tiers.num_layers}")
+        raise StudyError(f"the planted truth has {len(kinds)} layers but the recording has {tiers.num_layers}; "
+                         "was it recorded with another version of the planted models?")
     heads = tiers.head_tiers(len(roles[0]))
+    if any(len(t) != len(r) for t, r in zip(heads, roles)):
+        raise StudyError(f"the planted truth has {len(roles[0])} heads per layer but the recording {len(heads[0])}")
     layers = [None if k == "diffuse" else k == t for k, t in zip(kinds, tiers.layers)]
     return layers, [[None if r not in ROLE_TIER else ROLE_TIER[r] == t for r, t in zip(rr, tt)]
                     for rr, tt in zip(roles, heads)]
 
 
-def _count(matches: Sequence[bool | None]) -> tuple[int, int]:
+def count_matches(matches: Sequence[bool | None]) -> tuple[int, int]:
     """(matching, scored) of a list of matches, None not scored."""
     scored = [m for m in matches if m is not None]
     return sum(scored), len(scored)
@@ -117,16 +121,16 @@ def score_recording(rec: Recording, truth: dict[str, Any], methods: Sequence[str
                            "diffuse_first": kinds[0] == "diffuse", "out_of_order": not _in_depth_order(kinds)}
     for m, t in tiers.items():
         layer_ok, head_ok = truth_matches(truth, t)
-        row[f"layer_correct.{m}"], row["layer_total"] = _count(layer_ok)
-        row[f"head_correct.{m}"], row["head_total"] = _count([x for r in head_ok for x in r])
+        row[f"layer_correct.{m}"], row["layer_total"] = count_matches(layer_ok)
+        row[f"head_correct.{m}"], row["head_total"] = count_matches([x for r in head_ok for x in r])
     row["head_correct"] = row[f"head_correct.{methods[0]}"]
-    main = tiers[methods[0]]
+    main_heads = tiers[methods[0]].head_tiers(H)
     heads = []
     decay, planted_decay = [], []
     for i in range(L):
         for h in range(H):
             role = roles[i][h]
-            pred = main.head_tiers(H)[i][h]
+            pred = main_heads[i][h]
             k = float(rec_idx["decay"][i, h])
             entry = {"family": truth["family"], "seed": truth["seed"], "layer": i, "head": h, "role": role,
                      "layer_kind": kinds[i], "decay": truth["decay"][i][h], "anchor_gap": truth["anchor_gap"][i][h],
@@ -329,24 +333,13 @@ def report(runs: Sequence[Validation]) -> dict[str, Any]:
     doc: dict[str, Any] = {**main.summary(), "settings": _settings(main.config)}
     if len(runs) > 1:
         doc["breakdown"] = breakdown_rows(runs)
-    return _finite(doc)
+    return json_safe(doc)
 
 
 def _settings(c: ValidateConfig) -> dict[str, Any]:
     return {"families": list(c.families), "configs": c.configs, "seeds": [c.seed, c.seed + c.configs - 1],
             "frames": c.frames, "chunk_frames": c.chunk_frames, "strength": c.strength, "methods": list(c.methods),
             "thresholds": {"decay": c.thresholds.decay, "concentration": c.thresholds.concentration}}
-
-
-def _finite(x: Any) -> Any:
-    """NaN -> None, so the document is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
 
 
 def breakdown_rows(runs: Sequence[Validation]) -> list[dict[str, Any]]:
@@ -446,6 +439,7 @@ __all__ = [
     "Validation",
     "auroc",
     "confusion",
+    "count_matches",
     "format_report",
     "report",
     "roc_points",

@@ -354,26 +354,16 @@ class TruthComparison(NamedTuple):
 def compare_truth(truth: dict, t: TierAssignment) -> TruthComparison:
     """Score tiers against a planted truth (:meth:`PlantedConfig.ground_truth`), as ``hermes-lab validate`` does:
     a layer with a role should be in its planted tier, a head with a role in the tier its role plants."""
-    from analysis.validate import truth_matches
+    from analysis.validate import count_matches, truth_matches
 
+    layer_ok, head_ok = truth_matches(truth, t)  # checks the truth and the tiers have one shape
     kinds, roles = list(truth["layers"]), [list(r) for r in truth["roles"]]
-    if len(kinds) != t.num_layers:
-        raise StudyError(f"the planted truth has {len(kinds)} layers but the recording has {t.num_layers}; "
-                         "was it recorded with another version of the planted models?")
     measured_heads = t.head_tiers(len(roles[0]))
-    if any(len(row) != len(r) for row, r in zip(measured_heads, roles)):
-        raise StudyError(f"the planted truth has {len(roles[0])} heads per layer but the recording "
-                         f"{len(measured_heads[0])}")
-    layer_ok, head_ok = truth_matches(truth, t)
     layer_rows = [{"layer": i, "truth": k, "measured": t.layers[i], "match": layer_ok[i]} for i, k in enumerate(kinds)]
     head_rows = [{"layer": i, "head": h, "role": role, "truth": ROLE_TIER.get(role), "measured": measured_heads[i][h],
                   "match": head_ok[i][h]} for i, row in enumerate(roles) for h, role in enumerate(row)]
-
-    def score(rows: list[dict]) -> tuple[int, int]:
-        scored = [r["match"] for r in rows if r["match"] is not None]
-        return sum(scored), len(scored)
-
-    return TruthComparison(pd.DataFrame(layer_rows), pd.DataFrame(head_rows), score(layer_rows), score(head_rows))
+    return TruthComparison(pd.DataFrame(layer_rows), pd.DataFrame(head_rows), count_matches(layer_ok),
+                           count_matches([x for row in head_ok for x in row]))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

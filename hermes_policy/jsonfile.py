@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hermes_policy.errors import HermesError
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with every NaN / inf float turned into None (and mapping keys into str), so it dumps as strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def read_json(path: str | Path, error: type[HermesError], what: str, expect: type = object) -> Any:
