@@ -206,8 +206,6 @@ def summarise(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]], l
 
 MAX_CONFIGS = 10_000
 MAX_FRAMES = 4096  # planted models place 16 tokens per frame; their slow rotary pairs stay linear to here
-#: 100x the generator's signals puts logit gaps in the hundreds, past which softmax saturates in float32
-MAX_STRENGTH = 100.0
 
 
 @dataclass(frozen=True)
@@ -235,15 +233,16 @@ class ValidateConfig:
     thresholds: RoleThresholds = field(default_factory=RoleThresholds)
 
     def __post_init__(self) -> None:
-        from hermes_policy.models.planted import FAMILIES
+        from hermes_policy.models.planted import FAMILIES, MAX_SEED, MAX_STRENGTH
 
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise StudyError(f"unknown family {bad[0] if bad else '(none)'}; use one of {', '.join(FAMILIES)} or all")
         if not 1 <= self.configs <= MAX_CONFIGS:
             raise StudyError(f"--configs must be between 1 and {MAX_CONFIGS}, got {self.configs}")
-        if not 0 <= self.seed < 2 ** 31:
-            raise StudyError(f"--seed must be between 0 and 2**31 - 1, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED - self.configs + 1:
+            raise StudyError(f"--seed must be between 0 and {MAX_SEED - self.configs + 1} (seeds run to SEED+configs-1), "
+                             f"got {self.seed}")
         if self.chunk_frames < 1:
             raise StudyError(f"--chunk must be >= 1, got {self.chunk_frames}")
         if not 2 * self.chunk_frames <= self.frames <= MAX_FRAMES:

@@ -80,6 +80,9 @@ TEXT_MARGIN = 12.0
 KEY_SCALE = 8.0
 MARKER = 0.5  # marker coefficient in a video embedding, against 1 for the video direction
 CONTENT = 0.25  # norm of the content part of an embedding, against the indicator part
+#: 100x the generator's signals (or noise) puts logits in the thousands, past which float32 softmax saturates
+MAX_STRENGTH = 100.0
+MAX_SEED = 2 ** 31 - 1  # torch.manual_seed's range
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,11 @@ class PlantedConfig:
             raise ValueError(f"anchor positions: 1-{len(MARKER_PAIRS)} distinct in-frame indices < {TOKENS_PER_FRAME}")
         if any(h.anchor_slot >= len(self.anchor_positions) for row in self.heads for h in row):
             raise ValueError("a head reads an anchor slot the config does not have")
-        if self.noise < 0 or self.strength < 0:
-            raise ValueError("noise and strength must be >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ModelError(f"a planted seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if not (0 <= self.noise <= MAX_STRENGTH and 0 <= self.strength <= MAX_STRENGTH):
+            raise ModelError(f"planted strength and noise must be between 0 and {MAX_STRENGTH:g}, "
+                             f"got {self.strength} and {self.noise}")
 
     @property
     def num_layers(self) -> int:
@@ -255,6 +261,8 @@ def _layer_heads(rng: random.Random, kind: str, num_heads: int, ranges: PlantedR
 def draw_planted(seed: int, family: str, ranges: PlantedRanges | None = None, strength: float = 1.0,
                  noise: float = 1.0) -> PlantedConfig:
     """A random planted configuration; the same (seed, family, ranges) always gives the same one."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ModelError(f"a planted seed must be between 0 and {MAX_SEED}, got {seed}")
     if family not in FAMILIES:
         raise ModelError(f"unknown planted family {family!r}; use one of {', '.join(FAMILIES)}")
     ranges = ranges or PlantedRanges()
@@ -284,8 +292,6 @@ def draw_planted(seed: int, family: str, ranges: PlantedRanges | None = None, st
 
 def scaled(cfg: PlantedConfig, strength: float) -> PlantedConfig:
     """The same configuration with every planted signal multiplied by ``strength`` (noise unchanged)."""
-    if strength < 0:
-        raise ModelError(f"strength must be >= 0, got {strength}")
     return PlantedConfig(cfg.family, cfg.seed, cfg.layers, cfg.heads, cfg.num_kv_heads, cfg.anchor_positions,
                          cfg.noise, strength)
 
@@ -311,6 +317,8 @@ def parse_planted_name(name: str) -> PlantedConfig:
         raise ModelError(f"bad planted model {name!r}: strength and noise are numbers ({form})") from None
     if not (math.isfinite(strength) and math.isfinite(noise)) or strength < 0 or noise < 0:
         raise ModelError(f"bad planted model {name!r}: strength and noise must be finite and >= 0")
+    if not 0 <= seed <= MAX_SEED:
+        raise ModelError(f"bad planted model {name!r}: the seed must be between 0 and {MAX_SEED}")
     return draw_planted(seed, family, strength=strength, noise=noise)
 
 

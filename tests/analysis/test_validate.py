@@ -129,6 +129,8 @@ def test_the_command_prints_json_and_writes_rows_and_figures(capsys, tmp_path):
     (["--strength", "-1"], "--strength"),
     (["--configs", "0"], "--configs"),
     (["--min-concentration", "nan"], "concentration threshold"),
+    (["--seed", "2147483647", "--configs", "2"], "--seed must be between 0 and 2147483646"),
+    (["--strength", "1e30"], "between 0 and 100"),
 ])
 def test_bad_options_are_one_line_errors(capsys, args, message):
     assert main(["validate", *args]) != 0

@@ -30,7 +30,8 @@ EXAMPLES = 100
 NO_MODEL = "no-such-model"
 NUMBERS = ["0", "-1", "-5", "nan", "inf", "-inf", "1e30", "99999999999999", "1.5", "abc", ""]
 STRINGS = ["", " ", "\udcff\udcfe", "x" * 5000, "../../etc/passwd", "synthetic:", "synthetic:seed=1",
-           "synthetic:seed=-1,frames=4", "a,b,,c", "0x0", "9999999x2"]
+           "synthetic:seed=-1,frames=4", "a,b,,c", "0x0", "9999999x2", "planted:", "planted:1,family=gpt,strength=nan",
+           "planted:99999999999999999999,strength=1e30"]
 
 
 @functools.cache
@@ -69,7 +70,7 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
         "stream": (["stream", "--model", NO_MODEL, "--video", video],
                    {"--budget": "number", "--fps": "number", "--chunk-frames": "number", "--max-new-tokens": "number",
                     "--ask": "string", "--video": "path", "--spec": "path", "--reindex": "string",
-                    "--dtype": "string", "--policy": "string"}),
+                    "--dtype": "string", "--policy": "string", "--model": "string"}),
         "bench": (["bench", "--model", NO_MODEL, "--video", video, "--frames", "4", "--out", out],
                   {"--frames": "string", "--budget": "number", "--chunk-frames": "number", "--frame-size": "string",
                    "--ttft-repeats": "number", "--video": "path", "--spec": "path", "--policies": "string"}),

@@ -69,6 +69,9 @@ def test_ground_truth_lists_what_was_planted():
     ("planted:1,colour=red", "unexpected"),
     ("planted:1,strength=-1", "finite and >= 0"),
     ("planted:1,strength=abc", "numbers"),
+    ("planted:99999999999999999999", "seed must be between 0 and"),
+    ("planted:-1", "seed must be between 0 and"),
+    ("planted:3,strength=1e30", "between 0 and 100"),
 ])
 def test_bad_planted_names_are_one_line_model_errors(name, message):
     with pytest.raises(ModelError, match=message):
