@@ -17,7 +17,6 @@ say two models: every row carries the model it came from, and lines are labelled
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from plotly.subplots import make_subplots
 from analysis import style
 from analysis.errors import StudyError
 from analysis.figures import parse_formats, write_figure
+from hermes_policy.jsonfile import read_json
 
 EVAL_FIGURES = ("accuracy_budget", "accuracy_kv", "fidelity_budget", "pareto")
 BENCH_FIGURES = ("bench_ttft", "bench_kv", "bench_ingest")
@@ -55,10 +55,7 @@ def read_eval(path: str | Path) -> EvalFolder:
     file = path / "results.json"
     if not file.is_file():
         raise StudyError(f"{path} holds no finished evaluation (no results.json); run hermes-lab eval --out {path}")
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StudyError(f"{file} is not valid JSON: {e}") from None
+    results = read_json(file, StudyError, "eval results")
     if not isinstance(results, dict) or results.get("format") != "hermes-lab/eval-results":
         raise StudyError(f"{file} is not an eval results document")
     problem = _results_problem(results)

@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
 
+from analysis.errors import StudyError
 from analysis.style import DOUBLE_WIDTH_IN, mpl_rc
 from hermes_policy.data.questions import CATEGORIES
+from hermes_policy.jsonfile import loads_json
 
 CHANCE = 0.25  # four options
 
@@ -23,7 +24,7 @@ def read_curve(path: Path) -> list[dict]:
     rows: dict[int, dict] = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():
-            row = json.loads(line)
+            row = loads_json(line, StudyError, f"{path}: a line")
             rows[row["step"]] = row
     return [rows[s] for s in sorted(rows)]
 

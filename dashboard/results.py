@@ -8,13 +8,13 @@ writes, filtered by category, model and policy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.errors import StudyError
 from analysis.results_figures import (
     BENCH_ROWS,
     bench_tables,
@@ -30,6 +30,7 @@ from analysis.results_figures import (
     read_eval,
 )
 from dashboard import data, plots, ui
+from hermes_policy.jsonfile import read_json
 from hermes_policy.video import open_video
 
 EXTRA_KEY = "results_extra"
@@ -153,7 +154,7 @@ def _rows(folder: str, stamp: int) -> pd.DataFrame:
 
 def _config(folder: str) -> dict:
     path = Path(folder) / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json(path, StudyError, "eval config", expect=dict) if path.is_file() else {}
 
 
 def question_index(rows: pd.DataFrame) -> pd.DataFrame:

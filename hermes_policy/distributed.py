@@ -15,7 +15,6 @@ progress for ``timeout`` seconds instead of hanging.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import traceback
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from hermes_policy.atomic import atomic_write_json
 from hermes_policy.errors import HermesError
+from hermes_policy.jsonfile import read_json
 
 if TYPE_CHECKING:
     from hermes_policy.models.placement import Placement
@@ -144,9 +144,10 @@ def device_for(env: LaunchEnv, requested: str, gpus_per_rank: int = 1) -> str:
     """
     import torch
 
+    from hermes_policy.models.placement import resolve_device
+
     if not env.distributed:
-        return "cuda" if requested == "auto" and torch.cuda.is_available() else ("cpu" if requested == "auto"
-                                                                                 else requested)
+        return resolve_device(requested)
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{gpu_group(env, gpus_per_rank, torch.cuda.device_count())[0]}"
     if requested.startswith("cuda") and requested not in ("cuda",):
@@ -289,7 +290,7 @@ def collect_failures(outdir: FailureLog, world_size: int) -> list[dict]:
     for rank in range(world_size):
         path = outdir.failures_path(rank)
         if path.exists():
-            failures += json.loads(path.read_text(encoding="utf-8"))["failures"]
+            failures += read_json(path, DistributedError, "failure log", expect=dict).get("failures", [])
     return failures
 
 

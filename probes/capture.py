@@ -29,7 +29,9 @@ import hermes_policy
 from hermes_policy.atomic import atomic_write_json
 from hermes_policy.distributed import LaunchEnv, Progress, collect_failures, run_share
 from hermes_policy.errors import HermesError, SessionError
+from hermes_policy.jsonfile import read_json
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.outputs import check_output
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import Frame, VideoSource, open_video, open_videos
@@ -231,14 +233,13 @@ class StudyDir:
         if not self.many:
             return (self.path / META_FILE).exists() and self.is_done(0)
         try:
-            return json.loads((self.path / STUDY_FILE).read_text(encoding="utf-8")) == self.manifest()
-        except (OSError, ValueError):
+            return read_json(self.path / STUDY_FILE, StudyRunError, STUDY_FILE) == self.manifest()
+        except StudyRunError:
             return False
 
     def check(self) -> None:
         """Refuse an ``--out`` that holds anything but a study of these videos with these settings (never overwrite it)."""
-        if self.path.exists() and not self.path.is_dir():
-            raise StudyRunError(f"--out {self.path} is a file; pass a folder for the recording")
+        check_output(self.path, False, StudyRunError, resumable=True)  # a rerun resumes; the rule is below
         # leftovers of an interrupted atomic write are ours, and harmless
         entries = [p for p in self.path.iterdir() if not p.name.endswith(".tmp")] if self.path.is_dir() else []
         if entries and not self._resumable():

@@ -48,6 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hermes_policy.atomic import atomic_path, atomic_write_text
+from hermes_policy.jsonfile import read_json
 
 FORMAT = "hermes-lab/recording"
 VERSION = 1
@@ -153,10 +154,7 @@ class Recording:
         meta_path, tensor_path = directory / META_FILE, directory / TENSORS_FILE
         if not meta_path.is_file() or not tensor_path.is_file():
             raise RecordingError(f"{directory} is not a recording (needs {META_FILE} and {TENSORS_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RecordingError(f"{meta_path} is not valid JSON: {e}") from None
+        meta = read_json(meta_path, RecordingError, "recording metadata")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise RecordingError(f"{meta_path} is not a hermes-lab recording")
         if meta.get("version") != VERSION:

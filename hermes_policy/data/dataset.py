@@ -38,6 +38,7 @@ from tqdm import tqdm
 from hermes_policy.atomic import atomic_write_text
 from hermes_policy.data.questions import CATEGORIES, Question, sample_questions
 from hermes_policy.errors import HermesError, VideoError
+from hermes_policy.jsonfile import loads_json
 from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.video.spec import SYNTHETIC_PREFIX, parse_synthetic_spec
 from hermes_policy.video.synthetic import SyntheticVideo
@@ -200,10 +201,7 @@ def read_dataset(path: str | Path, video_root: str | Path | None = None, check_v
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        record = loads_json(line, DatasetError, f"{where}: the line")
         if not isinstance(record, dict):
             raise DatasetError(f"{where}: each line must be a JSON object with 'video' and 'questions'")
         video = record.get("video")
@@ -244,18 +242,23 @@ def _portable(video: str, folder: Path) -> str:
         return str(absolute)
 
 
-def write_dataset(items: Iterable[VideoItem], path: str | Path) -> Path:
+def write_dataset(items: Iterable[VideoItem], path: str | Path, home: str | Path | None = None) -> Path:
     """Write ``items`` as JSONL atomically (temporary file + ``os.replace``); returns the path.
 
     ``path`` may be a folder, which gets ``dataset.jsonl``. Video files inside
-    the target folder are written relative to it.
+    the dataset's folder are written relative to it.
+
+    Args:
+        home: the folder the file will finally live in, when it is written into a staging folder
+            that is moved there afterwards (default: ``path``'s own folder).
     """
     path = Path(path)
     if path.is_dir():
         path = path / DATASET_FILE
+    folder = path.parent if home is None else Path(home)
     lines = []
     for item in items:
-        record = {"video": _portable(item.video, path.parent),
+        record = {"video": _portable(item.video, folder),
                   "questions": [question_to_dict(q) for q in item.questions]}
         lines.append(json.dumps(record, ensure_ascii=False))
     return atomic_write_text(path, "".join(line + "\n" for line in lines), DatasetError)

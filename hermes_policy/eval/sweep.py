@@ -57,6 +57,8 @@ from hermes_policy.errors import BudgetError
 from hermes_policy.eval.budgets import PolicyRecipe, check_policy, takes_budget
 from hermes_policy.eval.errors import EvalError
 from hermes_policy.eval.results import EvalResult, EvalRow
+from hermes_policy.jsonfile import loads_json, read_json
+from hermes_policy.outputs import check_output
 from hermes_policy.policies import PolicySpec
 
 CONFIG_FILE = "config.json"
@@ -197,8 +199,8 @@ def _parse_line(raw: bytes) -> tuple[tuple[str, int] | None, list[EvalRow] | Non
         text = raw.decode("utf-8", errors="replace")
         return _line_key(text, None), None, _NOT_UTF8
     try:
-        record = json.loads(text)
-    except ValueError:
+        record = loads_json(text, EvalError, "a partial line")
+    except EvalError:  # torn, or hostile (nested too deep, a huge integer): either way not a unit we wrote
         return _line_key(text, None), None, _TORN
     key = _line_key(text, record)
     if key is None or not isinstance(record, dict) or not isinstance(record.get("rows"), list):
@@ -228,8 +230,7 @@ class EvalDir:
         self.rank = rank
         self._restart = False  # resume found a config.json of other settings with nothing finished
         self._warned = False  # the damaged-lines warning is said once (rank 0's merge reads the files again)
-        if self.path.exists() and not self.path.is_dir():
-            raise EvalError(f"--out {self.path} is a file; --out takes a folder (created if needed)")
+        check_output(self.path, False, EvalError, resumable=True)  # its own resume rule, in resume()
 
     @property
     def config_path(self) -> Path:
@@ -287,8 +288,8 @@ class EvalDir:
                     raise self._refuse(f"holds {f.name} but no {CONFIG_FILE}")
             return {}
         try:
-            stored = json.loads(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+            stored = read_json(self.config_path, EvalError, CONFIG_FILE)
+        except EvalError as e:
             raise self._refuse(f"has an unreadable {CONFIG_FILE} ({e})") from None
         old = stored.get("settings") if isinstance(stored, dict) else None
         new = _canonical(settings)

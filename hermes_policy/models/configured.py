@@ -20,13 +20,13 @@ or from any config file (``config:PATH/config.json``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hermes_policy.errors import ModelError
+from hermes_policy.jsonfile import read_json
 from hermes_policy.models.base import ModelAdapter
 
 CONFIG_PREFIX = "config:"
@@ -63,10 +63,7 @@ def read_config(spec: str) -> tuple[Any, dict[str, Any]]:
     from transformers import AutoConfig
 
     path = config_path(spec)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"config {path} is not valid JSON: {e}") from None
+    data = read_json(path, ModelError, "config")
     if not isinstance(data, dict) or data.get("model_type") not in FAMILIES:
         kind = data.get("model_type") if isinstance(data, dict) else type(data).__name__
         raise ModelError(f"config {path} has model_type {kind!r}; config: models support {', '.join(FAMILIES)}")

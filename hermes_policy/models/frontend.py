@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hermes_policy.errors import ModelError
+from hermes_policy.jsonfile import read_json
+
 
 @dataclass(frozen=True)
 class FrontendConfig:
@@ -233,14 +236,14 @@ def mc_scoring(directory: str | Path) -> str:
     ``frontend.json``'s ``mc_scoring`` when set (the model card says why), else the answer format it was
     trained on (``training.mc_answer``), else ``letter``.
     """
-    meta = json.loads((Path(directory) / "frontend.json").read_text())
+    meta = read_json(Path(directory) / "frontend.json", ModelError, "model file", expect=dict)
     return str(meta.get("mc_scoring") or meta.get("training", {}).get("mc_answer", "letter"))
 
 
 def load_frontend(directory: str | Path) -> nn.Module:
     """Inverse of :func:`save_frontend`."""
     directory = Path(directory)
-    meta = json.loads((directory / "frontend.json").read_text())
+    meta = read_json(directory / "frontend.json", ModelError, "model file", expect=dict)
     cls, config_cls = FRONTENDS[meta["kind"]]
     config = dict(meta["config"])
     if "channels" in config:

@@ -53,6 +53,7 @@ import torch
 
 from hermes_policy.atomic import atomic_dir, remove_leftovers
 from hermes_policy.errors import ModelError
+from hermes_policy.jsonfile import read_json
 
 if TYPE_CHECKING:  # transformers costs ~1 s to import; the path helpers must stay cheap
     from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
@@ -225,8 +226,8 @@ def ensure_converted(progress: bool = True) -> Path:
 def _is_complete(directory: Path) -> bool:
     """Whether ``directory`` holds a finished conversion of the current format."""
     try:
-        stamp = json.loads((directory / STAMP_FILENAME).read_text())
-    except (OSError, ValueError):
+        stamp = read_json(directory / STAMP_FILENAME, ModelError, "conversion stamp")
+    except ModelError:
         return False
     if not isinstance(stamp, dict) or stamp.get("format") != _CONVERSION_FORMAT:
         return False

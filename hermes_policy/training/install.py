@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from hermes_policy.atomic import atomic_write_json
+from hermes_policy.errors import HermesError
 from hermes_policy.eval.scoring import SCORERS
+from hermes_policy.jsonfile import read_json
 from hermes_policy.training.checkpoint import STATE_FILE
 
 
@@ -33,7 +34,7 @@ def install_model(final: Path, target: Path, mc_scoring: str | None = None) -> N
     shutil.copytree(final, target, ignore=shutil.ignore_patterns(STATE_FILE), dirs_exist_ok=True)
     if mc_scoring is not None:
         meta_path = target / "frontend.json"
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, HermesError, "model file", expect=dict)
         meta["mc_scoring"] = mc_scoring
         atomic_write_json(meta_path, meta)
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from hermes_policy.errors import VideoError
+from hermes_policy.jsonfile import loads_json
 
 EventKind = Literal["appear", "move", "recolour", "leave", "cut"]
 EVENT_KINDS: tuple[EventKind, ...] = ("appear", "move", "recolour", "leave", "cut")
@@ -160,11 +161,7 @@ class EventLog:
 
     @classmethod
     def from_json(cls, text: str) -> EventLog:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise VideoError(f"event log is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(loads_json(text, VideoError, "event log"))
 
 
 def _event_from_dict(data: dict[str, Any]) -> Event:
