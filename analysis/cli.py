@@ -17,8 +17,8 @@ import typer
 
 from analysis.errors import StudyError
 from analysis.recordings import load_study
-from hermes_policy.atomic import refuse_existing
-from hermes_policy.cli_options import OverwriteOption
+from hermes_policy.cli_options import OverwriteOption, bounded
+from hermes_policy.outputs import check_output, output_folder
 
 
 def parse_budget_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -46,10 +46,13 @@ def _query(value: str | None) -> list[str] | None:
 
 #: the role thresholds' defaults, as options show them (kept in step with analysis.derive, without importing torch)
 ROLE_DEFAULTS = (1.0, 0.2)
-MinDecayOption = Annotated[float, typer.Option(
-    help="tiers by role: a head has recency when its fitted decay k is at least this")]
-MinConcentrationOption = Annotated[float, typer.Option(
-    help="tiers by role: a head has anchors when its in-frame position concentration is at least this")]
+MinDecayOption = Annotated[float, bounded(
+    "--min-decay",
+    "tiers by role: a head has recency when its fitted decay k (e-folds over the stream) is at least this; in",
+    0, 1000)]
+MinConcentrationOption = Annotated[float, bounded(
+    "--min-concentration",
+    "tiers by role: a head has anchors when its in-frame position concentration is at least this; in", 0, 1)]
 
 
 def register(app: typer.Typer) -> None:
@@ -73,15 +76,12 @@ def register(app: typer.Typer) -> None:
         overwrite: OverwriteOption = False,
     ) -> None:
         """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
-        from analysis.derive import RoleThresholds
+        from analysis.derive import RoleThresholds, format_ranges, layer_list
         from analysis.derive import derive as derive_spec
-        from analysis.derive import format_ranges, layer_list
 
         thresholds = RoleThresholds(min_decay, min_concentration)
 
-        if out.is_dir():
-            raise StudyError(f"--out must be a file path for the policy JSON, but {out} is a directory")
-        refuse_existing(out, overwrite, StudyError)
+        check_output(out, overwrite, StudyError, kind="file")
         rec = load_study(study)
         spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
                            budget, thresholds)
@@ -127,13 +127,13 @@ def register(app: typer.Typer) -> None:
         from analysis.results_figures import write_result_figures
 
         formats = parse_formats(fmt)  # fail on a bad format before any work
-        if out.exists() and not out.is_dir():
-            raise StudyError(f"--out {out} exists and is not a directory; pass a directory for the figures")
-        refuse_existing(out, overwrite, StudyError)
+        check_output(out, overwrite, StudyError)
         if study is None:
             if not eval_dirs and not bench_dirs:
                 raise StudyError("figures needs --study DIR, --eval DIR or --bench DIR")
-            paths = write_result_figures(out, eval_dirs or (), bench_dirs or (), formats)
+            with output_folder(out, StudyError, "figures") as staging:  # all the figures, or none (and no stale ones)
+                paths = [out / p.relative_to(staging) for p in
+                         write_result_figures(staging, eval_dirs or (), bench_dirs or (), formats)]
             figs = sorted({p.stem for p in paths})
             typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")
             return
@@ -144,7 +144,9 @@ def register(app: typer.Typer) -> None:
         rec = load_study(study)
         queries = _query(query)
         tiers = measured_tiers(rec, queries) if method == "measured" else derive_tiers(rec, method, queries)
-        paths = write_figures(rec, out, formats, tiers=tiers, query=queries)
+        with output_folder(out, StudyError, "figures") as staging:
+            paths = [out / p.relative_to(staging) for p in
+                     write_figures(rec, staging, formats, tiers=tiers, query=queries)]
         figs = sorted({p.stem for p in paths})
         typer.echo(f"wrote {len(paths)} files for {len(figs)} figures ({', '.join(figs)}) to {out}")
 
@@ -188,13 +190,12 @@ def register(app: typer.Typer) -> None:
         runs_config = sweep_configs(base, strengths, frame_counts)  # each point checked as it is built
         formats = parse_formats(fmt) if out is not None else ()
         if out is not None:
-            if out.exists() and not out.is_dir():
-                raise StudyError(f"--out {out} exists and is not a directory; pass a folder")
-            refuse_existing(out, overwrite, StudyError)
+            check_output(out, overwrite, StudyError)
         runs = run_sweep(runs_config, progress=sys.stderr.isatty() or not as_json)
         doc = report(runs)
         if out is not None:
-            written = write_validation(out, runs, formats)
+            with output_folder(out, StudyError, "validate") as staging:
+                written = write_validation(staging, runs, formats)
             print(f"wrote {len(written)} files to {out}", file=sys.stderr)
         typer.echo(json.dumps(doc) if as_json else format_report(doc))
 

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from dashboard.settings import DEFAULT_MODEL, DEFAULT_RUNS, DEFAULT_VIDEO, Settings
-from hermes_policy.cli_options import DeviceMapOption, MaxMemoryOption, OffloadFolderOption
+from hermes_policy.cli_options import AllowPickleOption, DeviceMapOption, MaxMemoryOption, OffloadFolderOption
 from hermes_policy.errors import HermesError
+from hermes_policy.outputs import check_output
 
 APP = Path(__file__).with_name("app.py")
 
@@ -61,6 +62,7 @@ def register(app: typer.Typer) -> None:
             "--eval", help="an eval --out folder the Results page opens with; repeatable")] = None,
         bench_dirs: Annotated[Optional[list[Path]], typer.Option(
             "--bench", help="a bench --out folder the Results page opens with; repeatable")] = None,
+        allow_pickle_weights: AllowPickleOption = False,
     ) -> None:
         """Open the dashboard: attention explorer, study & tiers, cache occupancy, live stream & ask, results."""
         from analysis.results_figures import read_bench, read_eval
@@ -71,8 +73,10 @@ def register(app: typer.Typer) -> None:
             read_bench(folder)
         settings = Settings(tuple(str(s) for s in study or ()), model, video, str(runs), device_map, max_memory,
                             None if offload_folder is None else str(offload_folder),
-                            tuple(str(e) for e in eval_dirs or ()), tuple(str(b) for b in bench_dirs or ()))
+                            tuple(str(e) for e in eval_dirs or ()), tuple(str(b) for b in bench_dirs or ()),
+                            allow_pickle_weights)
         settings.placement()  # a bad device map fails here, in one line, not on every page
+        check_output(runs, False, DashboardError, what="--runs", resumable=True)  # the app writes there
         cmd = streamlit_command(settings, host, port)
         typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)
         sys.stdout.flush(), sys.stderr.flush()

@@ -2,7 +2,8 @@
 
 Each package owns its subcommands and registers them here; this module only
 composes them and turns user errors (:class:`HermesError`) into one clear
-line on stderr and exit status 2, instead of a traceback. Usage errors are
+line on stderr and exit status 2, instead of a traceback; so are the OS's refusals
+to store a file (disk full, quota, read-only, permission). Usage errors are
 click's own (exit status 2 with the usage line).
 """
 
@@ -18,6 +19,7 @@ from analysis.training_curves import plot_curve
 from dashboard import cli as dashboard_cli
 from hermes_policy import __version__
 from hermes_policy import cli as policy_cli
+from hermes_policy.atomic import STORAGE_ERRNOS
 from hermes_policy.data import cli as data_cli
 from hermes_policy.errors import HermesError
 from hermes_policy.eval import cli as eval_cli
@@ -65,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="hermes-lab")
     except HermesError as e:
         print(f"hermes-lab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # the machine refused to store or open something (a full disk, a quota, a read-only or forbidden
+        # place) somewhere no check could foresee it: that is the user's to fix, so one line, not a traceback
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"hermes-lab: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -7,6 +7,7 @@ fsync, ``os.replace``, fsync of the directory) is written once.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from hermes_policy.errors import HermesError
+
+#: OS errors that mean "this machine cannot store it" rather than a bug: said in one line, never a traceback
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(e: OSError, path: str | Path, error: type[HermesError]) -> HermesError | None:
+    """``error`` naming ``path`` and the OS's reason, if ``e`` is a storage failure; None for anything else."""
+    if e.errno not in STORAGE_ERRNOS:
+        return None
+    return error(f"cannot write {path}: {e.strerror or e} (the previous contents, if any, are kept)")
 
 
 def _fsync_path(path: Path) -> None:
@@ -50,13 +61,22 @@ def atomic_path(path: str | Path, error: type[HermesError] = HermesError) -> Ite
     """
     path = Path(path)
     _check_parent(path, error)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (storage_error(e, path, error) or e) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         _fsync_path(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # a disk that fills up partway: one line, and the old file stays
+        tmp.unlink(missing_ok=True)
+        friendly = storage_error(e, path, error)
+        if friendly is None:
+            raise
+        raise friendly from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -82,26 +102,40 @@ def atomic_write_json(path: str | Path, data: Any, error: type[HermesError] = He
 
 
 @contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, error: type[HermesError] = HermesError) -> Iterator[Path]:
     """Yield an empty staging directory beside ``target``; on a clean exit it becomes ``target``.
 
     ``os.replace`` cannot replace a non-empty directory, so an existing ``target`` is
     first renamed aside and removed after the swap: readers see the old directory, or
     (for the instant between two renames) none, or the new one, never a partial one.
-    If the block raises, the staging directory is removed and ``target`` is untouched.
+    If the block raises, the staging directory is removed and ``target`` is untouched; a storage
+    failure (disk full, quota, read-only) becomes ``error`` naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    # folders made for it are removed again if the block fails: a failed command leaves nothing behind
+    made = [p for p in (target.parent, *target.parent.parents) if not os.path.lexists(p)]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    except OSError as e:
+        raise (storage_error(e, target, error) or e) from None
     staging.chmod(0o755)  # mkdtemp makes it private; the result should read like any other directory
     try:
         yield staging
         for child in staging.rglob("*"):
             if child.is_file():
                 _fsync_path(child)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        friendly = storage_error(e, target, error) if isinstance(e, OSError) else None
+        if friendly is None:
+            raise
+        raise friendly from None
     stale = None
     if target.exists():
         stale = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.stale-"))
@@ -118,14 +152,3 @@ def remove_leftovers(target: str | Path) -> None:
     for pattern in (f".{target.name}.tmp-*", f".{target.name}.stale-*"):
         for leftover in target.parent.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def refuse_existing(path: str | Path, overwrite: bool, error: type[HermesError] = HermesError,
-                    what: str = "--out") -> None:
-    """The rule for every command that writes: an output that exists with something in it (a file, or a folder
-    that is not empty) is refused, before any work, unless ``overwrite``. An empty folder is fine."""
-    path = Path(path)
-    if overwrite or not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return
-    kind = "a folder that is not empty" if path.is_dir() else "a file"
-    raise error(f"{what} {path} already exists ({kind}); pass --overwrite to replace it, or choose another path")

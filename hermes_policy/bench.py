@@ -41,11 +41,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hermes_policy.atomic import atomic_path, atomic_write_json
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
+from hermes_policy.outputs import output_folder
 from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video
@@ -266,10 +266,10 @@ def write_rows(out: Path, rows: list[BenchRow], model: str) -> None:
     for record in records:
         # parquet needs one type per column: the per-device bytes go as JSON text
         record["kv_bytes_by_device"] = json.dumps(record["kv_bytes_by_device"])
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "rows.parquet", BenchError) as tmp:
-        pq.write_table(pa.Table.from_pylist(records), tmp)
-    atomic_write_json(out / "rows.json", [{"model": model, **asdict(r)} for r in rows], BenchError)
+    with output_folder(out, BenchError, "bench") as staging:  # both files, or neither (and never a stale third)
+        pq.write_table(pa.Table.from_pylist(records), staging / "rows.parquet")
+        (staging / "rows.json").write_text(json.dumps([{"model": model, **asdict(r)} for r in rows], indent=2) + "\n",
+                                           encoding="utf-8")
 
 
 def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int],

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hermes_policy.atomic import refuse_existing
-from hermes_policy.cli_options import OverwriteOption
+from hermes_policy.atomic import atomic_dir
+from hermes_policy.cli_options import OverwriteOption, fps_option
 from hermes_policy.data.dataset import (
     DATASET_FILE,
     DatasetError,
@@ -23,6 +23,7 @@ from hermes_policy.data.dataset import (
     write_dataset,
 )
 from hermes_policy.data.loaders import FORMATS, load_annotations
+from hermes_policy.outputs import check_output, output_folder
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -48,7 +49,7 @@ def synth_command(
     seed: Annotated[int, typer.Option(help="dataset seed; each video's seed is derived from it")] = 0,
     videos: Annotated[int, typer.Option(help="number of videos")] = 8,
     frames: Annotated[int, typer.Option(help="frames per video")] = 64,
-    fps: Annotated[float, typer.Option(help="frame rate of the synthetic videos")] = 2.0,
+    fps: Annotated[float, fps_option("frame rate of the synthetic videos")] = 2.0,
     size: Annotated[str, typer.Option(help="frame size WIDTHxHEIGHT")] = "128x128",
     per_category: Annotated[int, typer.Option(help="questions per category and video")] = 2,
     mp4: Annotated[bool, typer.Option(help="also write the videos as mp4 under OUT/videos and point at them")] = False,
@@ -56,17 +57,20 @@ def synth_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a synthetic streaming-QA dataset (exact answers from the simulator's event log)."""
-    refuse_existing(out, overwrite, DatasetError)
+    check_output(out, overwrite, DatasetError)
     items = synthesize(seed, videos, frames, fps=fps, size=parse_size(size), per_category=per_category)
-    out.mkdir(parents=True, exist_ok=True)
-    if mp4:
-        from hermes_policy.video import open_video, write_mp4
+    # staged and moved into place whole: a run that fails (a full disk) leaves the old folder, or none
+    with output_folder(out, DatasetError, "data synth") as staging:
+        if mp4:
+            from hermes_policy.video import open_video, write_mp4
 
-        (out / "videos").mkdir(exist_ok=True)
-        for i, item in enumerate(items):
-            path = write_mp4(open_video(item.video), out / "videos" / f"video_{i:04d}.mp4")
-            item.video = str(path.resolve())
-    path = write_dataset(items, out / DATASET_FILE)
+            (staging / "videos").mkdir()
+            for i, item in enumerate(items):
+                name = f"video_{i:04d}.mp4"
+                write_mp4(open_video(item.video), staging / "videos" / name)
+                item.video = str(out.resolve() / "videos" / name)  # where it will be once moved
+        write_dataset(items, staging / DATASET_FILE, home=out)
+    path = out / DATASET_FILE
     if as_json:
         typer.echo(json.dumps({"path": str(path), **summarize(items)}))
     else:
@@ -82,11 +86,16 @@ def convert_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Convert benchmark annotations (local videos only) into the streaming-QA JSONL format."""
-    refuse_existing(out, overwrite, DatasetError)
+    as_file = out.suffix == ".jsonl"
+    # a folder may be the one the videos are in: only dataset.jsonl is ever replaced there
+    check_output(out, overwrite, DatasetError, kind="file" if as_file else "dir", whole=False)
     items = load_annotations(annotations, format=format, video_root=video_root)
-    if out.suffix != ".jsonl":
-        out.mkdir(parents=True, exist_ok=True)
-    path = write_dataset(items, out)
+    if as_file or out.is_dir():
+        path = write_dataset(items, out)
+    else:  # a new folder appears with its file, or not at all
+        with atomic_dir(out, DatasetError) as staging:
+            write_dataset(items, staging, home=out)
+        path = out / DATASET_FILE
     typer.echo(_summary_line(path, items))
 
 

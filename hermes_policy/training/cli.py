@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from hermes_policy.cli_options import bounded, share_option
 from hermes_policy.errors import HermesError
 from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
+from hermes_policy.outputs import check_output
 from hermes_policy.training.config import TrainConfig
 from hermes_policy.training.install import check_mc_scoring, install_model
 from hermes_policy.training.loop import CurvePlotter, train
@@ -39,19 +41,22 @@ def register(app: typer.Typer, plot_curve: CurvePlotter | None = None) -> None:
                                                                "(a run's checkpoint/ or final/)")] = None,
         branches: Annotated[int, typer.Option(help="questions per training stream (QA stage), asked at random "
                                                    "moments and trained in one packed forward")] = 1,
-        gap_share: Annotated[float, typer.Option(help="share of streams whose frame positions are spread by "
-                                                      "random gaps (length generalisation)")] = 0.0,
-        qa_lr: Annotated[float, typer.Option(help="peak learning rate of the QA stage")] = 1e-3,
-        mc_share: Annotated[float, typer.Option(help="share of questions answered by letter")] = 0.5,
-        hard_backward: Annotated[float, typer.Option(help="share of backward questions whose answer is nowhere "
-                                                          "on screen when asked (no reading-the-frame shortcut)")] = 0.0,
+        gap_share: Annotated[float, share_option("--gap-share", "share of streams whose frame positions are spread by "
+                                                 "random gaps (length generalisation)")] = 0.0,
+        qa_lr: Annotated[float, bounded("--qa-lr", "peak learning rate of the QA stage, in", 0, 1,
+                                        low_open=True)] = 1e-3,
+        mc_share: Annotated[float, share_option("--mc-share", "share of questions answered by letter")] = 0.5,
+        hard_backward: Annotated[float, share_option(
+            "--hard-backward", "share of backward questions whose answer is nowhere on screen when asked (no "
+            "reading-the-frame shortcut)")] = 0.0,
         mc_answer: Annotated[str, typer.Option(help="multiple-choice answers: letter (\"B\") or word-letter "
                                                     "(\"red (B)\": the word, then its letter)")] = "letter",
-        match_share: Annotated[float, typer.Option(help="share of questions that drill reading the options: "
-                                                        "\"Which option is red?\" -> \"red (B)\" "
-                                                        "(word-letter only)")] = 0.0,
-        caption_share: Annotated[float | None, typer.Option(
-            help="share of QA-stage samples that caption the frame, throughout (default 0.3, then 0.1)")] = None,
+        match_share: Annotated[float, share_option(
+            "--match-share", "share of questions that drill reading the options: \"Which option is red?\" -> "
+            "\"red (B)\" (word-letter only)")] = 0.0,
+        caption_share: Annotated[float | None, share_option(
+            "--caption-share",
+            "share of QA-stage samples that caption the frame, throughout (default 0.3, then 0.1)")] = None,
         category_weights: Annotated[str, typer.Option(help="how often each question category is drawn")] =
         "real-time=1,backward=1,counting=1",
         eval_lengths: Annotated[str, typer.Option(help="clip lengths (frames) of the in-training evaluation")] =
@@ -79,6 +84,7 @@ def register(app: typer.Typer, plot_curve: CurvePlotter | None = None) -> None:
                               **shares)
         except ValueError as e:
             raise HermesError(f"train-embedded: {e}") from None
+        check_output(run_dir, False, HermesError, what="--run-dir", resumable=True)  # resume has its own rule
         final = train(cfg, run_dir, resume=resume, plot=plot_curve)
         typer.echo(f"trained -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
         if install:
