@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import style
 from analysis.errors import StudyError
 from analysis.figures import RENDERERS, parse_formats, write_figure
 

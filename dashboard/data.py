@@ -27,8 +27,7 @@ from PIL import Image
 
 from analysis import explore
 from analysis import occupancy as occ
-from analysis.derive import (ROLE_METHOD, TierAssignment, derive, derive_tiers, layer_list, measured_method,
-                             out_of_order)
+from analysis.derive import ROLE_METHOD, TierAssignment, derive, derive_tiers, layer_list, measured_method, out_of_order
 from analysis.errors import StudyError
 from analysis.export import export_figures
 from analysis.figures import plotly_age_heatmap, plotly_anchor_profile, plotly_head_tiers, plotly_recency_depth
@@ -53,7 +52,8 @@ APP = Path(__file__).with_name("app.py")
 @st.cache_resource(show_spinner="Loading the model…", max_entries=3)
 def model(name: str) -> ModelAdapter:
     """A model by built-in name, HF id or path (``trust_remote_code`` stays off), placed as the app was launched."""
-    return load_model(name, placement=from_environment(APP).placement())
+    settings = from_environment(APP)
+    return load_model(name, placement=settings.placement(), allow_pickle=settings.allow_pickle_weights)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -33,6 +33,7 @@ class Settings:
         device_map, max_memory, offload_folder: how every model the app loads is placed over devices
             (``--device-map`` etc., as on the other commands); None: one device.
         evals, benches: ``eval --out`` / ``bench --out`` folders the Results page opens with.
+        allow_pickle_weights: checkpoints may load pickle weights (``--allow-pickle-weights``).
     """
 
     studies: tuple[str, ...] = ()
@@ -44,6 +45,7 @@ class Settings:
     offload_folder: str | None = None
     evals: tuple[str, ...] = ()
     benches: tuple[str, ...] = ()
+    allow_pickle_weights: bool = False
 
     @property
     def runs_dir(self) -> Path:
@@ -63,6 +65,8 @@ class Settings:
             args += ["--eval", folder]
         for folder in self.benches:
             args += ["--bench", folder]
+        if self.allow_pickle_weights:
+            args.append("--allow-pickle-weights")
         return args
 
     def placement(self):
@@ -83,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offload-folder", default=None)
     p.add_argument("--eval", action="append", default=[])
     p.add_argument("--bench", action="append", default=[])
+    p.add_argument("--allow-pickle-weights", action="store_true")
     return p
 
 
@@ -90,7 +95,7 @@ def parse_args(argv: list[str]) -> Settings:
     # parse_known_args: an unknown flag must not kill the app (it would show a bare SystemExit page)
     ns, _ = parser().parse_known_args(argv)
     return Settings(tuple(ns.study), ns.model, ns.video, ns.runs, ns.device_map, ns.max_memory, ns.offload_folder,
-                    tuple(ns.eval), tuple(ns.bench))
+                    tuple(ns.eval), tuple(ns.bench), ns.allow_pickle_weights)
 
 
 def from_environment(main_script: str | Path) -> Settings:

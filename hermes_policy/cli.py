@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 from tqdm import tqdm
 
-from hermes_policy.atomic import refuse_existing
 from hermes_policy.cli_options import (
+    AllowPickleOption,
     DeviceMapOption,
     DistTimeoutOption,
     FrameSizeOption,
@@ -21,12 +21,15 @@ from hermes_policy.cli_options import (
     MaxMemoryOption,
     OffloadFolderOption,
     OverwriteOption,
+    TrustRemoteCodeOption,
+    fps_option,
 )
 from hermes_policy.errors import HermesError, SessionError
 from hermes_policy.models import load_model
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
+from hermes_policy.outputs import check_output
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession, check_question
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
@@ -94,7 +97,7 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(POLICIES))}")] = "full",
         budget: Annotated[Optional[int], typer.Option(help="video tokens kept per layer")] = None,
         spec: Annotated[Optional[Path], typer.Option(help="a PolicySpec JSON (overrides --policy; --budget overrides its budget)")] = None,
-        fps: Annotated[Optional[float], typer.Option(help="sampling rate in frames per second")] = None,
+        fps: Annotated[Optional[float], fps_option("sampling rate")] = None,
         ask: Annotated[Optional[list[str]], typer.Option(help="'SECONDS:question', repeatable")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
         max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 32,
@@ -104,7 +107,8 @@ def register(app: typer.Typer) -> None:
         device_map: DeviceMapOption = None,
         max_memory: MaxMemoryOption = None,
         offload_folder: OffloadFolderOption = None,
-        trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
+        trust_remote_code: TrustRemoteCodeOption = False,
+        allow_pickle_weights: AllowPickleOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Stream a video through a model under a memory policy, asking questions along the way."""
@@ -115,7 +119,8 @@ def register(app: typer.Typer) -> None:
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
-        adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
+        adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement,
+                             allow_pickle=allow_pickle_weights)
         session = StreamingSession(adapter, mem_policy, config)
         answers: list[Answer] = []
         failure: HermesError | None = None
@@ -185,6 +190,8 @@ def register(app: typer.Typer) -> None:
             help="also write the rows to this new folder (rows.parquet, rows.json) for hermes-lab figures "
                  "--bench")] = None,
         overwrite: OverwriteOption = False,
+        trust_remote_code: TrustRemoteCodeOption = False,
+        allow_pickle_weights: AllowPickleOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of rows")] = False,
     ) -> None:
         """TTFT, ingest time per frame, KV bytes and peak RSS for each policy and stream length, in one run.
@@ -215,7 +222,7 @@ def register(app: typer.Typer) -> None:
             raise BenchError(f"--ttft-repeats must be at least 1, got {ttft_repeats}")
         check_arguments(names, budget, spec, video, lengths, size)
         if out is not None:
-            refuse_existing(out, overwrite, BenchError)
+            check_output(out, overwrite, BenchError)
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)
@@ -233,7 +240,8 @@ def register(app: typer.Typer) -> None:
         initialise(env, dist_timeout, gpus_per_rank)
         try:
             share_threads(env)
-            adapter = load_model(model, dtype=torch_dtype, placement=place_rank(env, placement, device, gpus_per_rank))
+            adapter = load_model(model, dtype=torch_dtype, placement=place_rank(env, placement, device, gpus_per_rank),
+                                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle_weights)
 
             warm_up(adapter, video, chunk_frames, size)
 

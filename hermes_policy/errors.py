@@ -30,3 +30,7 @@ class SessionError(HermesError):
 
 class PolicyError(HermesError):
     """An unknown policy, or a policy configuration that does not validate."""
+
+
+class OptionError(HermesError):
+    """A command-line option's value outside the range it takes (the message states the range)."""

@@ -13,12 +13,15 @@ from typing import Annotated
 import typer
 
 from hermes_policy.cli_options import (
+    AllowPickleOption,
     DeviceMapOption,
     DistTimeoutOption,
     FrameSizeOption,
     GpusPerRankOption,
     MaxMemoryOption,
     OffloadFolderOption,
+    TrustRemoteCodeOption,
+    fps_option,
 )
 from hermes_policy.models import load_model
 from hermes_policy.models.placement import Placement, placement_from_options
@@ -54,7 +57,8 @@ def _summary(recording: Recording) -> str:
 StudyReport = Callable[[Recording, Path, bool], str]
 
 
-def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trust_remote_code: bool) -> Recording:
+def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trust_remote_code: bool,
+               allow_pickle: bool) -> Recording:
     """One video: the folder is its recording, as it always was (kept as is when a rerun finds it complete)."""
     if target.is_done(0):
         recording = Recording.load(target.path)
@@ -62,7 +66,8 @@ def _study_one(target: StudyDir, config: StudyConfig, placement: Placement, trus
         typer.echo(f"recorded {_summary(recording)} -> {target.path}")
         return recording
     open_study_video(target, 0)  # a bad video fails before the model loads
-    adapter = load_model(target.settings["model"], trust_remote_code=trust_remote_code, placement=placement)
+    adapter = load_model(target.settings["model"], trust_remote_code=trust_remote_code, placement=placement,
+                         allow_pickle=allow_pickle)
     recording = record_video(adapter, target, 0, config)
     typer.echo(f"recorded {_summary(recording)} -> {target.path}")
     return recording
@@ -83,7 +88,7 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         out: Annotated[Path, typer.Option(help="folder for the recording; with several videos, videos/NNN/ holds "
                                                "each video's and the folder itself their aggregate")] =
         Path("runs/study"),
-        fps: Annotated[float | None, typer.Option(help="sampling rate (frames per second)")] = None,
+        fps: Annotated[float | None, fps_option("sampling rate")] = None,
         frame_size: FrameSizeOption = None,
         queries: Annotated[str, typer.Option(help="pseudo | newest-frame | both")] = "pseudo",
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest chunk (one step each)")] = 4,
@@ -97,7 +102,8 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         dist_timeout: DistTimeoutOption = 3600.0,
         figures: Annotated[bool, typer.Option(help="also draw the study figures into OUT/figures (summary.json "
                                                    "and the per-layer table come either way)")] = True,
-        trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
+        trust_remote_code: TrustRemoteCodeOption = False,
+        allow_pickle_weights: AllowPickleOption = False,
     ) -> None:
         """Stream videos with the full cache and record per-layer, per-head attention after every chunk.
 
@@ -130,7 +136,7 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         if not target.many:
             if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
                 placement.device = device_for(env, device)
-                finish(_study_one(target, config, placement, trust_remote_code))
+                finish(_study_one(target, config, placement, trust_remote_code, allow_pickle_weights))
             return
         frames = video_frames(target.videos, fps)
         done = {i for i in range(len(target.videos)) if target.is_done(i)}
@@ -138,7 +144,8 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         try:
             placement = place_rank(env, placement, device, gpus_per_rank)
             share_threads(env)
-            adapter = load_model(model, trust_remote_code=trust_remote_code, placement=placement)
+            adapter = load_model(model, trust_remote_code=trust_remote_code, placement=placement,
+                                 allow_pickle=allow_pickle_weights)
             if env.is_main:
                 target.start()
                 if done:
@@ -160,10 +167,11 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         video: Annotated[str, typer.Option()] = "synthetic:seed=1,frames=64",
         chunk_frames: Annotated[int, typer.Option()] = 4,
         repeats: Annotated[int, typer.Option(help="runs of each variant; the median is reported")] = 3,
+        allow_pickle_weights: AllowPickleOption = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Ingest time with and without capture, measured in one run (pseudo-queries every chunk)."""
-        adapter = load_model(model)
+        adapter = load_model(model, allow_pickle=allow_pickle_weights)
         source = open_video(video)
         frames = list(source.frames())
         h, w = frames[0].image.shape[:2]

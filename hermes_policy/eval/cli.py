@@ -15,11 +15,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from hermes_policy.cli_options import (
+    AllowPickleOption,
     DeviceMapOption,
     DistTimeoutOption,
     GpusPerRankOption,
     MaxMemoryOption,
     OffloadFolderOption,
+    TrustRemoteCodeOption,
+    fps_option,
 )
 from hermes_policy.data.dataset import DatasetError, missing_videos
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
@@ -77,8 +80,7 @@ def eval_command(
     format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against")] = None,
     chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
-    fps: Annotated[Optional[float], typer.Option(help="sampling rate of video files (synthetic specs keep "
-                                                      "theirs)")] = None,
+    fps: Annotated[Optional[float], fps_option("sampling rate of video files (synthetic specs keep theirs)")] = None,
     reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
     scoring: Annotated[str, typer.Option(help="auto (the model's trained answer format) | letter (letter "
                                               "logits at the first answer token) | word-letter (the model "
@@ -99,7 +101,8 @@ def eval_command(
         help="the run every other run is compared with, question by question: accuracy difference with its "
              "paired bootstrap 95% interval (clustered by video) and an exact McNemar p-value, overall and per "
              "category, into results.json's comparisons (default: full)")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
+    allow_pickle_weights: AllowPickleOption = False,
     max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
                                                          "(a list for a sweep); no table, no progress bar")] = False,
@@ -167,7 +170,8 @@ def eval_command(
     placement = place_rank(env, placement, device, gpus_per_rank)
     device = placement.device
     share_threads(env)
-    adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement)
+    adapter = load_model(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, placement=placement,
+                         allow_pickle=allow_pickle_weights)
     scorer = scorer_for(adapter, scoring)
     config: dict[str, Any] = {
         "format": CONFIG_FORMAT,

@@ -12,13 +12,14 @@ values on that layer's device.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermes_policy.errors import ModelError
+from hermes_policy.jsonfile import read_json
+from hermes_policy.outputs import check_output
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +79,72 @@ class Placement:
         return dataclasses.replace(self, device=f"cuda:{gpus[0]}", max_memory=kept)
 
 
+#: device types hermes-lab places models on (``auto``: a GPU when there is one, resolved per rank)
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _accelerators() -> list[str]:
+    """The accelerators this process can use, as device strings (for messages)."""
+    import torch
+
+    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        found += [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    return found
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other name unchanged."""
+    import torch
+
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(name: str, what: str = "--device", allow_auto: bool = True) -> str:
+    """``name`` if a model can be placed there on this machine; ModelError saying why not (and what is here).
+
+    Refused: a name torch does not know, a device type that cannot hold a model's data (``meta``) or that
+    hermes-lab does not place models on, an accelerator this machine does not have, an index past the last
+    device of its type.
+    """
+    import torch
+
+    here = ", ".join(["cpu", *_accelerators()])
+    if allow_auto and name == "auto":
+        return name
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelError(f"{what} {name!r} is not a device; use one of: {here}"
+                         + (" (or auto)" if allow_auto else "")) from None
+    if device.type == "meta":
+        raise ModelError(f"{what} meta holds no data (shapes only), so no model can run there; use one of: {here}")
+    if device.type not in DEVICE_TYPES:
+        raise ModelError(f"{what} {name!r}: hermes-lab places models on {', '.join(DEVICE_TYPES)} devices only; "
+                         f"this machine has: {here}")
+    if device.type == "cpu":
+        if device.index not in (None, 0):
+            raise ModelError(f"{what} {name!r}: there is one CPU device, cpu (or cpu:0)")
+        return name
+    available = {"cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+                 "xpu": hasattr(torch, "xpu") and torch.xpu.is_available()}[device.type]
+    if not available:
+        build = f" (torch {torch.__version__} is built without CUDA)" if device.type == "cuda" and \
+            torch.version.cuda is None else ""
+        raise ModelError(f"{what} {name}: no {device.type} device is available on this machine{build}; "
+                         f"available: {here}")
+    count = {"cuda": torch.cuda.device_count, "xpu": lambda: torch.xpu.device_count(), "mps": lambda: 1}
+    if device.index is not None and device.index >= count[device.type]():
+        raise ModelError(f"{what} {name}: this machine has {count[device.type]()} {device.type} device(s); "
+                         f"available: {here}")
+    return name
+
+
 def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
     """``--device-map``: a strategy name, or a JSON file of ``{module name: device}``."""
     if text is None or text == "":
@@ -87,12 +154,16 @@ def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
     path = Path(text)
     if not path.is_file():
         raise ModelError(f"--device-map takes {', '.join(STRATEGIES)} or a JSON file; {text!r} is neither")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"--device-map {path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not data or not all(isinstance(k, str) for k in data):
+    data = read_json(path, ModelError, "--device-map", expect=dict)
+    if not data or not all(isinstance(k, str) for k in data):
         raise ModelError(f"--device-map {path} must hold a JSON object of module name -> device")
+    for module, device in data.items():
+        # accelerate's spellings: a GPU index, a device string, or "disk"
+        if isinstance(device, bool) or not isinstance(device, (int, str)):
+            raise ModelError(f"--device-map {path}: {module!r} -> {device!r} is not a device")
+        if device != "disk":
+            check_device(f"cuda:{device}" if isinstance(device, int) else device,
+                         f"--device-map {path}: {module!r} ->", allow_auto=False)
     return data
 
 
@@ -113,6 +184,9 @@ def parse_max_memory(text: str | None) -> dict[Any, Any] | None:
 def placement_from_options(device: str, device_map: str | None, max_memory: str | None,
                            offload_folder: str | Path | None) -> Placement:
     """A :class:`Placement` from the CLI's ``--device``, ``--device-map``, ``--max-memory``, ``--offload-folder``."""
+    check_device(device)
+    if offload_folder is not None:
+        check_output(offload_folder, False, ModelError, what="--offload-folder", resumable=True)
     placement = Placement(device=device, device_map=parse_device_map(device_map),
                           max_memory=parse_max_memory(max_memory),
                           offload_folder=None if offload_folder is None else str(offload_folder))
@@ -160,5 +234,6 @@ def devices_of(model: torch.nn.Module) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-__all__ = ["STRATEGIES", "Placement", "devices_of", "dispatch", "from_pretrained_kwargs", "parse_device_map", "parse_max_memory",
+__all__ = ["DEVICE_TYPES", "STRATEGIES", "Placement", "check_device", "devices_of", "dispatch", "from_pretrained_kwargs",
+           "parse_device_map", "parse_max_memory", "resolve_device",
            "placement_from_options"]

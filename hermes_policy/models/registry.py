@@ -14,6 +14,8 @@ Accepted names:
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import torch
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.configured import CONFIG_PREFIX, build_config_model
-from hermes_policy.models.placement import Placement, dispatch, from_pretrained_kwargs
+from hermes_policy.models.placement import Placement, check_device, dispatch, from_pretrained_kwargs, resolve_device
 from hermes_policy.models.planted import PLANTED_PREFIX
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
 from hermes_policy.models.tiny import TINY_MODELS
@@ -73,17 +75,23 @@ def load_model(
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
     placement: Placement | None = None,
+    allow_pickle: bool = False,
 ) -> ModelAdapter:
     """Load a model by built-in name, HF hub id, or local path.
 
     Args:
         placement: a device map over GPUs, CPU and disk (:mod:`hermes_policy.models.placement`);
             None: everything on ``device``.
+        allow_pickle: a checkpoint may load pickle weights (``pytorch_model.bin``); unpickling can run code
+            from the file. Off: safetensors only, and a pickle-only checkpoint is refused by name.
 
     Raises:
         ModelError: unknown name, unreachable checkpoint, unsupported architecture, or an impossible placement.
     """
     placement = placement if placement is not None else Placement(device=str(device))
+    if not placement.mapped:
+        placement = dataclasses.replace(placement, device=resolve_device(placement.device))
+        check_device(placement.device, "device", allow_auto=False)  # before a (slow) build, not at .to()
     builtin = _builtin()
     if name.startswith(CONFIG_PREFIX):
         # built where it will run, in its dtype: a full-size model never passes through fp32 or another device
@@ -98,7 +106,8 @@ def load_model(
     elif is_scratch_dir(name):  # a `train-embedded` run's final/ or checkpoint/ directory
         adapter = load_scratch(name, str(name), dtype or torch.float32)
     else:
-        adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, placement=placement)
+        adapter = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, placement=placement,
+                                  allow_pickle=allow_pickle)
         if placement.mapped:  # from_pretrained placed it; moving it now would undo that
             return adapter
     if placement.mapped:
@@ -129,25 +138,54 @@ def _read_config(name: str, trust_remote_code: bool):
         raise ModelError(f"cannot load model {name!r}: not a {where} ({reason}). {supported_help()}") from None
 
 
+#: weight files that are pickles: ``torch.load`` unpickles them, which can run code from the file
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_OPT_IN = "--allow-pickle-weights"
+
+
+def _refuse_pickle_only(name: str) -> None:
+    """A local checkpoint with pickle weights and no safetensors is refused, naming the file and the opt-in."""
+    folder = Path(name)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(f"model {name!r} has pickle weights only ({', '.join(pickles[:3])}"
+                         f"{', ...' if len(pickles) > 3 else ''}) and no safetensors: unpickling can run code from "
+                         f"the file, so it is not loaded unless you pass {PICKLE_OPT_IN} (only for a checkpoint you "
+                         "trust), or convert it to safetensors")
+
+
 def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
-                    placement: Placement | None = None) -> ModelAdapter:
-    """A real checkpoint: read its config first so unsupported ones fail before any weight loads."""
+                    placement: Placement | None = None, allow_pickle: bool = False) -> ModelAdapter:
+    """A real checkpoint: read its config first so unsupported ones fail before any weight loads.
+
+    Weights load from safetensors only unless ``allow_pickle``.
+    """
     config = _read_config(name, trust_remote_code)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise ModelError(f"model {name!r} has architecture {model_type!r}, which is not supported; {supported_help()}")
+    if not allow_pickle:
+        _refuse_pickle_only(name)
     from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
     kwargs = dict(trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             name, dtype=dtype or "auto", attn_implementation="sdpa", **kwargs,
+            # True: safetensors or nothing (a hub repo with only pytorch_model.bin fails instead of unpickling)
+            use_safetensors=None if allow_pickle else True,
             **from_pretrained_kwargs(placement or Placement()),
         )
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         processor = AutoImageProcessor.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0]
+    except (OSError, ValueError, pickle.UnpicklingError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError):  # torch's weights-only unpickler met more than tensors
+            reason = f"its pickle weights are not a plain tensor file, and torch's weights-only loader refused them"
+        if not allow_pickle and "safetensors" in reason:
+            reason += f" (pickle weights, if it has them, load only with {PICKLE_OPT_IN})"
         raise ModelError(f"cannot load the weights, tokenizer or image processor of {name!r}: {reason}") from None
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
         from hermes_policy.models.qwen_vl import QwenVLAdapter

@@ -52,13 +52,19 @@ class VideoSource(Protocol):
         ...
 
 
+#: sampling rates accepted, in frames per second: one frame in 1000 s up to high-speed footage; beyond them
+#: frame times overflow or underflow the float32 tensors positions are computed in
+FPS_RANGE = (1e-3, 1e3)
+
+
 def check_fps(fps: float, context: str) -> float:
-    """Return ``fps`` as a float, or raise VideoError naming ``context`` if it is not > 0."""
+    """Return ``fps`` as a float, or raise VideoError naming ``context`` if it is not in :data:`FPS_RANGE`."""
+    low, high = FPS_RANGE
     # bool is an int subclass; fps=True is always a mistake.
     if isinstance(fps, bool) or not isinstance(fps, (int, float)):
-        raise VideoError(f"{context}: fps must be a number > 0, got {fps!r}")
-    if not (math.isfinite(fps) and fps > 0):
-        raise VideoError(f"{context}: fps must be a finite number > 0, got {fps!r}")
+        raise VideoError(f"{context}: fps must be a number in [{low:g}, {high:g}], got {fps!r}")
+    if not (math.isfinite(fps) and low <= fps <= high):
+        raise VideoError(f"{context}: fps must be a number in [{low:g}, {high:g}] frames per second, got {fps!r}")
     return float(fps)
 
 
