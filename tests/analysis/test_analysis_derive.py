@@ -304,5 +304,5 @@ def test_role_thresholds_move_the_verdict_and_are_recorded(tmp_path, capsys):
     for bad in ("-1", "nan", "inf"):
         assert main(["derive", "--study", str(study), "--out", str(tmp_path / "x.json"), "--min-decay", bad]) == 2
         err = capsys.readouterr().err
-        assert "decay threshold must be a finite number >= 0" in err and "Traceback" not in err
+        assert "--min-decay must be a number in [0, 1000]" in err and "Traceback" not in err
         assert not (tmp_path / "x.json").exists()

@@ -128,7 +128,7 @@ def test_the_command_prints_json_and_writes_rows_and_figures(capsys, tmp_path):
     (["--frames", "16,x"], "--frames"),
     (["--strength", "-1"], "--strength"),
     (["--configs", "0"], "--configs"),
-    (["--min-concentration", "nan"], "concentration threshold"),
+    (["--min-concentration", "nan"], "--min-concentration must be a number in [0, 1]"),
     (["--seed", "2147483647", "--configs", "2"], "--seed must be between 0 and 2147483646"),
     (["--strength", "1e30"], "between 0 and 100"),
 ])

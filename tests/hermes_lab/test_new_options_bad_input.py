@@ -34,8 +34,8 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["--model", f"config:{bad_config}"], "model_type 'bert'"),
         (["--model", f"config:{bad_map}"], "not valid JSON"),
     ], [
-        (["--dist-timeout", "0"], "positive number of seconds"),
-        (["--dist-timeout", "nan"], "positive number of seconds"),
+        (["--dist-timeout", "0"], "--dist-timeout must be a number in [1, 2592000]"),
+        (["--dist-timeout", "nan"], "--dist-timeout must be a number in [1, 2592000]"),
         (["--gpus-per-rank", "0"], "positive number of GPUs"),
     ], [
         (["--videos", str(empty)], "lists no videos"),

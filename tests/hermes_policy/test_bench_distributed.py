@@ -82,7 +82,7 @@ def test_a_launch_without_distributed_is_refused_before_the_model_loads(monkeypa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dist-timeout", "0"], "--dist-timeout must be a positive"),
+    (["--dist-timeout", "0"], "--dist-timeout must be a number in [1, 2592000]"),
     (["--policies", "full,nope"], "unknown policy 'nope'"),
     (["--frames", "4,x"], "comma-separated integers"),
 ])

@@ -175,7 +175,7 @@ def test_a_rank_device_map_is_restricted_to_its_gpus() -> None:
 @pytest.mark.parametrize(("args", "match"), [
     (["--device-map", "auto"], "needs --gpus-per-rank"),
     (["--device-map", "auto", "--gpus-per-rank", "0"], "positive number of GPUs"),
-    (["--dist-timeout", "0"], "positive number of seconds"),
+    (["--dist-timeout", "0"], "--dist-timeout must be a number in [1, 2592000]"),
 ])
 def test_launch_checks_come_before_any_model_loads(args, match, data, tmp_path, monkeypatch, capsys) -> None:
     for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():

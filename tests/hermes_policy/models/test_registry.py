@@ -85,3 +85,64 @@ def test_saved_checkpoint_loads_by_path_and_streams_identically(name, tmp_path, 
     a.ingest(frames[:4])
     b.ingest(frames[:4])
     assert torch.allclose(a.question_logits("What?"), b.question_logits("What?"), atol=1e-5)
+
+
+def _pickle_checkpoint(folder, weights: bytes | None = None) -> QwenVLAdapter:
+    """A tiny Qwen2-VL checkpoint whose weights are a pickle (``pytorch_model.bin``), not safetensors."""
+    builtin = _tiny("tiny-qwen2-vl")
+    builtin.model.config.save_pretrained(folder)
+    builtin.tokenizer.save_pretrained(folder)
+    builtin.image_processor.save_pretrained(folder)
+    if weights is None:
+        torch.save(builtin.model.state_dict(), folder / "pytorch_model.bin")
+    else:
+        (folder / "pytorch_model.bin").write_bytes(weights)
+    return builtin
+
+
+def test_pickle_weights_load_only_when_asked(tmp_path, frames, capsys):
+    from hermes_lab.cli import main
+
+    builtin = _pickle_checkpoint(tmp_path)
+    with pytest.raises(ModelError, match=r"pickle weights only \(pytorch_model.bin\).*--allow-pickle-weights"):
+        load_model(str(tmp_path))
+    assert main(["stream", "--model", str(tmp_path), "--video", "synthetic:seed=1,frames=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--allow-pickle-weights" in err and "pytorch_model.bin" in err, err
+    loaded = load_model(str(tmp_path), dtype=torch.float32, allow_pickle=True)
+    loaded.max_pixels = builtin.max_pixels
+    a, b = StreamingSession(builtin), StreamingSession(loaded)
+    a.ingest(frames[:4])
+    b.ingest(frames[:4])
+    assert torch.allclose(a.question_logits("What?"), b.question_logits("What?"), atol=1e-5)
+
+
+def test_a_pickle_that_is_not_plain_tensors_is_one_line_even_when_allowed(tmp_path, capsys):
+    from hermes_lab.cli import main
+
+    import pickle
+
+    _pickle_checkpoint(tmp_path, pickle.dumps(print))  # a global, which the weights-only unpickler refuses
+    assert main(["stream", "--model", str(tmp_path), "--allow-pickle-weights"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights-only loader refused" in err, err
+
+
+def test_safetensors_only_is_asked_of_from_pretrained(monkeypatch, tmp_path):
+    """A hub repo (no local folder to look into) must fail rather than unpickle: use_safetensors=True."""
+    import transformers
+
+    Qwen2_5_VLConfig().save_pretrained(tmp_path)
+    seen = {}
+
+    def fake(name, **kwargs):
+        seen.update(kwargs)
+        raise OSError("no file named model.safetensors")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", fake)
+    with pytest.raises(ModelError, match="load only with --allow-pickle-weights"):
+        load_model(str(tmp_path))
+    assert seen["use_safetensors"] is True
+    with pytest.raises(ModelError):
+        load_model(str(tmp_path), allow_pickle=True)
+    assert seen["use_safetensors"] is None
