@@ -61,7 +61,7 @@ class AttentionEvent:
     """One layer's attention inputs during one forward.
 
     Attributes:
-        layer: decoder layer index.
+        layer: cache layer index (the decoder layer, counting only layers with attention and a KV cache).
         phase: one of :data:`PHASES`.
         query: (1, Hq, q, D) queries of the new tokens (after RoPE).
         key, value: (1, Hkv, S, D) every key/value the layer attends to, new ones last. ``value`` is
@@ -335,6 +335,8 @@ def hermes_attention(
     ctx = _ACTIVE.get()
     segments = ctx.segments if ctx is not None else None
     layer = getattr(module, "layer_idx", None)
+    if ctx is not None and layer is not None:
+        layer = ctx.cache.cache_layer(layer)  # observers count cache layers (a hybrid's attention layers)
     watchers = ctx.observers_for(layer) if ctx is not None and ctx.subscriptions else []
     if watchers and layer is None:
         raise RuntimeError("attention module has no layer_idx; cannot route observations")

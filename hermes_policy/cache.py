@@ -13,6 +13,15 @@ Writes go through a small transaction so a failure never leaves a half-updated c
 * :meth:`commit` makes the staged rows permanent in every layer;
 * :meth:`rollback` (also run by :meth:`transaction` on any exception, and by
   :meth:`scratch` always) cuts every layer back to where :meth:`begin` found it.
+
+**Hybrid models** (Qwen3.5: Gated DeltaNet linear attention in most layers, full
+attention in every fourth) give ``layer_types``. Only the full-attention layers hold
+keys and values, so only they are *cache layers*: every method here that takes a
+``layer`` counts those alone (cache layer ``l`` is model layer ``kv_layers[l]``), which
+is what policies, probes and the study see. The linear layers' fixed-size conv and
+recurrent state is carried exactly as the model leaves it, and is snapshotted by
+:meth:`begin` so that a rollback restores it byte for byte: a question asked, answered
+and rolled back leaves the recurrent state as it found it.
 """
 
 from __future__ import annotations
@@ -23,9 +32,15 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionCacheLayerMixin, LinearAttentionLayer
 
 from hermes_policy.rope import RotarySpec, dense_positions
 from hermes_policy.tokens import TokenMeta
+
+#: ``layer_types`` entry of a layer with a recurrent state instead of a KV cache
+LINEAR_ATTENTION = "linear_attention"
+_STATE_FIELDS = ("conv_states", "recurrent_states", "is_conv_states_initialized", "is_recurrent_states_initialized",
+                 "has_previous_state", "conv_kernel_size", "device", "dtype")
 
 
 @dataclass
@@ -33,21 +48,55 @@ class _Staged:
     positions: torch.Tensor  # (A, n)
     meta: TokenMeta  # n rows
     lengths: list[int]  # per-layer committed length when staging began
+    recurrent: dict[int, dict] | None = None  # model layer -> its linear-attention state when staging began
+
+
+def _snapshot(layer: LinearAttentionCacheLayerMixin) -> dict:
+    """A copy of a linear-attention layer's state that later forwards cannot touch (they update in place)."""
+    copy = {}
+    for name in _STATE_FIELDS:
+        value = getattr(layer, name)
+        if isinstance(value, dict):
+            value = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+        copy[name] = value
+    return copy
+
+
+def _restore(layer: LinearAttentionCacheLayerMixin, snapshot: dict) -> None:
+    for name, value in snapshot.items():
+        setattr(layer, name, dict(value) if isinstance(value, dict) else value)
 
 
 class CompactCache(DynamicCache):
     """Per-layer keys, values, positions and token metadata.
 
     Args:
-        num_layers: decoder layers of the model.
+        num_layers: cache layers: the model's decoder layers that hold keys and values.
         rotary: how positions map to key rotations (re-indexing needs it).
+        layer_types: a hybrid model's per-decoder-layer types (``"full_attention"`` /
+            ``"linear_attention"``); None: every layer is an attention layer.
 
     Shapes: layer ``l`` holds keys/values of shape (1, Hkv, S_l, D), positions
     (A, S_l) long with A = ``rotary.n_axes``, and ``S_l`` metadata rows.
     """
 
-    def __init__(self, num_layers: int, rotary: RotarySpec) -> None:
-        super().__init__()
+    def __init__(self, num_layers: int, rotary: RotarySpec, layer_types: list[str] | None = None) -> None:
+        if layer_types is not None and LINEAR_ATTENTION in layer_types:
+            kv_layers = tuple(i for i, t in enumerate(layer_types) if t != LINEAR_ATTENTION)
+            if len(kv_layers) != num_layers:
+                raise ValueError(f"{num_layers} cache layers, but layer_types has {len(kv_layers)} with attention")
+            # made up front: transformers' lazy layers would all be plain KV layers
+            Cache.__init__(self, layers=[LinearAttentionLayer() if t == LINEAR_ATTENTION else DynamicLayer()
+                                         for t in layer_types])
+        else:
+            super().__init__()
+            kv_layers = tuple(range(num_layers))
+        #: model layer index of each cache layer
+        self.kv_layers = kv_layers
+        self._model_to_kv = {m: i for i, m in enumerate(kv_layers)}
+        #: model layers with a recurrent state instead of keys and values
+        self.recurrent_layers = tuple(i for i, layer in enumerate(self.layers)
+                                      if isinstance(layer, LinearAttentionCacheLayerMixin))
         self.num_layers = num_layers
         self.rotary = rotary
         self._positions = [torch.empty(rotary.n_axes, 0, dtype=torch.long) for _ in range(num_layers)]
@@ -57,6 +106,14 @@ class CompactCache(DynamicCache):
         self.policy_state: dict = {}
 
     # ------------------------------------------------------------------ reading
+    def kv_layer(self, layer: int) -> DynamicLayer:
+        """The transformers layer object holding cache layer ``layer``'s keys and values."""
+        return self.layers[self.kv_layers[layer]]
+
+    def cache_layer(self, model_layer: int) -> int | None:
+        """The cache layer of a model decoder layer (its attention's ``layer_idx``); None for a linear one."""
+        return self._model_to_kv.get(model_layer)
+
     def layer_len(self, layer: int) -> int:
         """Committed rows in ``layer`` (staged rows not counted)."""
         return self._positions[layer].shape[1]
@@ -70,10 +127,10 @@ class CompactCache(DynamicCache):
 
     def keys(self, layer: int) -> torch.Tensor:
         """(1, Hkv, S_l, D) committed keys (after RoPE)."""
-        return self.layers[layer].keys[..., : self.layer_len(layer), :]
+        return self.kv_layer(layer).keys[..., : self.layer_len(layer), :]
 
     def values(self, layer: int) -> torch.Tensor:
-        return self.layers[layer].values[..., : self.layer_len(layer), :]
+        return self.kv_layer(layer).values[..., : self.layer_len(layer), :]
 
     def key_positions(self, layer: int) -> torch.Tensor:
         """(A, S) positions of every key the layer's attention sees now, staged rows included."""
@@ -88,16 +145,19 @@ class CompactCache(DynamicCache):
         return TokenMeta.cat([self._meta[layer], self._staged.meta])
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Rows ``layer_idx`` attends to now: committed, plus any a staged forward has appended.
+        """Rows model layer ``layer_idx`` attends to now: committed, plus any a staged forward has appended.
 
         Overrides transformers' version, which reads layer 0 only. This is a count of
         rows, not a position: after eviction layers hold different counts and positions
         keep their gaps, so it must never be used to place new tokens. The session
         always passes explicit ``position_ids`` for that reason; see :attr:`next_position`.
+        Transformers calls it with a *model* layer index; a linear-attention layer holds no rows.
         """
-        if not 0 <= layer_idx < self.num_layers:
-            raise IndexError(f"layer {layer_idx} is out of range for a cache of {self.num_layers} layers")
-        if layer_idx >= len(self.layers) or not self.layers[layer_idx].is_initialized:
+        n_model = len(self.kv_layers) + len(self.recurrent_layers)
+        if not 0 <= layer_idx < n_model:
+            raise IndexError(f"layer {layer_idx} is out of range for a cache of {n_model} layers")
+        if layer_idx >= len(self.layers) or layer_idx in self.recurrent_layers or \
+                not self.layers[layer_idx].is_initialized:
             return 0
         return self.layers[layer_idx].keys.shape[-2]
 
@@ -110,34 +170,66 @@ class CompactCache(DynamicCache):
         tops = [int(p.max()) + 1 for p in self._positions if p.numel()]
         return max(tops, default=0)
 
+    def _kv_objects(self) -> list[DynamicLayer]:
+        return [self.layers[m] for m in self.kv_layers if m < len(self.layers) and self.layers[m].is_initialized]
+
     @property
     def kv_bytes(self) -> int:
         """Bytes of key and value storage actually held (what the budget is about)."""
         total = 0
-        for layer in self.layers:
-            if layer.is_initialized:
-                total += layer.keys.untyped_storage().nbytes() + layer.values.untyped_storage().nbytes()
+        for layer in self._kv_objects():
+            total += layer.keys.untyped_storage().nbytes() + layer.values.untyped_storage().nbytes()
+        return total
+
+    @property
+    def recurrent_bytes(self) -> int:
+        """Bytes of the linear-attention layers' conv and recurrent state: fixed, whatever the stream's length."""
+        total = 0
+        for m in self.recurrent_layers:
+            layer = self.layers[m]
+            for states in (layer.conv_states, layer.recurrent_states):
+                total += sum(t.untyped_storage().nbytes() for t in states.values() if isinstance(t, torch.Tensor))
         return total
 
     @property
     def kv_bytes_by_device(self) -> dict[str, int]:
         """:attr:`kv_bytes` per device: each layer's keys and values live on that layer's device."""
         totals: dict[str, int] = {}
-        for layer in self.layers:
-            if layer.is_initialized:
-                device = str(layer.keys.device)
-                totals[device] = (totals.get(device, 0) + layer.keys.untyped_storage().nbytes()
-                                  + layer.values.untyped_storage().nbytes())
+        for layer in self._kv_objects():
+            device = str(layer.keys.device)
+            totals[device] = (totals.get(device, 0) + layer.keys.untyped_storage().nbytes()
+                              + layer.values.untyped_storage().nbytes())
         return totals
 
     @property
     def nbytes(self) -> int:
-        """All bytes held: keys, values, positions and token metadata."""
+        """All bytes held: keys, values, positions, token metadata and any recurrent state."""
         side = sum(p.untyped_storage().nbytes() + m.nbytes for p, m in zip(self._positions, self._meta))
-        return self.kv_bytes + side
+        return self.kv_bytes + side + self.recurrent_bytes
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing written yet: no rows in any layer and no recurrent state."""
+        if any(self.layer_len(i) for i in range(self.num_layers)):
+            return False
+        return not any(any(self.layers[m].is_recurrent_states_initialized.values()) or
+                       any(self.layers[m].is_conv_states_initialized.values()) for m in self.recurrent_layers)
 
     def lengths(self) -> list[int]:
         return [self.layer_len(i) for i in range(self.num_layers)]
+
+    def to_dynamic(self) -> DynamicCache:
+        """A plain transformers ``DynamicCache`` holding copies of the committed keys and values (and a hybrid's
+        recurrent state): what a stock model would attend to, for oracles that run without this cache."""
+        plain = DynamicCache()
+        if self.recurrent_layers:
+            Cache.__init__(plain, layers=[LinearAttentionLayer() if m in self.recurrent_layers else DynamicLayer()
+                                          for m in range(len(self.layers))])
+            for m in self.recurrent_layers:
+                _restore(plain.layers[m], _snapshot(self.layers[m]))
+        for i, m in enumerate(self.kv_layers):
+            plain.update(self.keys(i).clone(), self.values(i).clone(), m)
+        return plain
 
     # ------------------------------------------------------------ transactions
     def begin(self, positions: torch.Tensor, meta: TokenMeta) -> None:
@@ -151,14 +243,16 @@ class CompactCache(DynamicCache):
             raise RuntimeError("CompactCache.begin called while another write is staged")
         if positions.shape != (self.rotary.n_axes, len(meta)):
             raise ValueError(f"positions must be ({self.rotary.n_axes}, {len(meta)}), got {tuple(positions.shape)}")
-        self._staged = _Staged(positions.to(torch.long).cpu(), meta, self.lengths())
+        recurrent = {m: _snapshot(self.layers[m]) for m in self.recurrent_layers} if self.recurrent_layers else None
+        self._staged = _Staged(positions.to(torch.long).cpu(), meta, self.lengths(), recurrent)
 
     def commit(self) -> None:
         """Make the staged rows permanent in every layer."""
         staged = self._require_staged()
         n = len(staged.meta)
         for i in range(self.num_layers):
-            got = self.layers[i].get_seq_length() if i < len(self.layers) else 0
+            m = self.kv_layers[i]
+            got = self.layers[m].get_seq_length() if m < len(self.layers) else 0
             if got != staged.lengths[i] + n:
                 raise RuntimeError(f"layer {i} holds {got} rows, expected {staged.lengths[i] + n} after the forward")
             self._positions[i] = torch.cat([self._positions[i], staged.positions], dim=1)
@@ -169,10 +263,13 @@ class CompactCache(DynamicCache):
         """Cut every layer back to its length at :meth:`begin`, freeing the appended rows."""
         staged = self._require_staged()
         for i, n in enumerate(staged.lengths):
-            if i < len(self.layers) and self.layers[i].is_initialized and self.layers[i].get_seq_length() > n:
+            m = self.kv_layers[i]
+            if m < len(self.layers) and self.layers[m].is_initialized and self.layers[m].get_seq_length() > n:
                 # clone() so the storage that held the discarded rows is really released
-                self.layers[i].keys = self.layers[i].keys[..., :n, :].clone()
-                self.layers[i].values = self.layers[i].values[..., :n, :].clone()
+                self.layers[m].keys = self.layers[m].keys[..., :n, :].clone()
+                self.layers[m].values = self.layers[m].values[..., :n, :].clone()
+        for m, snapshot in (staged.recurrent or {}).items():
+            _restore(self.layers[m], snapshot)
         self._staged = None
 
     @contextmanager
@@ -224,7 +321,7 @@ class CompactCache(DynamicCache):
             raise IndexError(f"keep indices out of range for layer {layer} with {n} rows")
         if keep.numel() == n and torch.equal(keep, torch.arange(n)):
             return
-        kv = self.layers[layer]
+        kv = self.kv_layer(layer)
         device_keep = keep.to(kv.keys.device)
         # index_select allocates fresh compact storage; the old tensors are dropped
         kv.keys = kv.keys.index_select(-2, device_keep)
@@ -266,7 +363,7 @@ class CompactCache(DynamicCache):
         Args:
             key, value: (1, Hkv, D) tensors.
         """
-        kv = self.layers[layer]
+        kv = self.kv_layer(layer)
         kv.keys[..., row, :] = key.to(kv.keys.dtype)
         kv.values[..., row, :] = value.to(kv.values.dtype)
 
@@ -286,7 +383,7 @@ class CompactCache(DynamicCache):
                 f"layer parts disagree: keys {tuple(keys.shape)}, values {tuple(values.shape)}, "
                 f"positions {tuple(positions.shape)}, {len(meta)} meta rows"
             )
-        kv = self.layers[layer]
+        kv = self.kv_layer(layer)
         kv.keys, kv.values = keys, values
         self._positions[layer] = positions.to(torch.long).cpu()
         self._meta[layer] = meta
@@ -311,7 +408,7 @@ class CompactCache(DynamicCache):
         delta = new - old
         if old.numel() == 0 or not bool(delta.any()):
             return
-        kv = self.layers[layer]
+        kv = self.kv_layer(layer)
         kv.keys = self.rotary.rotate(kv.keys, delta.to(kv.keys.device))
         self._positions[layer] = new
 

@@ -13,6 +13,11 @@ forward (on CPU, as much as ingesting a chunk). That is ``pseudo_query="embeddin
 The rows are handed to observers as ordinary ``probe`` events, through
 :func:`hermes_policy.attention.notify`, so HERMES's scorer and the probes read
 them exactly as they read a forward's. A layer no observer wants is not computed.
+
+Queries and keys are made as the layer's own attention makes them: Qwen3's
+per-head ``q_norm`` / ``k_norm`` are applied, Qwen3.5's gated query projection
+is split from its gate, and only the rotary dimensions are rotated. A hybrid's
+linear-attention layers have no attention and are not probed.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ PSEUDO_QUERY_DEPTHS: tuple[str, ...] = ("forward", "embedding")
 
 
 def decoder_layers(adapter: ModelAdapter) -> list[nn.Module]:
-    """The decoder layers, each with ``input_layernorm`` and ``self_attn.{q,k}_proj`` (Llama / Qwen2 layout)."""
-    layers = list(getattr(adapter.text_model, "layers", ()))
+    """The decoder layers with attention, one per cache layer, each with ``input_layernorm`` and
+    ``self_attn.{q,k}_proj`` (Llama / Qwen2 / Qwen3 layout)."""
+    every = list(getattr(adapter.text_model, "layers", ()))
+    layers = [every[i] for i in adapter.kv_layers] if len(every) == adapter.num_model_layers else every
     for layer in layers:
         attn = getattr(layer, "self_attn", None)
         if not hasattr(layer, "input_layernorm") or not all(hasattr(attn, n) for n in ("q_proj", "k_proj")):
@@ -56,9 +63,19 @@ def _execution_device(module: nn.Module) -> torch.device:
     return device
 
 
-def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """(1, n, H*D) -> (1, H, n, D)."""
-    return x.view(1, x.shape[1], -1, head_dim).transpose(1, 2)
+def _project(attn: nn.Module, proj: nn.Module, norm_name: str, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(1, n, hidden) -> (1, H, n, D) before RoPE, as the attention module computes it."""
+    out = proj(x)
+    n_heads = out.shape[-1] // head_dim
+    if proj is attn.q_proj and out.shape[-1] == 2 * getattr(attn.config, "num_attention_heads", -1) * head_dim:
+        # Qwen3.5's gated attention: each head's query is followed by its output gate
+        out = out.view(1, x.shape[1], n_heads // 2, 2 * head_dim)[..., :head_dim]
+    else:
+        out = out.view(1, x.shape[1], n_heads, head_dim)
+    norm = getattr(attn, norm_name, None)
+    if norm is not None:
+        out = norm(out)
+    return out.transpose(1, 2)
 
 
 @torch.no_grad()
@@ -87,8 +104,8 @@ def embedding_probe(adapter: ModelAdapter, cache: CompactCache, packed: EncodedC
             masks[device] = right_aligned_causal_mask(n, n, device=device, segments=ctx.segments)
         cos, sin = rotation[device]
         x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
-        query = RotarySpec.apply(_heads(attn.q_proj(x), head_dim), cos, sin)
-        own_keys = RotarySpec.apply(_heads(attn.k_proj(x), head_dim), cos, sin)
+        query = RotarySpec.apply(_project(attn, attn.q_proj, "q_norm", x, head_dim), cos, sin)
+        own_keys = RotarySpec.apply(_project(attn, attn.k_proj, "k_norm", x, head_dim), cos, sin)
         cached = cache.keys(index)
         key = torch.cat([cached, own_keys.to(cached.device, cached.dtype)], dim=2)
         query = query.to(key.device)

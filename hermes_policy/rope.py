@@ -11,8 +11,14 @@ They differ only in which position axis drives each frequency:
 * 1-D RoPE (Llama, Qwen2, SmolLM2): one axis drives every frequency.
 * M-RoPE (Qwen2-VL, Qwen2.5-VL): ``mrope_section = [s_t, s_h, s_w]`` splits the
   D/2 frequencies into consecutive temporal, height and width sections.
+* Interleaved M-RoPE (Qwen3-VL, Qwen3.5): frequency ``j`` follows height when
+  ``j % 3 == 1`` and ``j < 3 s_h``, width when ``j % 3 == 2`` and ``j < 3 s_w``,
+  else time, so every axis gets fast and slow frequencies alike.
 
-:class:`RotarySpec` captures exactly that mapping, so one code path serves both.
+Some models rotate only the first ``R < D`` dimensions of a head (Qwen3.5's
+``partial_rotary_factor``); the rest pass through unrotated, and so they do here.
+
+:class:`RotarySpec` captures exactly that mapping, so one code path serves them all.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class RotarySpec:
         n_axes: 1 for 1-D RoPE, 3 for M-RoPE (temporal, height, width).
         max_position: the largest position the model was trained for; lazy
             re-indexing compacts positions before they get there.
+
+    The rotated dimensions are the first ``2 * len(inv_freq)`` of a head; any beyond them are not rotated.
     """
 
     inv_freq: torch.Tensor
@@ -59,8 +67,23 @@ class RotarySpec:
         axis = torch.cat([torch.full((n,), i % 3, dtype=torch.long) for i, n in enumerate(mrope_section)])
         return cls(inv_freq, axis, 3, max_position)
 
+    @classmethod
+    def interleaved(cls, inv_freq: torch.Tensor, mrope_section: list[int], max_position: int) -> "RotarySpec":
+        """Interleaved M-RoPE as in Qwen3-VL: height takes frequencies 1, 4, 7, ... (``s_h`` of them), width
+        2, 5, 8, ... (``s_w``), time every other one."""
+        inv_freq = inv_freq.detach().float().cpu()
+        if sum(mrope_section) != inv_freq.numel() or len(mrope_section) != 3:
+            raise ValueError(f"mrope_section {mrope_section} must be 3 sections summing to the rotary "
+                             f"frequencies ({inv_freq.numel()})")
+        j = torch.arange(inv_freq.numel())
+        axis = torch.zeros_like(j)
+        for a in (1, 2):
+            axis[(j % 3 == a) & (j < 3 * mrope_section[a])] = a
+        return cls(inv_freq, axis, 3, max_position)
+
     @property
-    def head_dim(self) -> int:
+    def rotary_dim(self) -> int:
+        """How many leading dimensions of a head are rotated (the whole head unless the model rotates part)."""
         return 2 * self.inv_freq.numel()
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
@@ -97,11 +120,16 @@ class RotarySpec:
 
     @staticmethod
     def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate (..., S, D) ``x`` by precomputed (S, D) ``cos``/``sin``; float32 math, ``x``'s dtype out."""
-        k = x.float()
-        half = k.shape[-1] // 2
+        """Rotate (..., S, D) ``x`` by precomputed (S, R) ``cos``/``sin``; float32 math, ``x``'s dtype out.
+
+        The first R dimensions are rotated; the other D - R pass through (R = D for most models).
+        """
+        rd = cos.shape[-1]
+        k = x[..., :rd].float()
+        half = rd // 2
         rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
-        return (k * cos + rotated_half * sin).to(x.dtype)
+        rotated = (k * cos + rotated_half * sin).to(x.dtype)
+        return rotated if rd == x.shape[-1] else torch.cat([rotated, x[..., rd:]], dim=-1)
 
 
 def dense_positions(positions: torch.Tensor) -> torch.Tensor:

@@ -172,7 +172,7 @@ class StreamingSession:
         group = adapter.frames_per_group
         self.chunk_frames = -(-self.config.chunk_frames // group) * group
         adapter.set_attention(ATTENTION_NAME)
-        self.cache = CompactCache(adapter.num_layers, adapter.rotary)
+        self.cache = CompactCache(adapter.num_layers, adapter.rotary, adapter.layer_types)
         self.template = adapter.template(self.config.system_prompt)
         self._subscriptions: list[Subscription] = []
         self.frames_seen = 0
@@ -256,6 +256,7 @@ class StreamingSession:
                 position_ids=self.adapter.position_ids(chunk.positions),
                 past_key_values=self.cache,
                 use_cache=True,
+                **self.adapter.forward_kwargs(chunk),
             )
         return out.last_hidden_state
 
@@ -396,6 +397,10 @@ class StreamingSession:
             raise ValueError(f"depth must be one of {PSEUDO_QUERY_DEPTHS}, got {depth!r}")
         if self.frames_seen == 0:
             raise SessionError("no frame has been streamed yet; a pseudo-query needs a cache to look at")
+        if depth == "forward" and len(prompts) > 1 and not self.packable:
+            for tag, prompt in prompts.items():  # a recurrent layer would carry one prompt into the next
+                self.pseudo_queries({tag: prompt}, depth)
+            return
         parts, segments, start = [], [], 0
         for tag, prompt in prompts.items():
             chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
@@ -410,6 +415,13 @@ class StreamingSession:
             observers = [*self.policy.observers(), *self._subscriptions]
             with streaming_context(self.cache, "probe", observers, segments=segments) as ctx:
                 embedding_probe(self.adapter, self.cache, packed, ctx)
+
+    @property
+    def packable(self) -> bool:
+        """Whether independent prompts may share one forward as :class:`Segment` s. A hybrid's linear-attention
+        layers cannot be masked (their recurrent state runs through the whole forward), so there each prompt
+        gets its own forward from the same state."""
+        return not self.cache.recurrent_layers
 
     @torch.no_grad()
     def question_logits(self, question: str, options: Sequence[str] | None = None) -> torch.Tensor:
@@ -477,8 +489,12 @@ class StreamingSession:
             begin += len(parts[-1])
         packed = EncodedChunk.cat(parts)
         start = time.perf_counter()
-        with self._policy_question(text), self.cache.scratch(packed.positions, packed.meta):
-            hidden = self._forward(packed, "ask", keep=False, segments=segments)[0]
+        with self._policy_question(text):
+            if self.packable:
+                with self.cache.scratch(packed.positions, packed.meta):
+                    hidden = self._forward(packed, "ask", keep=False, segments=segments)[0]
+            else:  # one forward per option, each from the stream's own state (see packable)
+                hidden = torch.cat([self._scratch_hidden(part) for part in parts])
             scores = []
             for segment, ids in zip(segments, answers):
                 # rows from the question's last token on predict the option's tokens, then the end
@@ -486,6 +502,11 @@ class StreamingSession:
                 logp = torch.log_softmax(self.adapter.lm_head(rows).float(), dim=-1).cpu()
                 scores.append(logp[torch.arange(len(ids)), ids].sum() + torch.logsumexp(logp[len(ids), stop], 0))
         return torch.stack(scores), (time.perf_counter() - start) * 1000
+
+    def _scratch_hidden(self, chunk: EncodedChunk) -> torch.Tensor:
+        """(n, hidden) last hidden states of ``chunk`` prefilled on the cache and rolled back."""
+        with self.cache.scratch(chunk.positions, chunk.meta):
+            return self._forward(chunk, "ask", keep=False)[0]
 
     @contextmanager
     def _policy_question(self, text: str) -> Iterator[None]:

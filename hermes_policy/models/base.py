@@ -24,6 +24,10 @@ VIDEO_PLACEHOLDER = "\u2063HERMES_VIDEO\u2063"
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant watching a live video stream. Answer briefly."
 
+#: families that write a frame's number or time as text count a frame's tokens for a frame this far into the
+#: stream (in seconds, or frames): an upper bound for streams of up to an hour; each further digit adds a token
+FRAME_TEXT_HORIZON = 3599
+
 
 @dataclass
 class EncodedChunk:
@@ -33,11 +37,15 @@ class EncodedChunk:
         embeds: (n, hidden) input embeddings in the model dtype.
         positions: (A, n) long positions (A = 1 for 1-D RoPE, 3 for M-RoPE).
         meta: per-token metadata.
+        deepstack: (K, n, hidden) features added to the hidden states of the image-patch tokens after each
+            of the first K decoder layers (Qwen3-VL's DeepStack: merged features of deeper vision-encoder
+            layers), zero rows for the other tokens; None when the chunk has none (text, most families).
     """
 
     embeds: torch.Tensor
     positions: torch.Tensor
     meta: TokenMeta
+    deepstack: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.embeds.shape[0]
@@ -45,6 +53,8 @@ class EncodedChunk:
             raise ValueError(
                 f"chunk parts disagree: {n} embeddings, {self.positions.shape[1]} positions, {len(self.meta)} meta rows"
             )
+        if self.deepstack is not None and (self.deepstack.ndim != 3 or self.deepstack.shape[1] != n):
+            raise ValueError(f"deepstack must be (K, {n}, hidden), got {tuple(self.deepstack.shape)}")
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -56,10 +66,19 @@ class EncodedChunk:
 
     @classmethod
     def cat(cls, parts: list["EncodedChunk"]) -> "EncodedChunk":
+        stacks = [p.deepstack for p in parts if p.deepstack is not None]
+        deepstack = None
+        if stacks:
+            k, hidden = stacks[0].shape[0], stacks[0].shape[2]
+            if any(s.shape[0] != k for s in stacks):
+                raise ValueError("parts with different numbers of DeepStack layers cannot be joined")
+            deepstack = torch.cat([p.deepstack if p.deepstack is not None else
+                                   stacks[0].new_zeros(k, len(p), hidden) for p in parts], dim=1)
         return cls(
             torch.cat([p.embeds for p in parts]),
             torch.cat([p.positions for p in parts], dim=1),
             TokenMeta.cat([p.meta for p in parts]),
+            deepstack,
         )
 
 
@@ -133,7 +152,27 @@ class ModelAdapter(ABC):
         return self.model.config.get_text_config(decoder=True)
 
     @property
+    def layer_types(self) -> list[str] | None:
+        """A hybrid model's per-decoder-layer types (``full_attention`` / ``linear_attention``); None: all attention."""
+        types = getattr(self.text_config, "layer_types", None)
+        return list(types) if types and "linear_attention" in types else None
+
+    @property
+    def kv_layers(self) -> tuple[int, ...]:
+        """The decoder layers with attention and a KV cache: every one, unless the model is hybrid."""
+        types = self.layer_types
+        if types is None:
+            return tuple(range(self.text_config.num_hidden_layers))
+        return tuple(i for i, t in enumerate(types) if t != "linear_attention")
+
+    @property
     def num_layers(self) -> int:
+        """Layers the runtime sees: decoder layers with attention (all of them but a hybrid's linear ones)."""
+        return len(self.kv_layers)
+
+    @property
+    def num_model_layers(self) -> int:
+        """Every decoder layer, with attention or not."""
         return self.text_config.num_hidden_layers
 
     @property
@@ -191,6 +230,14 @@ class ModelAdapter(ABC):
         """The tokens that close the video and ask; a family may prepend special embeddings."""
         return self.encode_text(text, start)
 
+    def forward_kwargs(self, chunk: EncodedChunk) -> dict:
+        """What the decoder stack takes for ``chunk`` besides embeddings, positions and the cache.
+
+        Qwen3-VL's DeepStack features go in here, so a streamed chunk gets exactly what a full
+        forward gives those tokens. Default: nothing.
+        """
+        return {}
+
     def position_ids(self, positions: torch.Tensor) -> torch.Tensor:
         """Positions as the model's forward wants them: (1, n) for 1-D, (3, 1, n) for M-RoPE."""
         p = positions.to(self.device)
@@ -209,10 +256,20 @@ class ModelAdapter(ABC):
     def tokens_per_frame(self, height: int, width: int) -> int:
         """Video tokens one frame group of this size adds to the cache (frame text included)."""
 
+    @property
+    def family(self) -> str:
+        """The family's short name from the family table (``qwen3-vl``, ``llava-ov``, ...); ``embedded`` for
+        the models trained here."""
+        from hermes_policy.models.families import family_of
+
+        found = family_of(getattr(self.model.config, "model_type", None))
+        return found.name if found is not None else "embedded"
+
     def describe(self) -> dict:
-        return {
+        info = {
             "name": self.name,
-            "family": type(self).__name__,
+            "family": self.family,
+            "adapter": type(self).__name__,
             "layers": self.num_layers,
             "heads": self.num_heads,
             "kv_heads": self.num_kv_heads,
@@ -223,6 +280,10 @@ class ModelAdapter(ABC):
             "dtype": str(self.dtype).removeprefix("torch."),
             "weights": self.weights,
         }
+        if self.layer_types is not None:  # a hybrid: which decoder layers have attention (the others recur)
+            info["model_layers"] = self.num_model_layers
+            info["kv_layers"] = list(self.kv_layers)
+        return info
 
 
 class ConditionalGenerationAdapter(ModelAdapter):

@@ -289,7 +289,7 @@ class ReKVPolicy(ScoringPolicy):
         state["saved"] = {
             "next_position": session.next_position,
             "layers": [
-                (cache.layers[i].keys, cache.layers[i].values, cache.positions(i), cache.meta(i))
+                (cache.kv_layer(i).keys, cache.kv_layer(i).values, cache.positions(i), cache.meta(i))
                 for i in range(cache.num_layers)
             ],
         }

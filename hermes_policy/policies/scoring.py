@@ -12,7 +12,8 @@ rest after every chunk, the same way for every such policy:
 3. per pruned layer: keep the top-``budget`` video tokens by score (ties go as
    ``torch.topk`` breaks them), back in time order, plus every non-video row
    (the system prefix, summary slots) unless :attr:`~ScoringPolicy.keep_other`
-   is False; :meth:`~ScoringPolicy.before_evict` may still add rows or act on
+   is False; a frame's text rows (Qwen3-VL's timestamps) go with its patches
+   (:func:`top_units`); :meth:`~ScoringPolicy.before_evict` may still add rows or act on
    the dropped ones (HERMES folds them into a summary slot, ReKV offloads
    them), then ``cache.evict``, then :meth:`~ScoringPolicy.on_evict` re-aligns
    any row-aligned state (SnapKV's running scores).
@@ -36,6 +37,39 @@ if TYPE_CHECKING:
 def recency(n: int) -> torch.Tensor:
     """(n,) long score of n video tokens by age: the newest (last) scores highest, no ties."""
     return torch.arange(n)
+
+
+def top_units(score: torch.Tensor, frame: torch.Tensor, patch: torch.Tensor, budget: int) -> torch.Tensor:
+    """Which of T video tokens to keep when frames carry text (Qwen3-VL's ``<t seconds>`` timestamps and
+    vision delimiters): a frame's text rows are kept exactly when at least one of its patches is, and they
+    count against the budget.
+
+    Patches are taken best first; the first patch of a frame also pays for that frame's text; taking stops
+    at the first patch that would pass the budget. Without text rows this is ``torch.topk``.
+
+    Args:
+        score: (T,) scores of the video tokens (the text rows' own scores are not used).
+        frame, patch: (T,) their frame index and in-frame patch index (``NOT_A_PATCH`` for text).
+
+    Returns:
+        (T,) bool, the tokens kept: at most ``budget`` of them.
+    """
+    chosen = torch.zeros(score.numel(), dtype=torch.bool)
+    is_text = patch < 0
+    if not bool(is_text.any()):
+        chosen[torch.topk(score, min(budget, score.numel())).indices] = True
+        return chosen
+    patches = torch.nonzero(~is_text).flatten()
+    order = patches[torch.sort(score[patches], descending=True, stable=True).indices]
+    frames, first_seen = torch.unique(frame[order], return_inverse=True)
+    rank = torch.arange(order.numel())
+    first = torch.full((frames.numel(),), order.numel(), dtype=torch.long).scatter_reduce(0, first_seen, rank, "amin")
+    text_of = (frame[is_text][:, None] == frames[None, :]).sum(0)  # text rows per frame
+    cost = torch.cumsum(1 + torch.where(rank == first[first_seen], text_of[first_seen], 0), 0)
+    taken = order[cost <= budget]
+    chosen[taken] = True
+    chosen |= is_text & torch.isin(frame, frame[taken])
+    return chosen
 
 
 @dataclass
@@ -95,7 +129,8 @@ class ScoringPolicy(Policy):
         At most ``budget`` video tokens are kept: all of them when they fit (no
         scoring), else the top ``budget`` by :meth:`score`.
         """
-        is_video = session.cache.meta(layer).is_video
+        meta = session.cache.meta(layer)
+        is_video = meta.is_video
         video = torch.nonzero(is_video).flatten()
         chosen = torch.ones(video.numel(), dtype=torch.bool)
         if video.numel() > budget:
@@ -103,6 +138,6 @@ class ScoringPolicy(Policy):
             if score.shape != video.shape:
                 raise RuntimeError(f"{self.name}: score of layer {layer} has shape {tuple(score.shape)}, "
                                    f"expected ({video.numel()},), one per video token")
-            chosen = torch.zeros(video.numel(), dtype=torch.bool)
-            chosen[torch.topk(score, budget).indices] = True
+            # a frame's text (timestamp, delimiters) stays with its patches: kept with them, dropped with them
+            chosen = top_units(score, meta.frame[video], meta.patch[video], budget)
         return keep_rows(is_video, torch.nonzero(chosen).flatten(), self.keep_other), video[~chosen]
