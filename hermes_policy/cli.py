@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
             failure = e  # the answers given before it are kept and printed, then the error
         result = {
             "model": model,
+            "family": adapter.family,
             "policy": mem_policy.name,
             "budget": getattr(mem_policy, "budget", None),
             "frames": session.frames_seen,

@@ -28,6 +28,7 @@ import torch
 from hermes_policy.errors import ModelError
 from hermes_policy.jsonfile import read_json
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.models.families import QWEN_SPECIALS, SUPPORTED_ARCHITECTURES, Family, family_of
 
 CONFIG_PREFIX = "config:"
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -35,7 +36,6 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 PROCESSOR_KEY = "hermes_lab_processor"
 #: the line every table, page and summary of a ``config:`` model carries
 RANDOM_WEIGHTS_NOTE = "weights: random (a config: model): answers are meaningless; only time and memory are real"
-FAMILIES = {"qwen2_vl": "qwen", "qwen2_5_vl": "qwen", "llava_onevision": "llava-ov"}
 
 
 def config_names() -> list[str]:
@@ -64,9 +64,10 @@ def read_config(spec: str) -> tuple[Any, dict[str, Any]]:
 
     path = config_path(spec)
     data = read_json(path, ModelError, "config")
-    if not isinstance(data, dict) or data.get("model_type") not in FAMILIES:
+    if not isinstance(data, dict) or family_of(data.get("model_type")) is None:
         kind = data.get("model_type") if isinstance(data, dict) else type(data).__name__
-        raise ModelError(f"config {path} has model_type {kind!r}; config: models support {', '.join(FAMILIES)}")
+        raise ModelError(f"config {path} has model_type {kind!r}; config: models support "
+                         f"{', '.join(SUPPORTED_ARCHITECTURES)}")
     processor = data.pop(PROCESSOR_KEY, {}) or {}
     for key in ("_name_or_path", "transformers_version", "architectures"):
         data.pop(key, None)
@@ -90,16 +91,15 @@ def meta_model(spec: str) -> torch.nn.Module:
         return _model_class(config)._from_config(config, dtype=torch.bfloat16)
 
 
-def _byte_tokenizer_for(config, family: str):
+def _byte_tokenizer_for(config, family: Family):
     from hermes_policy.models.byte_tokenizer import byte_tokenizer
-    from hermes_policy.models.tiny import LLAVA_SPECIALS, QWEN_SPECIALS
 
-    tok = byte_tokenizer(QWEN_SPECIALS if family == "qwen" else LLAVA_SPECIALS)
+    tok = byte_tokenizer(family.specials)
     text = config.get_text_config()
     for key, token in (("bos_token_id", "<|endoftext|>"), ("eos_token_id", "<|im_end|>"),
                        ("pad_token_id", "<|endoftext|>")):
         setattr(text, key, tok.convert_tokens_to_ids(token))
-    if family == "qwen":
+    if family.specials == QWEN_SPECIALS:
         for key, token in zip(("vision_start_token_id", "vision_end_token_id", "video_token_id", "image_token_id"),
                               QWEN_SPECIALS):
             setattr(config, key, tok.convert_tokens_to_ids(token))
@@ -113,26 +113,14 @@ def build_config_model(spec: str, dtype: torch.dtype | None = None, device: str 
                        seed: int = 0) -> ModelAdapter:
     """``config:NAME`` as an adapter: real architecture, seeded random weights in ``dtype`` on ``device``."""
     config, processor = read_config(spec)
-    family = FAMILIES[config.model_type]
+    family = family_of(config.model_type)
     dtype = dtype or torch.bfloat16
     tok = _byte_tokenizer_for(config, family)
     name = spec if spec.startswith(CONFIG_PREFIX) else f"{CONFIG_PREFIX}{spec}"
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
         model = _model_class(config)._from_config(config, dtype=dtype).eval()
-    if family == "qwen":
-        from transformers import Qwen2VLImageProcessorPil
-
-        from hermes_policy.models.qwen_vl import QwenVLAdapter
-
-        image = Qwen2VLImageProcessorPil()
-        adapter: ModelAdapter = QwenVLAdapter(name, model, tok, image, max_pixels=processor.get("max_pixels"),
-                                              min_pixels=processor.get("min_pixels"))
-    else:
-        from hermes_policy.models.llava_ov import LlavaOneVisionAdapter
-
-        kwargs = {k: processor[k] for k in ("image_mean", "image_std") if processor.get(k) is not None}
-        adapter = LlavaOneVisionAdapter(name, model, tok, **kwargs)
+    adapter: ModelAdapter = family.configure(name, model, tok, processor)
     adapter.weights = "random"
     return adapter
 

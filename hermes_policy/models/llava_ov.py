@@ -90,3 +90,15 @@ class LlavaOneVisionAdapter(ConditionalGenerationAdapter):
             torch.cat([torch.tensor([[start]]), rest.positions], dim=1),
             TokenMeta.cat([TokenMeta.text(1), rest.meta]),
         )
+
+
+def wrap(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, image_processor) -> LlavaOneVisionAdapter:
+    """A LLaVA-OneVision checkpoint; its image processor gives the normalisation."""
+    return LlavaOneVisionAdapter(name, model, tokenizer, image_processor.image_mean, image_processor.image_std)
+
+
+def configure(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+              settings: dict) -> LlavaOneVisionAdapter:
+    """A ``config:`` LLaVA-OneVision, normalised as the published processor does."""
+    kwargs = {k: settings[k] for k in ("image_mean", "image_std") if settings.get(k) is not None}
+    return LlavaOneVisionAdapter(name, model, tokenizer, **kwargs)

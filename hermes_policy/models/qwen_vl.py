@@ -125,3 +125,16 @@ class QwenVLAdapter(ConditionalGenerationAdapter):
         ) + start
         meta = TokenMeta.cat([TokenMeta.frame_tokens(f.index, f.time, 0, per_group) for f in group_frames])
         return EncodedChunk(embeds.to(self.dtype), positions.to(torch.long), meta)
+
+
+def wrap(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, image_processor) -> QwenVLAdapter:
+    """A Qwen2-VL / Qwen2.5-VL checkpoint with its own image processor."""
+    return QwenVLAdapter(name, model, tokenizer, image_processor)
+
+
+def configure(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: dict) -> QwenVLAdapter:
+    """A ``config:`` Qwen2-VL / Qwen2.5-VL: the stock image processor, pixel bounds from the published settings."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    return QwenVLAdapter(name, model, tokenizer, Qwen2VLImageProcessorPil(), max_pixels=settings.get("max_pixels"),
+                         min_pixels=settings.get("min_pixels"))

@@ -24,6 +24,8 @@ import torch
 from hermes_policy.errors import ModelError
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.configured import CONFIG_PREFIX, build_config_model
+from hermes_policy.models.families import SUPPORTED_ARCHITECTURES as _FAMILY_LABELS
+from hermes_policy.models.families import family_of
 from hermes_policy.models.placement import Placement, check_device, dispatch, from_pretrained_kwargs, resolve_device
 from hermes_policy.models.planted import PLANTED_PREFIX
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
@@ -40,12 +42,8 @@ def parse_dtype(name: str) -> torch.dtype | None:
     return DTYPES[name]
 
 
-#: model_type in a checkpoint's config.json -> the family that loads it
-SUPPORTED_ARCHITECTURES = {
-    "qwen2_vl": "Qwen2-VL",
-    "qwen2_5_vl": "Qwen2.5-VL",
-    "llava_onevision": "LLaVA-OneVision",
-}
+#: model_type in a checkpoint's config.json -> the family that loads it (read off the family table)
+SUPPORTED_ARCHITECTURES = dict(_FAMILY_LABELS)
 
 
 def _builtin() -> dict[str, Callable[[torch.dtype | None], ModelAdapter]]:
@@ -164,7 +162,8 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_co
     """
     config = _read_config(name, trust_remote_code)
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_ARCHITECTURES:
+    family = family_of(model_type)
+    if family is None:
         raise ModelError(f"model {name!r} has architecture {model_type!r}, which is not supported; {supported_help()}")
     if not allow_pickle:
         _refuse_pickle_only(name)
@@ -183,14 +182,8 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_co
     except (OSError, ValueError, pickle.UnpicklingError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, pickle.UnpicklingError):  # torch's weights-only unpickler met more than tensors
-            reason = f"its pickle weights are not a plain tensor file, and torch's weights-only loader refused them"
+            reason = "its pickle weights are not a plain tensor file, and torch's weights-only loader refused them"
         if not allow_pickle and "safetensors" in reason:
             reason += f" (pickle weights, if it has them, load only with {PICKLE_OPT_IN})"
         raise ModelError(f"cannot load the weights, tokenizer or image processor of {name!r}: {reason}") from None
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        from hermes_policy.models.qwen_vl import QwenVLAdapter
-
-        return QwenVLAdapter(name, model, tokenizer, processor)
-    from hermes_policy.models.llava_ov import LlavaOneVisionAdapter
-
-    return LlavaOneVisionAdapter(name, model, tokenizer, processor.image_mean, processor.image_std)
+    return family.wrap(name, model, tokenizer, processor)

@@ -19,17 +19,21 @@ from transformers import (
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
 )
 
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.byte_tokenizer import byte_tokenizer
+from hermes_policy.models.families import FAMILIES, INTERNVL_SPECIALS, LLAVA_SPECIALS, QWEN_SPECIALS, SMOLVLM_SPECIALS
+from hermes_policy.models.framed import InternVLAdapter, SmolVLMAdapter
 from hermes_policy.models.frontend import FrontendConfig, PatchProjector
 from hermes_policy.models.frontend_lm import FrontendLMAdapter
 from hermes_policy.models.llava_ov import LlavaOneVisionAdapter
+from hermes_policy.models.qwen3_vl import Qwen3VLAdapter
 from hermes_policy.models.qwen_vl import QwenVLAdapter
-
-QWEN_SPECIALS = ("<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
-LLAVA_SPECIALS = ("<image>", "<video>")
 
 # Shared text-side shape: 4 layers, 4 query heads over 2 KV heads (GQA), head_dim 16.
 _TEXT = dict(
@@ -68,15 +72,15 @@ def tiny_embedded(dtype: torch.dtype = torch.float32) -> FrontendLMAdapter:
     return FrontendLMAdapter("tiny-embedded", model, tok, frontend.to(dtype))
 
 
-def _qwen_config(config_cls, tok, vision: dict) -> object:
+def _qwen_config(config_cls, tok, vision: dict, text: dict | None = None) -> object:
     ids = {name: tok.convert_tokens_to_ids(t) for name, t in zip(
         ("vision_start_token_id", "vision_end_token_id", "video_token_id", "image_token_id"), QWEN_SPECIALS
     )}
     text = dict(
-        _TEXT,
+        text or dict(_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                             "mrope_section": [2, 3, 3]}),
         **_special_ids(tok),
         vocab_size=len(tok),
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
     )
     return config_cls(text_config=text, vision_config=vision, **ids)
 
@@ -106,6 +110,41 @@ def tiny_qwen2_5_vl(dtype: torch.dtype = torch.float32) -> QwenVLAdapter:
     return QwenVLAdapter("tiny-qwen2.5-vl", model, tok, Qwen2VLImageProcessorPil(), max_pixels=56 * 56)
 
 
+#: Qwen3-VL / Qwen3.5 patches are 16 px (merged 2 x 2): a 64 x 64 frame group is 2 x 2 = 4 video tokens
+_QWEN3_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=_TEXT["hidden_size"],
+                     num_position_embeddings=64)
+
+
+def _qwen3_processor() -> Qwen2VLImageProcessorPil:
+    """Qwen3-VL's image processing: 16-px patches, merged 2 x 2, two frames per temporal patch, mean/std 0.5."""
+    return Qwen2VLImageProcessorPil(patch_size=16, temporal_patch_size=2, merge_size=2,
+                                    image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def tiny_qwen3_vl(dtype: torch.dtype = torch.float32) -> Qwen3VLAdapter:
+    """Qwen3-VL in miniature: interleaved M-RoPE, q/k norms, DeepStack into the first two decoder layers."""
+    tok = byte_tokenizer(QWEN_SPECIALS)
+    vision = dict(_QWEN3_VISION, deepstack_visual_indexes=[0, 1])
+    text = dict(_TEXT, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                     "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+    cfg = _qwen_config(Qwen3VLConfig, tok, vision, text)
+    model = _seeded(lambda: Qwen3VLForConditionalGeneration(cfg), 0).to(dtype)
+    return Qwen3VLAdapter("tiny-qwen3-vl", model, tok, _qwen3_processor(), max_pixels=64 * 64)
+
+
+def tiny_qwen3_5(dtype: torch.dtype = torch.float32) -> Qwen3VLAdapter:
+    """Qwen3.5 in miniature: Gated DeltaNet layers 0 and 2, gated full attention (half its dimensions rotated)
+    in layers 1 and 3, the Qwen3-VL vision layout without DeepStack."""
+    tok = byte_tokenizer(QWEN_SPECIALS)
+    text = dict(_TEXT, head_dim=16, full_attention_interval=2, linear_conv_kernel_dim=4, linear_key_head_dim=16,
+                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                 "mrope_section": [2, 1, 1], "mrope_interleaved": True})
+    cfg = _qwen_config(Qwen3_5Config, tok, dict(_QWEN3_VISION), text)
+    model = _seeded(lambda: Qwen3_5ForConditionalGeneration(cfg), 0).to(dtype)
+    return Qwen3VLAdapter("tiny-qwen3.5", model, tok, _qwen3_processor(), max_pixels=64 * 64)
+
+
 def tiny_llava_ov(dtype: torch.dtype = torch.float32) -> LlavaOneVisionAdapter:
     tok = byte_tokenizer(LLAVA_SPECIALS)
     cfg = LlavaOnevisionConfig(
@@ -127,12 +166,49 @@ def tiny_llava_ov(dtype: torch.dtype = torch.float32) -> LlavaOneVisionAdapter:
     return LlavaOneVisionAdapter("tiny-llava-ov", model, tok)
 
 
-TINY_MODELS = {
-    "tiny-embedded": tiny_embedded,
+def tiny_internvl(dtype: torch.dtype = torch.float32) -> InternVLAdapter:
+    """InternVL3.5 in miniature: an InternViT tower (56-px frames, 14-px patches), pixel shuffle 2 x 2 -> 4 tokens
+    per frame, and a Qwen3 decoder (q/k norms) as InternVL3.5 has."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    tok = byte_tokenizer(INTERNVL_SPECIALS)
+    cfg = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[56, 56], patch_size=[14, 14]),
+        text_config=dict(_TEXT, **_special_ids(tok), model_type="qwen3", head_dim=16, vocab_size=len(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
+    )
+    model = _seeded(lambda: InternVLForConditionalGeneration(cfg), 0).to(dtype)
+    return InternVLAdapter("tiny-internvl", model, tok)
+
+
+def tiny_smolvlm(dtype: torch.dtype = torch.float32) -> SmolVLMAdapter:
+    """SmolVLM2 in miniature: a SigLIP-style tower (64-px frames, 16-px patches), pixel shuffle by 2 -> 4 tokens
+    per frame, and a Llama decoder."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    tok = byte_tokenizer(SMOLVLM_SPECIALS)
+    cfg = SmolVLMConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        text_config=dict(_TEXT, **_special_ids(tok), model_type="llama", vocab_size=len(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+    )
+    model = _seeded(lambda: SmolVLMForConditionalGeneration(cfg), 0).to(dtype)
+    return SmolVLMAdapter("tiny-smolvlm", model, tok, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+
+
+_BUILDERS = {
     "tiny-qwen2-vl": tiny_qwen2_vl,
     "tiny-qwen2.5-vl": tiny_qwen2_5_vl,
     "tiny-llava-ov": tiny_llava_ov,
+    "tiny-qwen3-vl": tiny_qwen3_vl,
+    "tiny-qwen3.5": tiny_qwen3_5,
+    "tiny-internvl": tiny_internvl,
+    "tiny-smolvlm": tiny_smolvlm,
 }
+#: every family's miniature, in the family table's order (the table names them; this module builds them)
+TINY_MODELS = {"tiny-embedded": tiny_embedded, **{f.tiny: _BUILDERS[f.tiny] for f in FAMILIES if f.tiny}}
 
 
 def build_tiny(name: str, dtype: torch.dtype = torch.float32) -> ModelAdapter:
