@@ -448,8 +448,12 @@ def policy_spec(
     source: Mapping[str, Any] | None = None,
     budget_weights: Mapping[str, float] | None = None,
     budget: int | None = None,
+    model_layers: Sequence[int] | None = None,
 ) -> PolicySpec:
     """The ``hermes`` PolicySpec for a tier assignment.
+
+    ``model_layers`` names the decoder layer of each entry (``layer``); by default entry ``i`` is layer ``i``.
+    A hybrid model's spec has entries for its attention layers only, each naming its decoder layer.
 
     ``params`` holds ``gamma`` (HERMES's per-tier smoothing), ``family`` (the
     score row used, as the hermes policy names it) and, if given, ``budget``
@@ -475,7 +479,7 @@ def policy_spec(
         else:
             p = (i - work[0]) / (work[-1] - work[0]) if len(work) > 1 else 0.0
             alpha, k = working_scores(row, p)
-        entry: dict[str, Any] = {"layer": i, "tier": tier, "alpha": round(alpha, 6),
+        entry: dict[str, Any] = {"layer": i if model_layers is None else int(model_layers[i]), "tier": tier, "alpha": round(alpha, 6),
                                  "k": None if k is None else round(k, 6), "budget_share": round(shares[i], 9)}
         if tiers.heads is not None:
             entry["heads"] = list(tiers.heads[i])
@@ -549,4 +553,6 @@ def derive(
         source["feature_values"] = {n: [round(v, 6) for v in vals] for n, vals in tiers.features.items()}
         source["cost"] = tiers.cost
         source["checks"] = tier_checks(tiers)
-    return policy_spec(tiers, family, method, json_safe(source), budget_weights, budget)
+    if rec.unattended_layers:
+        source["no_attention_layers"] = rec.unattended_layers  # linear attention: no cache, so no tier
+    return policy_spec(tiers, family, method, json_safe(source), budget_weights, budget, rec.model_layers)

@@ -25,6 +25,8 @@ SUMMARY_FORMAT = "hermes-lab/study-summary"
 #: summary key -> (metric, its column in the printed table)
 METRICS = {"decay": "k", "newest10": "newest 10%", "concentration": "anchor conc.", "periodicity": "periodicity",
            "entropy": "entropy"}
+NO_ATTENTION = ("linear attention (Gated DeltaNet): a fixed-size recurrent state, no per-token attention to record "
+                "and no KV cache to prune")
 
 
 def _number(x: float) -> float | None:
@@ -54,16 +56,23 @@ def study_summary(rec: Recording, tiers: TierAssignment, query: QuerySelector = 
         ]
         layers.append({
             "layer": layer,
+            "model_layer": rec.model_layers[layer],
             "tier": tiers.layers[layer],
             **{name: _number(values[layer].nanmean()) for name, values in metrics.items()},
             "heads": heads,
         })
+    hybrid = {}
+    if rec.unattended_layers:
+        # say which layers the study could not see, and why, rather than leave them out silently
+        hybrid = {"attention_layers": rec.model_layers, "no_attention_layers": rec.unattended_layers,
+                  "no_attention_reason": NO_ATTENTION}
     return {
         "format": SUMMARY_FORMAT,
         "version": 1,
         "model": rec.meta.get("model"),
         "videos": rec.meta.get("videos") or [rec.meta.get("video")],
         "num_layers": rec.num_layers,
+        **hybrid,
         "num_heads": rec.num_heads,
         "queries": rec.queries,
         "method": tiers.method,
@@ -81,11 +90,17 @@ def study_summary(rec: Recording, tiers: TierAssignment, query: QuerySelector = 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The per-layer table ``hermes-lab study`` prints, then the verdict."""
-    head = f"{'layer':>5} {'tier':<10} " + " ".join(f"{label:>13}" for label in METRICS.values())
+    hybrid = bool(summary.get("no_attention_layers"))
+    decoder = f"{'decoder':>7} " if hybrid else ""
+    head = f"{'layer':>5} {decoder}{'tier':<10} " + " ".join(f"{label:>13}" for label in METRICS.values())
     lines = [head, "-" * len(head)]
     for layer in summary["layers"]:
         cells = " ".join("            -" if layer[m] is None else f"{layer[m]:>13.3f}" for m in METRICS)
-        lines.append(f"{layer['layer']:>5} {layer['tier']:<10} {cells}")
+        model = f"{layer.get('model_layer', layer['layer']):>7} " if hybrid else ""
+        lines.append(f"{layer['layer']:>5} {model}{layer['tier']:<10} {cells}")
+    if hybrid:
+        lines.append(f"no attention in decoder {layer_list(summary['no_attention_layers'])}: "
+                     f"{summary['no_attention_reason']}; 'layer' counts the attention layers only")
     checks = ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in summary["checks"].items())
     verdict = "follow" if summary["follows_hermes"] else "do not follow"
     lines.append(f"tiers ({summary['method']}): {summary['tier_ranges']}; {checks}")

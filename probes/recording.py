@@ -118,6 +118,22 @@ class Recording:
         return int(self.meta["num_heads"])
 
     @property
+    def model_layers(self) -> list[int]:
+        """The decoder layer each recorded layer is: ``0..L-1``, unless the model is hybrid (Qwen3.5), where
+        only its attention layers were recorded."""
+        kv = (self.meta.get("model_info") or {}).get("kv_layers")
+        return [int(i) for i in kv] if kv else list(range(self.num_layers))
+
+    @property
+    def unattended_layers(self) -> list[int]:
+        """A hybrid's decoder layers without attention (linear attention: a recurrent state, no KV cache)."""
+        total = (self.meta.get("model_info") or {}).get("model_layers")
+        if not total:
+            return []
+        kept = set(self.model_layers)
+        return [i for i in range(int(total)) if i not in kept]
+
+    @property
     def is_aggregate(self) -> bool:
         """Whether this is a mean over several videos' recordings (see :mod:`probes.aggregate`)."""
         return "aggregate" in self.meta
