@@ -49,3 +49,32 @@ def tiny(request):
 def frames():
     """12 synthetic 64x64 frames at 2 fps."""
     return list(SyntheticVideo(seed=3, frames=12, width=64, height=64).frames())
+
+
+def has_frame_text(adapter) -> bool:
+    """Whether the family writes text into every frame unit (Qwen3-VL's ``<t seconds>`` and delimiters): its
+    policies keep whole units, so a token budget may be filled to within one unit rather than exactly."""
+    from hermes_policy.video import SyntheticVideo
+
+    frames = list(SyntheticVideo(seed=0, frames=adapter.frames_per_group, width=64, height=64).frames())
+    return bool((adapter.encode_frames(frames, 0).meta.patch < 0).any())
+
+
+def assert_whole_units(meta, adapter, frames) -> None:
+    """Every frame a layer keeps has at least one patch and all of its text rows (as ``adapter`` encodes
+    ``frames``), and no frame is kept as text alone."""
+    reference = adapter.encode_frames(list(frames), 0).meta
+    video = meta.is_video
+    for frame in torch.unique(meta.frame[video]).tolist():
+        rows = meta.frame == frame
+        assert bool((meta.patch[rows] >= 0).any()), f"frame {frame}: text kept without a patch"
+        want = int(((reference.frame == frame) & (reference.patch < 0)).sum())
+        assert int((rows & (meta.patch < 0)).sum()) == want, f"frame {frame}: part of its text was dropped"
+
+
+def unit_sizes(adapter, frames) -> dict[int, int]:
+    """Rows of each frame unit as ``adapter`` encodes ``frames`` (a frame's number or time as text can make
+    later units a token or two longer than early ones)."""
+    meta = adapter.encode_frames(list(frames), 0).meta
+    frame_ids, counts = torch.unique(meta.frame, return_counts=True)
+    return dict(zip(frame_ids.tolist(), counts.tolist()))

@@ -26,7 +26,8 @@ def test_stream_json_answers_each_timed_question(capsys):
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"model", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "weights", "answers"}
+    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "weights", "answers"}
+    assert result["family"] == "qwen2-vl"
     assert (result["model"], result["policy"], result["budget"], result["frames"]) == ("tiny-qwen2-vl", "sink-window", 24, 16)
     assert [a["question"] for a in result["answers"]] == ["What?", "And now?"]
     # a question at T is asked once the stream reaches T: the last frame before it is at most T

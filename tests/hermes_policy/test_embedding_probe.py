@@ -42,12 +42,15 @@ def test_first_layer_equals_the_forward(tiny, frames):
         session.pseudo_queries(PROMPTS, depth="embedding")
     assert deep.rows.keys() == shallow.rows.keys()
     for tag in PROMPTS:
+        if tiny.kv_layers[0] != 0:  # a hybrid's first attention layer reads a linear layer's output
+            break
         torch.testing.assert_close(shallow.rows[(tag, 0)], deep.rows[(tag, 0)], atol=1e-5, rtol=1e-4)
     # deeper layers read the embeddings, not the residual stream: a different (valid) distribution
     last = tiny.num_layers - 1
     row = shallow.rows[("global", last)]
     torch.testing.assert_close(row.sum(-1), torch.ones_like(row.sum(-1)))
-    assert not torch.allclose(row, deep.rows[("global", last)], atol=1e-4)
+    n_cache = session.cache.layer_len(last)  # a hybrid's forwards are one per prompt: compare the cache columns
+    assert not torch.allclose(row[..., :n_cache], deep.rows[("global", last)][..., :n_cache], atol=1e-4)
 
 
 def test_nothing_is_written_and_unwanted_layers_are_skipped(tiny, frames):

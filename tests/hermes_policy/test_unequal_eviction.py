@@ -11,7 +11,7 @@ as prefilling the question at once, which is what the session does).
 from __future__ import annotations
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import AttentionInterface
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from hermes_policy import StreamingSession
@@ -41,9 +41,7 @@ def evict_differently(session: StreamingSession, seed: int = 0) -> None:
 
 def reference_logits_one_token_at_a_time(session: StreamingSession, question: str) -> torch.Tensor:
     adapter, cache = session.adapter, session.cache
-    ref = DynamicCache()
-    for layer in range(cache.num_layers):
-        ref.update(cache.keys(layer).clone(), cache.values(layer).clone(), layer)
+    ref = cache.to_dynamic()
     text = session.template.question_text(format_question(question, None))
     chunk = adapter.encode_question(text, session.next_position)
     adapter.set_attention("eager-single-query")

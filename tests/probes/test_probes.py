@@ -39,8 +39,9 @@ def test_recomputed_rows_match_eager_attention(tiny, frames):
     tiny.set_attention("eager")
     try:
         with torch.no_grad():
-            out = tiny.model(inputs_embeds=seq.embeds[None], position_ids=tiny.position_ids(seq.positions),
-                             output_attentions=True, use_cache=False)
+            # the decoder stack with whatever the full model adds to it (Qwen3-VL's DeepStack features)
+            out = tiny.text_model(inputs_embeds=seq.embeds[None], position_ids=tiny.position_ids(seq.positions),
+                                  output_attentions=True, use_cache=False, **tiny.forward_kwargs(seq))
     finally:
         tiny.set_attention("hermes")
     assert len(grab.rows) == tiny.num_layers

@@ -22,13 +22,17 @@ from hermes_policy.policies.snapkv import SnapKVPolicy, pool_votes
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import SyntheticVideo
 
-from conftest import _tiny
+from hermes_policy.policies.scoring import top_units
+from conftest import _tiny, assert_whole_units, has_frame_text, unit_sizes
 
 QUESTION = "What happened in the video?"
 
 
 def per_frame(adapter, frames) -> int:
-    """Video tokens of one frame unit (a Qwen-VL temporal group counts as one unit)."""
+    """Video tokens of one frame unit (a Qwen-VL temporal group counts as one unit): the largest unit of the
+    test stream, for families whose units carry a frame number or time as text and differ by a token."""
+    if has_frame_text(adapter):
+        return max(unit_sizes(adapter, frames).values())
     h, w = frames[0].image.shape[:2]
     return adapter.tokens_per_frame(h, w)
 
@@ -102,6 +106,16 @@ def test_token_budgets_are_held_exactly_per_layer(name, tiny, frames):
     budget = 2 * unit + 1
     session = StreamingSession(tiny, make_policy(name, budget=budget), SessionConfig(chunk_frames=2))
     session.ingest(frames)
+    if has_frame_text(tiny):
+        # a frame's text goes with its patches (kept together, dropped together): never over the budget,
+        # whole units only, so the odd token and any patch whose frame's text does not fit stay out
+        for layer in range(tiny.num_layers):
+            meta = session.cache.meta(layer)
+            assert 0 < int(meta.is_video.sum()) <= budget
+            assert int((~meta.is_video).sum()) == session.sink_len
+            assert_whole_units(meta, tiny, frames)
+        assert session.kv_bytes == per_row_bytes(tiny) * sum(session.cache.lengths())
+        return
     streamed = 0
     for n_chunks, entry in enumerate(session.timeline, start=1):
         streamed = n_chunks * (2 // tiny.frames_per_group) * unit
@@ -140,8 +154,9 @@ def test_uniform_keeps_whole_frames_evenly_spread_over_the_stream(tiny, frames, 
             meta = session.cache.meta(layer)
             units = torch.unique_consecutive(meta.frame[meta.is_video]) // group
             assert units.tolist() == want, f"layer {layer} after {seen} units"
-            counts = torch.unique(meta.frame[meta.is_video], return_counts=True)[1]
-            assert counts.tolist() == [unit] * len(want), "whole frames only"
+            kept, counts = torch.unique(meta.frame[meta.is_video], return_counts=True)
+            sizes = unit_sizes(tiny, frames)
+            assert counts.tolist() == [sizes[f] for f in kept.tolist()], "whole frames only"
             assert int(meta.is_video.sum()) <= budget
             assert int((~meta.is_video).sum()) == session.sink_len
     # the end state covers the whole stream evenly: the first unit, one within a stride of now
@@ -150,7 +165,8 @@ def test_uniform_keeps_whole_frames_evenly_spread_over_the_stream(tiny, frames, 
     strides = {b - a for a, b in zip(final, final[1:])}
     assert len(final) >= 2 and len(strides) == 1
     assert final[0] == 0 and final[-1] >= seen - strides.pop()
-    assert session.kv_bytes == per_row_bytes(tiny) * tiny.num_layers * (session.sink_len + len(final) * unit)
+    held = sum(unit_sizes(tiny, frames)[f] for f in torch.unique(meta.frame[meta.is_video]).tolist())
+    assert session.kv_bytes == per_row_bytes(tiny) * tiny.num_layers * (session.sink_len + held)
 
 
 def test_uniform_with_room_for_everything_equals_full(tiny, frames):
@@ -234,12 +250,15 @@ def test_snapkv_keeps_planted_tokens_and_scores_stay_row_aligned(tiny, frames, m
     monkeypatch.setattr(snapkv_module, "window_votes", planted_votes)
 
     seen: dict[int, tuple] = {}
+    frames_of: dict[int, torch.Tensor] = {}
+    patches_of: dict[int, torch.Tensor] = {}
     evict = cache.evict
 
     def spy(layer, keep):
         # called before the policy re-aligns its scores: these are the merged, pre-eviction ones
         seen[layer] = (SnapKVPolicy.scores(cache)[layer].clone(), cache.positions(layer).clone(),
                        cache.meta(layer).is_video.clone(), keep.clone())
+        frames_of[layer], patches_of[layer] = cache.meta(layer).frame.clone(), cache.meta(layer).patch.clone()
         evict(layer, keep)
 
     monkeypatch.setattr(cache, "evict", spy)
@@ -257,12 +276,16 @@ def test_snapkv_keeps_planted_tokens_and_scores_stay_row_aligned(tiny, frames, m
             assert torch.equal(now, pre[keep]), "scores follow their rows through eviction"
             assert torch.equal(cache.positions(layer), pos[:, keep])
             video = torch.nonzero(is_video).flatten()
-            top = set(video[torch.topk(pre[video], budget).indices].tolist())
+            top = set(video[top_units(pre[video], frames_of[layer][video], patches_of[layer][video],
+                                      budget)].tolist())
             assert set(keep[is_video[keep]].tolist()) == top, "kept video rows are the top-budget scores"
             assert torch.all(keep[1:] > keep[:-1]), "time order"
         if start >= 4:
-            assert int((cache.meta(target).frame == planted_frame).sum()) == unit, "the planted frame survives"
-    dropped_elsewhere = [int((cache.meta(layer).frame == planted_frame).sum()) < unit for layer in range(target)]
+            planted_size = unit_sizes(tiny, frames)[planted_frame]
+            assert int((cache.meta(target).frame == planted_frame).sum()) == planted_size, "the planted frame survives"
+    planted_size = unit_sizes(tiny, frames)[planted_frame]
+    dropped_elsewhere = [int((cache.meta(layer).frame == planted_frame).sum()) < planted_size
+                         for layer in range(target)]
     assert any(dropped_elsewhere), "without the plant the frame is evicted (the plant is what keeps it)"
 
 
@@ -297,7 +320,8 @@ def test_rekv_offloads_whole_frames_and_kv_bytes_counts_sink_and_window(tiny, fr
     window.ingest(frames)
     assert_identical(session, snapshot(window))
     assert session.kv_bytes == window.kv_bytes
-    assert session.kv_bytes == per_row_bytes(tiny) * tiny.num_layers * (session.sink_len + budget)
+    rows = sum(session.cache.lengths()) if has_frame_text(tiny) else tiny.num_layers * (session.sink_len + budget)
+    assert session.kv_bytes == per_row_bytes(tiny) * rows
     blocks = rekv_state(session.cache)["blocks"]
     for layer in range(tiny.num_layers):
         keys, values, positions, frame = (torch.cat(x, dim=d) for x, d in zip(zip(*dropped[layer]), (2, 2, 1, 0)))
@@ -307,7 +331,7 @@ def test_rekv_offloads_whole_frames_and_kv_bytes_counts_sink_and_window(tiny, fr
             assert torch.equal(block.keys, keys[:, :, rows])
             assert torch.equal(block.values, values[:, :, rows])
             assert torch.equal(block.positions, positions[:, rows])
-            assert block.keys.device.type == "cpu" and block.keys.shape[-2] == unit
+            assert block.keys.device.type == "cpu" and block.keys.shape[-2] == unit_sizes(tiny, frames)[block.frame]
             expected = unrotate(tiny.rotary, block.keys, block.positions)[0].mean(dim=-2)
             assert torch.allclose(block.mean_key, expected)
     assert offloaded_bytes(session.cache) == per_row_bytes(tiny) * sum(
@@ -402,7 +426,9 @@ def test_rekv_loads_planted_frames_contiguously_and_restores(tiny, frames, monke
         if tiny.rotary.n_axes == 1:
             assert pos[0].tolist() == list(range(pos.shape[1])), "1-D: one contiguous run"
         top = max(top, int(pos.max()) + 1)
-        assert int(meta.is_video.sum()) == (2 + 2) * per_frame(tiny, frames)  # window + 2 retrieved frames
+        sizes = unit_sizes(tiny, frames)  # window + 2 retrieved frames
+        assert int(meta.is_video.sum()) == sum(sizes[f] for f in torch.unique(meta.frame[meta.is_video]).tolist())
+        assert len(torch.unique(meta.frame[meta.is_video])) == 2 + 2
     assert session.next_position == top, "the question starts right after everything cached"
     policy.after_ask(session)
     assert_identical(session, before)

@@ -9,7 +9,7 @@ from hermes_policy import PolicyError, SessionConfig, StreamingSession, make_pol
 from hermes_policy.policies import PolicySpec
 from hermes_policy.policies.hermes import SUMMARY_FRAME, fixed_layers, minmax, resample
 
-from conftest import _tiny
+from conftest import _tiny, assert_whole_units, has_frame_text
 
 
 def per_frame(adapter, frames) -> int:
@@ -44,17 +44,24 @@ def test_budget_is_held_per_layer_in_time_order(tiny, frames):
     session = StreamingSession(tiny, make_policy("hermes", budget=budget), SessionConfig(chunk_frames=2))
     session.ingest(frames)
     tiers = fixed_layers(tiny.num_layers)
+    units = has_frame_text(tiny)
     for layer in range(tiny.num_layers):
         meta = session.cache.meta(layer)
-        assert int(meta.is_video.sum()) == budget
+        if units:  # a frame's timestamp goes with its patches: within one unit of the budget, never over
+            assert budget - per_frame(tiny, frames) < int(meta.is_video.sum()) <= budget
+            assert_whole_units(meta, tiny, frames)
+        else:
+            assert int(meta.is_video.sum()) == budget
         pos = session.cache.positions(layer)
         assert torch.all(pos[0, 1:] >= pos[0, :-1]), "kept rows stay in time order"
         n_summary = int((meta.frame == SUMMARY_FRAME).sum())
         assert n_summary == (1 if tiers[layer]["tier"] == "long-term" else 0)
         assert int((meta.frame == -1).sum()) == session.sink_len
     per_row = 2 * tiny.num_kv_heads * tiny.head_dim * 4
-    n_summary = sum(1 for x in tiers if x["tier"] == "long-term")
-    assert session.kv_bytes == per_row * (tiny.num_layers * (session.sink_len + budget) + n_summary)
+    assert session.kv_bytes == per_row * sum(session.cache.lengths())
+    if not units:
+        n_summary = sum(1 for x in tiers if x["tier"] == "long-term")
+        assert session.kv_bytes == per_row * (tiny.num_layers * (session.sink_len + budget) + n_summary)
 
 
 def test_pure_recency_keeps_the_newest_tokens(frames):
