@@ -20,6 +20,10 @@ the same seam, pseudo-queries and reducers), derive tiers exactly as ``derive`` 
 
 Accuracies and the AUROC pool every layer or head of a family; Spearman is a mean
 over configurations, since only ranks within one model are comparable.
+
+Every planted family is covered (:data:`hermes_policy.models.planted.FAMILIES`: the first four,
+then Qwen3-VL, Qwen3.5, InternVL3.5 and SmolVLM2). A layer is a cache layer, as the study records
+it: for Qwen3.5's hybrid decoder only its full-attention layers, which is where its roles are planted.
 """
 
 from __future__ import annotations

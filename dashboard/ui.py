@@ -17,7 +17,9 @@ from probes.recording import RecordingError
 
 OTHER_MODEL = "other (HF id or local path)"
 #: planted models offered ready in the picker (tiny, with known memory roles; any seed works via "other")
-PLANTED_MODELS = ("planted:0,family=embedded", "planted:0,family=qwen2-vl", "planted:0,family=llava-ov")
+PLANTED_MODELS = ("planted:0,family=embedded", "planted:0,family=qwen2-vl", "planted:0,family=llava-ov",
+                  "planted:0,family=qwen3-vl", "planted:0,family=qwen3.5", "planted:0,family=internvl",
+                  "planted:0,family=smolvlm")
 #: session-state keys that are not widgets (they survive page switches)
 SETTINGS_KEY, MODEL_KEY, RECORDING_KEY, AUTO_RECORD_KEY = "settings", "model", "recording", "auto_recorded"
 PICK_KEY = "recording_pick"
@@ -68,7 +70,8 @@ def model_picker() -> str:
     index = options.index(default) if default in ready else len(options) - 1
     choice = st.selectbox("Model", options, index=index, key="model_choice",
                           help="built-in models need no download; `planted:SEED[,family=embedded|qwen2-vl|"
-                               "qwen2.5-vl|llava-ov][,strength=S]` builds a tiny model whose heads have known memory "
+                               "qwen2.5-vl|llava-ov|qwen3-vl|qwen3.5|internvl|smolvlm][,strength=S]` builds a tiny "
+                               "model whose heads have known memory "
                                "roles (the study page compares its tiers with them); an HF id or path loads its "
                                "checkpoint (never with trust_remote_code); `config:NAME` builds a published "
                                "architecture with random weights (time and memory only)")

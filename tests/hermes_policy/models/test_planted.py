@@ -91,13 +91,64 @@ def test_invalid_configs_are_refused():
 @pytest.mark.parametrize("family, cls", [
     ("embedded", "LlamaForCausalLM"), ("qwen2-vl", "Qwen2VLForConditionalGeneration"),
     ("qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration"), ("llava-ov", "LlavaOnevisionForConditionalGeneration"),
+    ("qwen3-vl", "Qwen3VLForConditionalGeneration"), ("qwen3.5", "Qwen3_5ForConditionalGeneration"),
+    ("internvl", "InternVLForConditionalGeneration"), ("smolvlm", "SmolVLMForConditionalGeneration"),
 ])
 def test_each_family_is_its_real_transformers_class(family, cls):
     adapter = load_model(f"planted:2,family={family}")
     assert type(adapter.model).__name__ == cls
     assert adapter.planted == parse_planted_name(f"planted:2,family={family}")
     assert adapter.weights == "planted" and adapter.num_layers == adapter.planted.num_layers
-    assert adapter.tokens_per_frame(128, 128) == TOKENS_PER_FRAME
+    assert adapter.family == family
+    frames = list(open_video("synthetic:seed=2,frames=4").frames())[: adapter.frames_per_group]
+    chunk = adapter.encode_frames(frames, 0)
+    assert int((chunk.meta.patch >= 0).sum()) == TOKENS_PER_FRAME  # a 4 x 4 grid of patch tokens per frame (group)
+    with_text = family in ("qwen3-vl", "qwen3.5", "internvl", "smolvlm")  # frame text on top of the patches
+    assert (adapter.tokens_per_frame(128, 128) > TOKENS_PER_FRAME) == with_text
+
+
+def test_every_planted_row_of_the_family_table_has_a_planted_family():
+    from hermes_policy.models.families import FAMILIES as TABLE
+
+    assert FAMILIES[:4] == ("embedded", "qwen2-vl", "qwen2.5-vl", "llava-ov")  # the first families keep their order
+    assert {f.name for f in TABLE if f.planted} <= set(FAMILIES)
+
+
+def test_qwen3_5_plants_its_attention_layers_and_leaves_the_deltanet_layers_transparent():
+    adapter = build_planted(draw_planted(2, "qwen3.5"))
+    L = adapter.planted.num_layers
+    assert adapter.num_model_layers == 2 * L and adapter.kv_layers == tuple(range(1, 2 * L, 2))
+    for i, layer in enumerate(adapter.text_model.layers):
+        assert (adapter.layer_types[i] == "linear_attention") == hasattr(layer, "linear_attn")
+        if hasattr(layer, "linear_attn"):
+            assert not layer.linear_attn.out_proj.weight.any() and not layer.mlp.down_proj.weight.any()
+    assert adapter.text_model.rotary_emb.inv_freq.numel() == 16  # partial_rotary_factor 1.0: every pair rotates
+
+
+def test_qwen3_vl_runs_the_real_deepstack_path_with_zero_features():
+    adapter = build_planted(draw_planted(2, "qwen3-vl"))
+    frames = list(open_video("synthetic:seed=2,frames=2").frames())
+    chunk = adapter.encode_frames(frames, 0)
+    assert chunk.deepstack is not None and chunk.deepstack.shape[0] == 3 and not chunk.deepstack.any()
+    assert len(adapter.forward_kwargs(chunk)["deepstack_visual_embeds"]) == 3
+
+
+def test_q_k_norms_return_the_planted_head_vectors():
+    """Through per-head RMSNorm every query and key vector has RMS 1 before the norm's gain, whatever the token."""
+    for family in ("qwen3-vl", "qwen3.5", "internvl"):
+        adapter = build_planted(draw_planted(3, family))
+        seen: list[torch.Tensor] = []
+
+        def record(module, inputs, output, seen=seen):  # mean(u²) of every head vector the norm sees
+            seen.append(inputs[0].double().pow(2).mean(-1))
+
+        hooks = [norm.register_forward_hook(record) for layer in adapter.text_model.layers
+                 if hasattr(layer, "self_attn") for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm)]
+        _study(adapter, 8)
+        for hook in hooks:
+            hook.remove()
+        ms = torch.cat([m.flatten() for m in seen])
+        assert float((ms - 1).abs().max()) < 1e-3, family
 
 
 def _study(adapter, frames=24):
@@ -128,10 +179,11 @@ def test_planted_roles_show_through_an_unchanged_study(family):
     assert spearman(torch.tensor(planted), torch.tensor(measured)) > 0.9
 
 
-def test_the_study_never_reads_the_ground_truth():
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen3-vl", "qwen3.5", "internvl", "smolvlm"])
+def test_the_study_never_reads_the_ground_truth(family):
     """A model without its truth attached records exactly the same attention."""
-    with_truth = build_planted(draw_planted(1, "qwen2-vl"))
-    without = build_planted(draw_planted(1, "qwen2-vl"))
+    with_truth = build_planted(draw_planted(1, family))
+    without = build_planted(draw_planted(1, family))
     del without.planted
     a, b = _study(with_truth, 12), _study(without, 12)
     for key in a.tensors:
@@ -154,7 +206,8 @@ def test_planted_rates_and_gaps_are_what_the_truth_says(family):
     checked = {"recency": 0, "anchor": 0}
     for i, heads in enumerate(cfg.heads):
         frame_mass = rec["frame_mass", i][-1, 0].double()  # (H, F)
-        position_mass = rec["position_mass", i][-1, 0].double()  # (H, P)
+        # (H, P): P counts a frame's text tokens too where the family has them; patches come first
+        position_mass = rec["position_mass", i][-1, 0].double()[:, :TOKENS_PER_FRAME]
         for h, head in enumerate(heads):
             if head.role == "recency":
                 m = frame_mass[h]
