@@ -45,7 +45,8 @@ from tqdm import tqdm
 from probes.recording import STD_SUFFIX, TENSORS_FILE, Recording, RecordingError, parse_layer_name
 
 #: meta that must agree between the recordings of one aggregate (else their axes mean different things)
-SHARED_META = ("model", "num_layers", "num_heads", "queries", "tokens_per_frame", "chunk_frames", "query_kind")
+SHARED_META = ("model", "num_layers", "num_heads", "queries", "tokens_per_frame", "patches_per_frame", "chunk_frames",
+               "query_kind")
 #: meta copied from the first recording when every recording agrees on it
 COMMON_META = ("model_info", "prompts", "fps", "hermes_lab_version")
 

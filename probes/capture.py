@@ -29,6 +29,7 @@ import hermes_policy
 from hermes_policy.atomic import atomic_write_json
 from hermes_policy.distributed import LaunchEnv, Progress, collect_failures, run_share
 from hermes_policy.errors import HermesError, SessionError
+from hermes_policy.inputs import check_regular_file
 from hermes_policy.jsonfile import read_json
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.outputs import check_output
@@ -108,7 +109,7 @@ def capture(
                 h, w = chunk[0].image.shape[:2]
                 probe = AttentionProbe(
                     config.query_kinds, adapter.num_layers, adapter.num_heads, adapter.tokens_per_frame(h, w),
-                    raw_steps=config.raw_steps,
+                    raw_steps=config.raw_steps, patches_per_frame=adapter.patches_per_frame(h, w),
                 )
                 observation = session.observing(probe, phases=probe.phases)
             probe.begin_step(session.frames_seen + len(chunk), chunk[-1].time)
@@ -151,9 +152,7 @@ def read_video_list(path: Path) -> list[str]:
 
     Relative paths resolve against the file's own folder, so a list travels with its videos.
     """
-    if not path.is_file():
-        raise StudyRunError(f"--videos {path} does not exist" if not path.exists() else
-                            f"--videos takes a text file with one video per line, not a folder: {path}")
+    check_regular_file(path, StudyRunError, "--videos")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

@@ -25,6 +25,7 @@ from hermes_policy.cli_options import (
 )
 from hermes_policy.models import load_model
 from hermes_policy.models.placement import Placement, placement_from_options
+from hermes_policy.outputs import hold_output_lock
 from hermes_policy.policies import FullPolicy
 from hermes_policy.session import SessionConfig, StreamingSession
 from hermes_policy.video import open_video, parse_frame_size
@@ -133,6 +134,8 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         # one video runs on rank 0 alone, so only several combine a device map with a launch
         env = launch_for(dist_timeout, placement if target.many else None, gpus_per_rank, StudyRunError)
         target.check()
+        if env.is_main:  # one run per folder (the ranks of this one write their own videos)
+            hold_output_lock(out, StudyRunError)
         if not target.many:
             if env.is_main:  # one video is rank 0's alone; the other ranks of a launch have nothing to do
                 placement.device = device_for(env, device)
@@ -179,7 +182,8 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
 
         def run(pseudo: bool, observe: bool) -> float:
             session = StreamingSession(adapter, FullPolicy(), SessionConfig(chunk_frames=chunk_frames))
-            probe = AttentionProbe(kinds, adapter.num_layers, adapter.num_heads, adapter.tokens_per_frame(h, w))
+            probe = AttentionProbe(kinds, adapter.num_layers, adapter.num_heads, adapter.tokens_per_frame(h, w),
+                                   patches_per_frame=adapter.patches_per_frame(h, w))
             if observe:
                 session.observing(probe, phases=probe.phases)
             start = time.perf_counter()

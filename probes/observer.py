@@ -35,12 +35,15 @@ class AttentionProbe:
     Args:
         queries: query kinds to record (the Q axis of the recording), from :data:`QUERY_KINDS`.
         num_layers, num_heads: model shape.
-        tokens_per_frame: P, patch tokens per frame (per frame group for Qwen-VL).
+        tokens_per_frame: tokens of a frame unit (per frame group for Qwen-VL), its text included.
         raw_steps: keep raw (mean-over-rows) attention rows for the first this-many steps.
+        patches_per_frame: P, image patches of a frame unit (position mass has one column per patch);
+            default ``tokens_per_frame``, for families whose frames carry no text.
     """
 
     def __init__(
-        self, queries: Sequence[str], num_layers: int, num_heads: int, tokens_per_frame: int, raw_steps: int = 0
+        self, queries: Sequence[str], num_layers: int, num_heads: int, tokens_per_frame: int, raw_steps: int = 0,
+        patches_per_frame: int | None = None,
     ) -> None:
         unknown = set(queries) - set(QUERY_KINDS)
         if unknown or not queries:
@@ -48,6 +51,7 @@ class AttentionProbe:
         self.queries = list(queries)
         self.num_layers, self.num_heads = num_layers, num_heads
         self.tokens_per_frame = tokens_per_frame
+        self.patches_per_frame = patches_per_frame or tokens_per_frame
         self.raw_steps = raw_steps
         self.num_frames = 0
         self._steps: list[dict[tuple[int, int], LayerReduction]] = []
@@ -98,7 +102,8 @@ class AttentionProbe:
         else:
             means = [event.attention(rows).mean(dim=1) for _, rows in wanted]
         # reduced on the CPU, where the token metadata lives: layers may sit on different devices
-        reduced = reduce_rows(torch.cat(means).cpu(), event.meta, num_frames, self.tokens_per_frame)
+        reduced = reduce_rows(torch.cat(means).cpu(), event.meta, num_frames, self.tokens_per_frame,
+                              self.patches_per_frame)
         keep_raw = len(self._steps) <= self.raw_steps
         for (name, _), reduction in zip(wanted, split(reduced, len(wanted))):
             if not keep_raw:
@@ -111,7 +116,7 @@ class AttentionProbe:
         steps = [s for s in self._steps if s]
         frames = [f for f, s in zip(self._step_frames, self._steps) if s]
         times = [t for t, s in zip(self._step_times, self._steps) if s]
-        t, q, h, p = len(steps), len(self.queries), self.num_heads, self.tokens_per_frame
+        t, q, h, p = len(steps), len(self.queries), self.num_heads, self.patches_per_frame
         f = max([self.num_frames, *[r.frame_mass.shape[1] for s in steps for r in s.values()]], default=0)
         w = min(self.raw_steps, t)
         s_max = max([r.row.shape[1] for s in steps[:w] for r in s.values()], default=0)
@@ -149,6 +154,8 @@ class AttentionProbe:
             "num_heads": self.num_heads,
             "queries": self.queries,
             "tokens_per_frame": self.tokens_per_frame,
+            **({"patches_per_frame": self.patches_per_frame} if self.patches_per_frame != self.tokens_per_frame
+               else {}),
             "steps": t,
             "frames": f,
         }

@@ -37,7 +37,8 @@ class LayerReduction:
     row: torch.Tensor
 
 
-def reduce_rows(row: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_frame: int) -> LayerReduction:
+def reduce_rows(row: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_frame: int,
+                patches_per_frame: int | None = None) -> LayerReduction:
     """Reduce attention distributions of one layer.
 
     Args:
@@ -46,7 +47,9 @@ def reduce_rows(row: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_
             its tokens first, so they vote equally.
         meta: metadata of the S keys.
         num_frames: F, frames in the stream so far (frame indices are < F).
-        tokens_per_frame: P, patch tokens per frame.
+        tokens_per_frame: tokens of one frame unit, its text included: the period of the anchor structure.
+        patches_per_frame: P, image patches per frame (the width of ``position_mass``); default
+            ``tokens_per_frame`` (a family whose frames carry no text).
 
     Returns:
         the :class:`LayerReduction`, every field with leading dimension N.
@@ -66,7 +69,8 @@ def reduce_rows(row: torch.Tensor, meta: TokenMeta, num_frames: int, tokens_per_
 
     patch = meta.patch[video].long()
     is_patch = patch >= 0
-    position_mass = torch.zeros(heads, tokens_per_frame).index_add_(1, patch[is_patch], p[:, is_patch])
+    width = patches_per_frame or tokens_per_frame
+    position_mass = torch.zeros(heads, width).index_add_(1, patch[is_patch], p[:, is_patch])
 
     entropy = -(p * torch.log(p.clamp_min(EPS))).sum(dim=1)
     return LayerReduction(

@@ -265,6 +265,10 @@ class ModelAdapter(ABC):
         found = family_of(getattr(self.model.config, "model_type", None))
         return found.name if found is not None else "embedded"
 
+    def patches_per_frame(self, height: int, width: int) -> int:
+        """Image patches of one frame unit: :meth:`tokens_per_frame` without the frame's text (same by default)."""
+        return self.tokens_per_frame(height, width)
+
     def describe(self) -> dict:
         info = {
             "name": self.name,

@@ -60,7 +60,7 @@ class FramedVideoAdapter(ConditionalGenerationAdapter):
         """(F, 3, S, S) normalised pixels -> (F, n, hidden) language-model embeddings."""
         raise NotImplementedError
 
-    def patches_per_frame(self) -> int:
+    def patches_per_frame(self, height: int = 0, width: int = 0) -> int:
         raise NotImplementedError
 
     def _ids(self, text: str) -> torch.Tensor:
@@ -108,7 +108,7 @@ class InternVLAdapter(FramedVideoAdapter):
         newline = "\n" if frame.index > 0 else ""  # the processor joins frames with newlines
         return f"{newline}Frame{frame.index + 1}: <img>", "</img>"
 
-    def patches_per_frame(self) -> int:
+    def patches_per_frame(self, height: int = 0, width: int = 0) -> int:
         return int(self.model.config.image_seq_length)
 
     def patch_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ class SmolVLMAdapter(FramedVideoAdapter):
         return f"\nFrame from {seconds // 60:02d}:{seconds % 60:02d}:<fake_token_around_image><global-img>", \
             "<fake_token_around_image>"
 
-    def patches_per_frame(self) -> int:
+    def patches_per_frame(self, height: int = 0, width: int = 0) -> int:
         vision = self.model.config.vision_config
         return (self.image_size // vision.patch_size) ** 2 // self.model.config.scale_factor ** 2
 

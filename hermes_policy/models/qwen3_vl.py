@@ -70,6 +70,9 @@ class Qwen3VLAdapter(QwenVLAdapter):
         opener = self._text_ids(timestamp_text(FRAME_TEXT_HORIZON + 0.5) + self._vision_start)
         return super().tokens_per_frame(height, width) + opener.numel() + 1
 
+    def patches_per_frame(self, height: int, width: int) -> int:
+        return QwenVLAdapter.tokens_per_frame(self, height, width)
+
     def group_times(self, frames: list[Frame]) -> list[float]:
         """Each frame group's timestamp: the mean time of its first and last frame (a short last group repeats
         its last frame, as Qwen's processor pads it)."""
