@@ -18,7 +18,7 @@ import typer
 from analysis.errors import StudyError
 from analysis.recordings import load_study
 from hermes_policy.cli_options import OverwriteOption, bounded
-from hermes_policy.outputs import check_output, output_folder
+from hermes_policy.outputs import check_output, hold_output_lock, output_folder
 
 
 def parse_budget_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
         thresholds = RoleThresholds(min_decay, min_concentration)
 
         check_output(out, overwrite, StudyError, kind="file")
+        hold_output_lock(out, StudyError)
         rec = load_study(study)
         spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
                            budget, thresholds)
@@ -128,6 +129,7 @@ def register(app: typer.Typer) -> None:
 
         formats = parse_formats(fmt)  # fail on a bad format before any work
         check_output(out, overwrite, StudyError)
+        hold_output_lock(out, StudyError)
         if study is None:
             if not eval_dirs and not bench_dirs:
                 raise StudyError("figures needs --study DIR, --eval DIR or --bench DIR")
@@ -153,7 +155,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def validate(
         family: Annotated[str, typer.Option(
-            help="planted family: embedded | qwen2-vl | qwen2.5-vl | llava-ov | all")] = "all",
+            help="planted families, a comma list: embedded | qwen2-vl | qwen2.5-vl | llava-ov | qwen3-vl | qwen3.5 | "
+                 "internvl | smolvlm | all")] = "all",
         configs: Annotated[int, typer.Option(help="random planted configurations per family")] = 5,
         seed: Annotated[int, typer.Option(
             help="seed of the first configuration (configuration i uses SEED+i); the README's numbers use 1000")] = 0,
@@ -191,6 +194,7 @@ def register(app: typer.Typer) -> None:
         formats = parse_formats(fmt) if out is not None else ()
         if out is not None:
             check_output(out, overwrite, StudyError)
+            hold_output_lock(out, StudyError)
         runs = run_sweep(runs_config, progress=sys.stderr.isatty() or not as_json)
         doc = report(runs)
         if out is not None:

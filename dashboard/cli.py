@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +16,20 @@ from hermes_policy.errors import HermesError
 from hermes_policy.outputs import check_output
 
 APP = Path(__file__).with_name("app.py")
+#: addresses that bind every interface
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class DashboardError(HermesError):
@@ -28,12 +43,16 @@ def streamlit_command(settings: Settings, host: str = "127.0.0.1", port: int = 8
         raise DashboardError(f"--port must be between 1 and 65535, got {port}")
     if not host.strip():
         raise DashboardError("--host must not be empty (the default, 127.0.0.1, serves this machine only)")
+    # A named address keeps Streamlit from looking up this machine's external IP (it asks an outside
+    # service when it binds every interface); for a wildcard bind the URL it prints names this host.
+    shown = socket.gethostname() if host in WILDCARD_HOSTS else host
     return [
         python, "-m", "streamlit", "run", str(APP),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--browser.serverAddress", shown,
         # the app's pages are modules of this package; file watching would only reload it mid-run
         "--server.fileWatcherType", "none",
         "--", *settings.to_args(),
@@ -78,6 +97,10 @@ def register(app: typer.Typer) -> None:
         settings.placement()  # a bad device map fails here, in one line, not on every page
         check_output(runs, False, DashboardError, what="--runs", resumable=True)  # the app writes there
         cmd = streamlit_command(settings, host, port)
+        if not is_loopback(host):
+            typer.echo(f"WARNING: --host {host} serves the dashboard beyond this machine: anyone who can reach "
+                       f"port {port} can load models, stream videos and write files under --runs {runs}. There is "
+                       "no login. Use the default, 127.0.0.1, unless that is what you mean.", err=True)
         typer.echo(f"hermes-lab dashboard on http://{host}:{port} (Ctrl+C to stop)", err=True)
         sys.stdout.flush(), sys.stderr.flush()
         # become the server: signals (Ctrl+C, a supervisor's SIGTERM) reach Streamlit itself,

@@ -23,6 +23,7 @@ from hermes_policy.atomic import STORAGE_ERRNOS
 from hermes_policy.data import cli as data_cli
 from hermes_policy.errors import HermesError
 from hermes_policy.eval import cli as eval_cli
+from hermes_policy.outputs import release_output_locks
 from hermes_policy.training import cli as training_cli
 from probes import cli as probes_cli
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        release_output_locks()  # the command's output folders are free for the next run
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -144,6 +145,21 @@ def atomic_dir(target: str | Path, error: type[HermesError] = HermesError) -> It
     _fsync_path(target.parent)
     if stale is not None:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files interrupted :func:`atomic_path` writes left in ``folder`` (and below it);
+    returns how many. Only for a folder this process holds the output lock of: a live writer's temporary
+    would go too."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    # exactly the names atomic_path makes: ".{name}." + mkstemp's 8 random characters + ".tmp"
+    ours = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+    stale = [p for p in folder.rglob(".*.tmp") if ours.match(p.name) and p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def remove_leftovers(target: str | Path) -> None:

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
 from hermes_policy.models.base import ModelAdapter
+from hermes_policy.inputs import check_frame_count
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.outputs import output_folder
 from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
@@ -203,11 +204,13 @@ def run_cell(
                 answer = session.ask(q, max_new_tokens=1)
                 ttfts.append(answer.ttft_ms)
                 sample(session.cache)  # what the question arrived to (its own rows were rolled back)
-    tokens_per_frame = session.tokens_per_frame
+    tokens_per_frame, session_frames = session.tokens_per_frame, session.frames_seen
     del session
+    if session_frames < frames:
+        print(f"note: {video} has {session_frames} frames; the {frames}-frame cell measured those", file=sys.stderr)
     return BenchRow(
         policy=policy_name,
-        frames=frames,
+        frames=session_frames,  # what was streamed: a short video gives fewer frames than asked for
         budget=getattr(policy, "budget", None),
         ttft_ms=round(statistics.median(ttfts), 3),
         ingest_ms_per_frame=round(ingest, 3),
@@ -250,6 +253,8 @@ def parse_int_list(text: str, what: str) -> list[int]:
         raise PolicyError(f"--{what} takes comma-separated integers, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
         raise PolicyError(f"--{what} takes positive integers, got {text!r}")
+    for v in values:
+        check_frame_count(v, PolicyError, f"--{what}")
     return values
 
 

@@ -29,7 +29,7 @@ from hermes_policy.models import load_model
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
 from hermes_policy.models.registry import DTYPES, parse_dtype  # noqa: F401  (DTYPES re-exported)
-from hermes_policy.outputs import check_output
+from hermes_policy.outputs import check_output, hold_output_lock
 from hermes_policy.policies import POLICIES, policy_from_args
 from hermes_policy.session import Answer, SessionConfig, StreamingSession, check_question
 from hermes_policy.timeline import TIME_TOLERANCE, interleave
@@ -227,6 +227,8 @@ def register(app: typer.Typer) -> None:
         cells = plan_cells(names, lengths)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
         env = launch_for(dist_timeout, placement, gpus_per_rank, BenchError)
+        if out is not None and env.is_main:  # rank 0 writes the rows
+            hold_output_lock(out, BenchError)
         if env.distributed and not distributed:
             # refused rather than run on rank 0 alone: N launched processes of which N-1 silently do nothing
             # would hide a mistake, and N unaware copies would time each other's contention

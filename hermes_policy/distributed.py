@@ -104,6 +104,10 @@ def launch_for(timeout: float, placement: Placement | None, gpus_per_rank: int |
     if gpus_per_rank is not None and (isinstance(gpus_per_rank, bool) or gpus_per_rank < 1):
         raise error(f"--gpus-per-rank must be a positive number of GPUs, got {gpus_per_rank}")
     env = launch_env()
+    if gpus_per_rank is not None and not env.distributed:
+        raise error(f"--gpus-per-rank {gpus_per_rank} splits a node's GPUs among the ranks of a torchrun / "
+                    "accelerate launch, and this is no launch (WORLD_SIZE 1); without a launcher, --device-map "
+                    "auto spreads one model over every GPU")
     if placement is not None and placement.mapped and env.distributed:
         if gpus_per_rank is None:
             raise error("--device-map under a distributed launch needs --gpus-per-rank G: each rank then spreads "

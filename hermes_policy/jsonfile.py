@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hermes_policy.errors import HermesError
+from hermes_policy.inputs import check_regular_file
 
 #: deepest nesting accepted: hermes-lab's own files nest at most 6 deep
 MAX_DEPTH = 64
@@ -88,13 +89,9 @@ def read_json(path: str | Path, error: type[HermesError], what: str, expect: typ
     Args:
         what: how to name the file in messages, e.g. "policy spec".
     """
-    path = Path(path)
+    path = check_regular_file(path, error, what)  # a FIFO would block, a device never end
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise error(f"{what} {path} is a folder, not a JSON file") from None
     except OSError as e:
         raise error(f"{what} {path} cannot be read: {e.strerror or e}") from None
     try:

@@ -33,6 +33,7 @@ from hermes_policy.attention import (
 from hermes_policy.cache import CompactCache
 from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS, PseudoQueryDepth, embedding_probe
 from hermes_policy.errors import SessionError
+from hermes_policy.inputs import check_text_length
 from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
     LETTER_OPENER,
     MC_ANSWERS,
@@ -91,8 +92,8 @@ def check_question(question: object) -> str:
     try:
         question.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes from a command line arrive as lone surrogates
-        raise SessionError(f"the question {question!r} is not valid UTF-8 text") from None
-    return question
+        raise SessionError(f"the question {question[:80]!r} is not valid UTF-8 text") from None
+    return check_text_length(question, SessionError, "the question")
 
 
 @dataclass
@@ -168,6 +169,7 @@ class StreamingSession:
     ) -> None:
         self.adapter = adapter
         self.policy = policy if policy is not None else FullPolicy()
+        self.policy.check_model(adapter)  # a spec made for another model fails here, before anything streams
         self.config = config if config is not None else SessionConfig()
         group = adapter.frames_per_group
         self.chunk_frames = -(-self.config.chunk_frames // group) * group

@@ -23,7 +23,7 @@ from hermes_policy.data.dataset import (
     write_dataset,
 )
 from hermes_policy.data.loaders import FORMATS, load_annotations
-from hermes_policy.outputs import check_output, output_folder
+from hermes_policy.outputs import check_output, hold_output_lock, output_folder
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -58,6 +58,7 @@ def synth_command(
 ) -> None:
     """Write a synthetic streaming-QA dataset (exact answers from the simulator's event log)."""
     check_output(out, overwrite, DatasetError)
+    hold_output_lock(out, DatasetError)
     items = synthesize(seed, videos, frames, fps=fps, size=parse_size(size), per_category=per_category)
     # staged and moved into place whole: a run that fails (a full disk) leaves the old folder, or none
     with output_folder(out, DatasetError, "data synth") as staging:
@@ -89,6 +90,7 @@ def convert_command(
     as_file = out.suffix == ".jsonl"
     # a folder may be the one the videos are in: only dataset.jsonl is ever replaced there
     check_output(out, overwrite, DatasetError, kind="file" if as_file else "dir", whole=False)
+    hold_output_lock(out, DatasetError, clean=False)
     items = load_annotations(annotations, format=format, video_root=video_root)
     if as_file or out.is_dir():
         path = write_dataset(items, out)

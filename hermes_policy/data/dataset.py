@@ -38,6 +38,7 @@ from tqdm import tqdm
 from hermes_policy.atomic import atomic_write_text
 from hermes_policy.data.questions import CATEGORIES, Question, sample_questions
 from hermes_policy.errors import HermesError, VideoError
+from hermes_policy.inputs import MAX_STREAM_SECONDS, check_regular_file, check_text_length
 from hermes_policy.jsonfile import loads_json
 from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.video.spec import SYNTHETIC_PREFIX, parse_synthetic_spec
@@ -107,6 +108,46 @@ def letter_index(letter: str, n_options: int) -> int:
     return OPTION_LETTERS.index(text)
 
 
+def check_question_text(text: Any, options: list[str]) -> None:
+    """The checks every question gets, from any format: non-empty text within the length limit, options
+    within it too, and no option twice (two identical options make the letter ambiguous); ValueError."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'question' must be non-empty text")
+    check_text_length(text, ValueError, "'question'")
+    for i, option in enumerate(options):
+        check_text_length(option, ValueError, f"option {OPTION_LETTERS[i]}")
+    seen: dict[str, int] = {}
+    for i, option in enumerate(options):
+        key = option.strip().casefold()
+        if key in seen:
+            raise ValueError(f"options {OPTION_LETTERS[seen[key]]} and {OPTION_LETTERS[i]} are the same "
+                             f"({option.strip()!r})")
+        seen[key] = i
+
+
+def check_time(t: Any) -> float:
+    """A question's time in seconds: a finite number in [0, MAX_STREAM_SECONDS]; ValueError otherwise."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise ValueError(f"'time' must be a number of seconds >= 0, got {t!r}")
+    if t > MAX_STREAM_SECONDS:
+        raise ValueError(f"'time' {t!r} is past the limit of {MAX_STREAM_SECONDS} s (one week) into a stream")
+    return float(t)
+
+
+def check_unique_qids(items: Iterable[VideoItem], source: str | Path) -> None:
+    """Question ids, where a benchmark gives them, name one question each; DatasetError names a repeated one."""
+    seen: dict[str, str] = {}
+    for item in items:
+        for q in item.questions:
+            qid = getattr(q, "qid", "")
+            if not qid:
+                continue
+            if qid in seen:
+                raise DatasetError(f"{source}: question id {qid!r} is used twice (videos {seen[qid]} and "
+                                   f"{item.video}); ids must be unique")
+            seen[qid] = item.video
+
+
 def parse_question(d: Any) -> Question:
     """Validate one question object of the JSONL format; ValueError says what is wrong."""
     if not isinstance(d, dict):
@@ -114,17 +155,14 @@ def parse_question(d: Any) -> Question:
     missing = [k for k in ("time", "question", "options", "answer") if k not in d]
     if missing:
         raise ValueError(f"question is missing {', '.join(repr(k) for k in missing)}")
-    t = d["time"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-        raise ValueError(f"'time' must be a number of seconds >= 0, got {t!r}")
+    t = check_time(d["time"])
     text = d["question"]
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("'question' must be non-empty text")
     options = d["options"]
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise ValueError("'options' must be a list of texts")
     if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
         raise ValueError(f"'options' must hold {MIN_OPTIONS} to {MAX_OPTIONS} texts, got {len(options)}")
+    check_question_text(text, options)
     index = letter_index(d["answer"], len(options))
     frame = d.get("frame", -1)
     if isinstance(frame, bool) or not isinstance(frame, int):
@@ -188,9 +226,7 @@ def read_dataset(path: str | Path, video_root: str | Path | None = None, check_v
         DatasetError: naming ``file:line`` for bad JSON, a missing key, a bad value
             (e.g. an answer letter beyond the options); or listing missing videos.
     """
-    path = dataset_path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset {path} does not exist")
+    path = check_regular_file(dataset_path(path), DatasetError, "dataset")
     root = Path(video_root) if video_root is not None else path.parent
     items: list[VideoItem] = []
     try:
@@ -223,6 +259,7 @@ def read_dataset(path: str | Path, video_root: str | Path | None = None, check_v
             except VideoError as e:
                 raise DatasetError(f"{where}: {e}") from None
         items.append(VideoItem(video, sorted(parsed, key=lambda q: q.time)))
+    check_unique_qids(items, path)
     if check_videos:
         check_videos_exist(items, path, root)
     return items

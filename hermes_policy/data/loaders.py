@@ -33,7 +33,7 @@ a JSON list of entries ::
      "realtime": 83.5, "question": "...", "options": ["...", ...], "gt": 2}   # gt: index or letter
 
 Category by task: ``backward`` for EPM, ASI, HLD; ``real-time`` for STU, OJR,
-ATR, ACR, OCR, FPD; ``forward`` for REC, SSR, CRR (and any other task). The
+ATR, ACR, OCR, FPD; ``forward`` for REC, SSR, CRR (any other task is refused). The
 task is kept as the question's ``task`` and ``id`` as its ``qid``.
 OVO-Bench's forward tasks ship without options, as probes in ``test_info``
 (``[{"realtime": s, "type": 0|1, ...}]``); SSR (with a per-probe ``step``) and
@@ -60,6 +60,9 @@ from hermes_policy.data.dataset import (
     BenchQuestion,
     DatasetError,
     VideoItem,
+    check_question_text,
+    check_time,
+    check_unique_qids,
     check_videos_exist,
     read_dataset,
     resolve_video,
@@ -75,17 +78,22 @@ OVO_REAL_TIME = ("STU", "OJR", "ATR", "ACR", "OCR", "FPD")
 OVO_FORWARD = ("REC", "SSR", "CRR")
 YES_NO = ("No", "Yes")
 
+_CLOCK_PART = re.compile(r"^\d+(\.\d+)?$")  # no sign, no exponent: "-00:01" and "1e3" are not clock times
 _PREFIX = re.compile(r"^\s*([A-Ja-j])\s*[.:)\uff0e\uff1a]\s*")
 _ANSWER = re.compile(r"^\s*\(?([A-Ja-j])(?:$|[\s.:)\uff0e\uff1a])")
 
 
 def ovo_category(task: str) -> str:
-    """OVO-Bench's three modes: backward tracing, real-time perception, forward responding."""
+    """OVO-Bench's three modes: backward tracing, real-time perception, forward responding; ValueError for a
+    task OVO-Bench does not have (a guess would mislabel its questions)."""
     if task in OVO_BACKWARD:
         return "backward"
     if task in OVO_REAL_TIME:
         return "real-time"
-    return "forward"
+    if task in OVO_FORWARD:
+        return "forward"
+    tasks = ", ".join(OVO_BACKWARD + OVO_REAL_TIME + OVO_FORWARD)
+    raise ValueError(f"unknown OVO-Bench task {task!r}; its tasks are {tasks}")
 
 
 def strip_option_letters(options: list[str]) -> list[str]:
@@ -106,13 +114,13 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and value.strip():
+        form = "expected HH:MM:SS, MM:SS or seconds, each part a plain number and minutes and seconds below 60"
         parts = value.strip().split(":")
-        if len(parts) > 3:
-            raise ValueError(f"not a time: {value!r} (expected HH:MM:SS, MM:SS or seconds)")
-        try:
-            numbers = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"not a time: {value!r} (expected HH:MM:SS, MM:SS or seconds)") from None
+        if len(parts) > 3 or not all(_CLOCK_PART.match(p) for p in parts):
+            raise ValueError(f"not a time: {value!r} ({form})")
+        numbers = [float(p) for p in parts]
+        if len(parts) > 1 and any(n >= 60 for n in numbers[1:]):
+            raise ValueError(f"not a time: {value!r} ({form})")
         seconds = 0.0
         for n in numbers:
             seconds = seconds * 60 + n
@@ -120,7 +128,7 @@ def parse_timestamp(value: Any) -> float:
         raise ValueError(f"not a time: {value!r}")
     if not seconds >= 0 or seconds == float("inf"):
         raise ValueError(f"time must be a finite number of seconds >= 0, got {value!r}")
-    return seconds
+    return check_time(seconds)
 
 
 def _answer_index(answer: Any, n_options: int) -> int:
@@ -146,8 +154,7 @@ def _options(raw: Any) -> list[str]:
 
 def _question(time: float, text: Any, options: list[str], index: int, category: str, task: str,
               qid: str = "") -> BenchQuestion:
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("'question' must be non-empty text")
+    check_question_text(text, options)
     return BenchQuestion(time=time, frame=-1, question=text.strip(), options=tuple(options),
                          answer=OPTION_LETTERS[index], answer_text=options[index], category=category,
                          task=task, qid=qid)
@@ -318,6 +325,7 @@ def load_annotations(
         raise DatasetError(f"{path} is a folder; a {fmt} annotation file is one JSON file")
     items = load_streamingbench(path, video_root, category_map) if fmt == "streamingbench" \
         else load_ovobench(path, video_root)
+    check_unique_qids(items, path)
     if check_videos:
         check_videos_exist(items, path, Path(video_root) if video_root is not None else path.parent)
     return items

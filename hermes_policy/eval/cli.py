@@ -28,6 +28,7 @@ from hermes_policy.data.dataset import DatasetError, missing_videos
 from hermes_policy.data.loaders import FORMATS, detect_format, load_annotations
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.models.placement import placement_from_options
+from hermes_policy.outputs import hold_output_lock
 from hermes_policy.session import SessionConfig
 from hermes_policy.video import open_videos
 from hermes_policy.video.frames import check_fps
@@ -140,6 +141,8 @@ def eval_command(
     placement = placement_from_options(device, device_map, max_memory, offload_folder)
     env = launch_for(dist_timeout, placement, gpus_per_rank, EvalError)
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
+    if env.is_main:  # one run per folder: a second one would interleave its rows with ours
+        hold_output_lock(out, EvalError)
     recipes = build_recipes(policy, budget, budget_ratio, spec)
     labels = [r.key for r in recipes]
     if compare_to is not None and compare_to not in [*labels, "full"]:

@@ -35,7 +35,8 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 #: our own key in a shipped config file: the published image-processor settings
 PROCESSOR_KEY = "hermes_lab_processor"
 #: the line every table, page and summary of a ``config:`` model carries
-RANDOM_WEIGHTS_NOTE = "weights: random (a config: model): answers are meaningless; only time and memory are real"
+RANDOM_WEIGHTS_NOTE = ("weights: random (a config: or tiny- model, seeded, never trained): answers are meaningless; "
+                       "only time and memory are real")
 
 
 def config_names() -> list[str]:

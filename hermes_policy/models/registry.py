@@ -18,6 +18,7 @@ import dataclasses
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from hermes_policy.models.families import family_of
 from hermes_policy.models.placement import Placement, check_device, dispatch, from_pretrained_kwargs, resolve_device
 from hermes_policy.models.planted import PLANTED_PREFIX
 from hermes_policy.models.scratch import is_scratch_dir, load_scratch
-from hermes_policy.models.tiny import TINY_MODELS
+from hermes_policy.models.tiny import TINY_MODELS, build_tiny
 
 #: ``--dtype`` names -> torch dtypes (``auto``: the checkpoint's own)
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,8 +54,8 @@ def _builtin() -> dict[str, Callable[[torch.dtype | None], ModelAdapter]]:
         "embedded": lambda dtype: load_embedded(dtype or torch.float32),
         "embedded-smollm2": lambda dtype: load_embedded_smollm2(dtype or torch.bfloat16),
     }
-    for name, build in TINY_MODELS.items():
-        table[name] = lambda dtype, build=build: build(dtype or torch.float32)
+    for name in TINY_MODELS:
+        table[name] = lambda dtype, name=name: build_tiny(name, dtype or torch.float32)
     return table
 
 
@@ -122,16 +123,47 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
-def _read_config(name: str, trust_remote_code: bool):
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used now, or None: ``HF_HUB_OFFLINE`` is set, or its host does
+    not answer within 3 s. Checked once before going online, so that a machine without network says so at
+    once instead of after the hub client's retries (five of them, half a minute)."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants as hub
+
+    if hub.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(hub.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        return f"{url.hostname} cannot be reached ({e.strerror or e})"
+    return None
+
+
+def _read_config(name: str, trust_remote_code: bool) -> tuple[Any, bool]:
+    """The checkpoint's config, and whether its files come from the local cache only (the hub is not used)."""
     from transformers import AutoConfig
 
-    if not Path(name).exists() and not _looks_like_hub_id(name):
+    local = Path(name).exists()
+    if not local and not _looks_like_hub_id(name):
         raise ModelError(f"unknown model {name!r}: not a built-in name, an existing path or an 'org/name' hub id. "
                          f"{supported_help()}")
+    offline = local
+    if not local:
+        try:  # a model in the local Hugging Face cache needs no network
+            return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=True), True
+        except Exception:  # noqa: BLE001  (not cached: try the hub, if it can be reached)
+            why = _hub_unreachable()
+            if why is not None:
+                raise ModelError(f"cannot load model {name!r}: it is not in the local Hugging Face cache and the "
+                                 f"hub cannot be used ({why}); pass a local path, or a built-in name. "
+                                 f"{supported_help()}") from None
     try:
-        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code), offline
     except Exception as e:  # transformers raises OSError/ValueError/HF errors; all mean "cannot load"
-        where = "local directory" if Path(name).exists() else "built-in name, local path or reachable hub id"
+        where = "local directory" if local else "built-in name, local path or reachable hub id"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load model {name!r}: not a {where} ({reason}). {supported_help()}") from None
 
@@ -160,7 +192,7 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_co
 
     Weights load from safetensors only unless ``allow_pickle``.
     """
-    config = _read_config(name, trust_remote_code)
+    config, cached = _read_config(name, trust_remote_code)
     model_type = getattr(config, "model_type", None)
     family = family_of(model_type)
     if family is None:
@@ -169,7 +201,8 @@ def load_pretrained(name: str, dtype: torch.dtype | None = None, trust_remote_co
         _refuse_pickle_only(name)
     from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-    kwargs = dict(trust_remote_code=trust_remote_code)
+    # a local folder, or a checkpoint found in the cache: nothing more is fetched
+    kwargs = dict(trust_remote_code=trust_remote_code, **({"local_files_only": True} if cached else {}))
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             name, dtype=dtype or "auto", attn_implementation="sdpa", **kwargs,

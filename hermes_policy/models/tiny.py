@@ -212,4 +212,6 @@ TINY_MODELS = {"tiny-embedded": tiny_embedded, **{f.tiny: _BUILDERS[f.tiny] for 
 
 
 def build_tiny(name: str, dtype: torch.dtype = torch.float32) -> ModelAdapter:
-    return TINY_MODELS[name](dtype)
+    adapter = TINY_MODELS[name](dtype)
+    adapter.weights = "random"  # seeded, never trained: whatever they say is noise
+    return adapter

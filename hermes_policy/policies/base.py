@@ -68,6 +68,10 @@ class Policy(ABC):
                     f"({tokens_per_frame} tokens){extra}; use --budget {need} or more"
                 )
 
+    def check_model(self, adapter) -> None:
+        """Refuse a configuration made for another model (a spec's layer count, decoder layers, head count);
+        called when a session is made, before anything streams. Default: nothing to check."""
+
     def reserved_tokens(self) -> int:
         """Video tokens the policy keeps regardless of the window (e.g. StreamingLLM sinks)."""
         return 0

@@ -159,6 +159,12 @@ class HermesPolicy(ScoringPolicy):
         self._chunk: tuple[list[dict[str, Any]], list[torch.Tensor]] = ([], [])
 
     # ------------------------------------------------------------- settings
+    def check_model(self, adapter) -> None:
+        if self.layers is not None:
+            from hermes_policy.policies.spec import check_layers_fit
+
+            check_layers_fit(self.layers, adapter, "hermes")
+
     def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:
         layers = self.layers if self.layers is not None else fixed_layers(num_layers, self.family)
         if len(layers) != num_layers:

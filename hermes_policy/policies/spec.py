@@ -256,6 +256,31 @@ def check_layers(layers: Any, where: str = "spec", name: str = "layers") -> None
     shares = [e["budget_share"] for e in layers if "budget_share" in e]
     if len(shares) == len(layers) and sum(shares) <= 0:
         raise PolicyError(f"{where}: {name}: the budget shares must sum to a positive number")
+    named = [(i, e["layer"]) for i, e in enumerate(layers) if "layer" in e]
+    for (i, a), (j, b) in zip(named, named[1:]):
+        if b <= a:  # one entry per decoder layer, shallow to deep
+            raise PolicyError(f"{where}: {name}[{j}].layer is {b}, after {name}[{i}].layer {a}: each entry names "
+                              "its own decoder layer, in depth order (a layer twice, or out of order)")
+
+
+def check_layers_fit(layers: list[dict], adapter, where: str = "spec", name: str = "layers") -> None:
+    """The per-layer settings against the model they are about to run on; PolicyError naming the mismatch.
+
+    One entry per cache layer (decoder layers with attention), each entry's ``layer`` (when given) that
+    decoder layer, and each ``heads`` list one tier per query head.
+    """
+    kv = list(adapter.kv_layers)
+    if len(layers) != len(kv):
+        raise PolicyError(f"{where}: {name} describes {len(layers)} layers but {adapter.name} has {len(kv)} "
+                          "with attention")
+    for i, (entry, model_layer) in enumerate(zip(layers, kv)):
+        if "layer" in entry and entry["layer"] != model_layer:
+            raise PolicyError(f"{where}: {name}[{i}].layer is {entry['layer']}, but {adapter.name}'s attention "
+                              f"layer {i} is decoder layer {model_layer} (a spec derived from another model?)")
+        heads = entry.get("heads")
+        if heads is not None and len(heads) != adapter.num_heads:
+            raise PolicyError(f"{where}: {name}[{i}].heads has {len(heads)} tiers but {adapter.name} has "
+                              f"{adapter.num_heads} heads per layer")
 
 
 # ------------------------------------------------------------ spec schema

@@ -21,9 +21,21 @@ STATE_FILE = "state.pt"
 Optimisers = tuple[torch.optim.Optimizer, torch.optim.Optimizer]
 
 
-def has_checkpoint(directory: Path) -> bool:
+def missing_parts(directory: Path, backbone: str = "scratch") -> list[str]:
+    """The files a checkpoint of ``backbone`` needs that ``directory`` lacks (empty: complete).
+
+    Every checkpoint has the optimiser state and the front end; a scratch run's also holds its language
+    model (config, weights, tokenizer), which the run is rebuilt from.
+    """
+    need = [STATE_FILE, "frontend.json"]
+    if backbone == "scratch":
+        need += ["config.json", "model.safetensors", "tokenizer.json"]
+    return [name for name in need if not (directory / name).is_file()]
+
+
+def has_checkpoint(directory: Path, backbone: str = "scratch") -> bool:
     """Whether ``directory`` holds a complete checkpoint to resume from."""
-    return (directory / STATE_FILE).exists()
+    return directory.is_dir() and not missing_parts(directory, backbone)
 
 
 def write_checkpoint(run: TrainingRun, optimisers: Optimisers, step: int, rng: random.Random,
@@ -56,4 +68,4 @@ def restore_checkpoint(directory: Path, run: TrainingRun, optimisers: Optimisers
     return state["step"]
 
 
-__all__ = ["STATE_FILE", "has_checkpoint", "restore_checkpoint", "write_checkpoint"]
+__all__ = ["STATE_FILE", "has_checkpoint", "missing_parts", "restore_checkpoint", "write_checkpoint"]

@@ -10,7 +10,7 @@ import typer
 from hermes_policy.cli_options import bounded, share_option
 from hermes_policy.errors import HermesError
 from hermes_policy.models.embedded import EMBEDDED_DIR, SMOLLM2_FRONTEND_DIR
-from hermes_policy.outputs import check_output
+from hermes_policy.outputs import check_output, hold_output_lock
 from hermes_policy.training.config import TrainConfig
 from hermes_policy.training.install import check_mc_scoring, install_model
 from hermes_policy.training.loop import CurvePlotter, train
@@ -85,6 +85,7 @@ def register(app: typer.Typer, plot_curve: CurvePlotter | None = None) -> None:
         except ValueError as e:
             raise HermesError(f"train-embedded: {e}") from None
         check_output(run_dir, False, HermesError, what="--run-dir", resumable=True)  # resume has its own rule
+        hold_output_lock(run_dir, HermesError, what="--run-dir")
         final = train(cfg, run_dir, resume=resume, plot=plot_curve)
         typer.echo(f"trained -> {final} (learning curve: {run_dir / 'curve.jsonl'})")
         if install:

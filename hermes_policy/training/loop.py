@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from hermes_policy.data.questions import Question, questions_at
+from hermes_policy.errors import HermesError
 from hermes_policy.eval.scoring import letter_token_ids, score_letters
 from hermes_policy.mc_format import OPTION_LETTERS, decode_to_opener, format_question
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
@@ -24,7 +25,7 @@ from hermes_policy.models.frontend import ConvFrontend, ConvFrontendConfig, load
 from hermes_policy.models.scratch import build_scratch, load_scratch, save_scratch
 from hermes_policy.models.smollm2 import load_smollm2
 from hermes_policy.training.batching import Batch, Batcher
-from hermes_policy.training.checkpoint import has_checkpoint, restore_checkpoint, write_checkpoint
+from hermes_policy.training.checkpoint import has_checkpoint, missing_parts, restore_checkpoint, write_checkpoint
 from hermes_policy.training.config import TrainConfig
 from hermes_policy.training.samples import Sample, align_sample, qa_sample, tokenizer_corpus, vision_batch
 from hermes_policy.video.synthetic import COLOURS, SHAPES, SyntheticVideo
@@ -202,7 +203,13 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     ckpt = run_dir / "checkpoint"
-    resuming = resume and has_checkpoint(ckpt)
+    if resume and ckpt.exists() and not has_checkpoint(ckpt, cfg.backbone):
+        # half a checkpoint would fail deep in a load; say what is missing instead
+        raise HermesError(f"--resume: {ckpt} is not a complete {cfg.backbone} checkpoint (missing "
+                          f"{', '.join(missing_parts(ckpt, cfg.backbone))}); remove it to start over, or restore it")
+    if resume and not ckpt.exists():
+        print(f"note: --resume: {ckpt} holds no checkpoint; starting from step 0", file=sys.stderr)
+    resuming = resume and has_checkpoint(ckpt, cfg.backbone)
     run = TrainingRun(cfg, ckpt if resuming else None)
     optimiser = torch.optim.AdamW(run.trainable, lr=cfg.align_lr, weight_decay=0.01)
     vision_optimiser = torch.optim.AdamW(run.vision_parameters, lr=cfg.vision_lr, weight_decay=0.01)

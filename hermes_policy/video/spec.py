@@ -11,6 +11,7 @@ from typing import TypedDict, TypeVar
 from tqdm import tqdm
 
 from hermes_policy.errors import VideoError
+from hermes_policy.inputs import check_frame_count, check_regular_file
 from hermes_policy.video.decode import FileVideo
 from hermes_policy.video.frames import VideoSource, check_fps, check_max_frames
 from hermes_policy.video.synthetic import SyntheticVideo
@@ -60,6 +61,8 @@ def open_video(
     if size is not None:
         size = check_frame_size(size, text)
     if not text.startswith(SYNTHETIC_PREFIX):
+        if os.path.exists(text):  # a missing one is FileVideo's to name; a FIFO would block PyAV forever
+            check_regular_file(text, VideoError, "video")
         return FileVideo(text, fps=fps, max_frames=max_frames, size=size)
     params = parse_synthetic_spec(text)
     if fps is not None:
@@ -107,7 +110,7 @@ def parse_synthetic_spec(spec: str) -> SyntheticSpec:
     width, height = parsed("size", _parse_size) if "size" in values else DEFAULT_SIZE
     return SyntheticSpec(
         seed=parsed("seed", lambda v: _parse_int(v, minimum=0)),
-        frames=parsed("frames", lambda v: _parse_int(v, minimum=1)),
+        frames=parsed("frames", lambda v: check_frame_count(_parse_int(v, minimum=1), ValueError, "frames")),
         fps=parsed("fps", _parse_fps) if "fps" in values else DEFAULT_FPS,
         width=width,
         height=height,

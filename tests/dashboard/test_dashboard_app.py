@@ -115,6 +115,22 @@ def test_settings_round_trip_and_command_binds_localhost():
                                                                       "9000"]
     with pytest.raises(DashboardError, match="--port"):
         streamlit_command(s, port=70000)
+    # a named server address: Streamlit never asks an outside service for this machine's external IP
+    wide = streamlit_command(s, host="0.0.0.0")
+    assert wide[wide.index("--browser.serverAddress") + 1] not in ("", "0.0.0.0")
+    assert cmd[cmd.index("--browser.serverAddress") + 1] == "127.0.0.1"
+
+
+def test_a_host_beyond_this_machine_is_warned_about(monkeypatch, capsys, tmp_path):
+    from dashboard.cli import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.5")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+    monkeypatch.setattr("dashboard.cli.os.execv", lambda path, cmd: None)
+    assert cli_main(["dashboard", "--runs", str(tmp_path), "--host", "0.0.0.0"]) == 0
+    assert "WARNING: --host 0.0.0.0" in capsys.readouterr().err
+    assert cli_main(["dashboard", "--runs", str(tmp_path)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_cli_dashboard_command(monkeypatch, capsys, tmp_path):

@@ -121,7 +121,7 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
                           "kv_bytes_by_device", "tokens_per_frame", "weights", "ingest_full_ms_per_frame",
                           "vision_ms_per_frame", "lm_ms_per_frame", "policy_ms_per_frame", "frame_size",
                           "peak_gpu_bytes"}
-        assert r["weights"] == "trained" and r["tokens_per_frame"] > 0 and r["frame_size"] == "128x128"
+        assert r["weights"] == "random" and r["tokens_per_frame"] > 0 and r["frame_size"] == "128x128"
         # the stages are part of the ingest loop's wall time, never more than it
         stages = r["vision_ms_per_frame"] + r["lm_ms_per_frame"] + r["policy_ms_per_frame"]
         assert 0 < stages <= r["ingest_ms_per_frame"] * 1.05
@@ -177,3 +177,19 @@ def test_study_derive_figures_chain(capsys, tmp_path):
     assert code == 0 and json.loads(out)["policy"] == "hermes"
     code, _, err = run(capsys, "derive", "--study", str(tmp_path / "nothing"), "--out", str(tmp_path / "q.json"))
     assert code == 2 and "hermes-lab: error:" in err
+
+
+def test_bench_reports_the_frames_it_streamed_not_the_ones_asked_for(tmp_path, capsys):
+    from hermes_policy.video import SyntheticVideo, write_mp4
+
+    clip = write_mp4(SyntheticVideo(seed=1, frames=5, width=64, height=64), tmp_path / "short.mp4")
+    code, out, err = run(capsys, "bench", "--model", "tiny-embedded", "--video", str(clip), "--frames", "9",
+                         "--policies", "full", "--json")
+    assert code == 0 and [r["frames"] for r in json.loads(out)] == [5]
+    assert "has 5 frames" in err
+
+
+def test_tiny_models_say_their_weights_are_random(capsys):
+    code, out, _ = run(capsys, "stream", "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4",
+                       "--max-new-tokens", "1", "--json")
+    assert code == 0 and json.loads(out)["weights"] == "random"

@@ -41,7 +41,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
         (["--videos", str(empty)], "lists no videos"),
         (["--videos", str(binary)], "UTF-8"),
         (["--videos", str(tmp / "missing.txt")], "does not exist"),
-        (["--videos", str(tmp)], "not a folder"),
+        (["--videos", str(tmp)], "is a folder, not a file"),
     ]
 
 

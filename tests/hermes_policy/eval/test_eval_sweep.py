@@ -160,13 +160,14 @@ def test_json_object_shape(items):
     result = evaluate(adapter, items[:1], [PolicyRecipe("sink-window", budget_ratio=0.5)], progress=False,
                       model="tiny-embedded")
     obj = result.to_json()
-    assert list(obj) == ["model", "policy", "budget", "accuracy", "accuracy_ci", "by_category", "by_category_ci",
+    assert list(obj) == ["weights", "model", "policy", "budget", "accuracy", "accuracy_ci", "by_category", "by_category_ci",
                          "ttft_ms_median", "peak_kv_bytes", "kept_fraction", "fidelity"]
     assert list(obj["by_category"]) == list(obj["by_category_ci"]) == ["real-time", "backward", "counting"]
     assert list(obj["fidelity"]) == ["agreement", "kl", "agreement_ci", "kl_ci"]
     lo, hi = obj["accuracy_ci"]
     assert lo <= obj["accuracy"] <= hi
     assert (obj["model"], obj["policy"], obj["budget"]) == ("tiny-embedded", "sink-window", 0.5)
+    assert obj["weights"] == "random"  # a tiny model's weights are seeded noise, and it says so
     rows = [r for r in result.rows if r.run == "sink-window@0.5"]
     assert obj["peak_kv_bytes"] == max(r.peak_kv_bytes for r in rows) > 0
     assert obj["kept_fraction"] == pytest.approx(sum(r.kept_fraction for r in rows) / len(rows))

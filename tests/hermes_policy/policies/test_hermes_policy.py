@@ -113,7 +113,10 @@ def test_spec_drives_tiers_and_budget_shares(frames):
     session.ingest(frames)
     assert [session.cache.video_count(i) for i in range(4)] == [4, 8, 12, 16]
     with pytest.raises(PolicyError, match="describes 5 layers"):
-        StreamingSession(_tiny("tiny-qwen2-vl"), PolicySpec("hermes", {"budget": 10}, layers=layers[:3] + layers[:2]).build()).ingest(frames[:4])
+        unnamed = [{k: v for k, v in e.items() if k != "layer"} for e in layers[:3] + layers[:2]]
+        StreamingSession(_tiny("tiny-qwen2-vl"), PolicySpec("hermes", {"budget": 10}, layers=unnamed).build()).ingest(frames[:4])
+    with pytest.raises(PolicyError, match="in depth order"):  # a decoder layer named twice
+        PolicySpec("hermes", {"budget": 10}, layers=layers[:3] + layers[:2]).build()
 
 
 @pytest.mark.parametrize("bad", [{"tier": "deep", "alpha": 0.5, "k": 1}, {"tier": "working", "alpha": 2, "k": 1},

@@ -292,3 +292,16 @@ def test_the_shipped_model_answers_from_memory() -> None:
     full = {c: result.accuracy("full", c) for c in ("real-time", "backward")}
     assert min(full.values()) >= 0.75, full
     assert result.accuracy("sink-window@0.3", "backward") <= full["backward"] - 0.3
+
+
+def test_resume_refuses_a_checkpoint_missing_its_files(tmp_path: Path) -> None:
+    """A checkpoint folder holding only the optimiser state is not taken as complete."""
+    from hermes_lab.cli import main
+
+    ckpt = tmp_path / "run" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    torch.save({"step": 3}, ckpt / "state.pt")
+    code = main(["train-embedded", "--run-dir", str(tmp_path / "run"), "--resume", "--vision-steps", "1",
+                 "--align-steps", "1", "--qa-steps", "1"])
+    assert code == 2
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.pt"]  # left as it was
