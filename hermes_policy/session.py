@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -200,8 +200,8 @@ class StreamingSession:
         Use it as a context manager (``with session.observing(p):``) or call ``.detach()``.
 
         Raises:
-            TypeError / ValueError: something that is not an observer, an unknown phase or a bad layer,
-            before anything is attached.
+            TypeError: something that is not an observer, before anything is attached.
+            ValueError: an unknown phase or a bad layer, before anything is attached.
         """
         layers = None if layers is None else list(layers)
         phases = None if phases is None else list(phases)
@@ -275,13 +275,14 @@ class StreamingSession:
         self.sink_len = len(prefix)
 
     # --------------------------------------------------------------- ingest
-    def ingest(self, frames: Iterable[Frame], progress=None) -> int:
+    def ingest(self, frames: Iterable[Frame], progress: Any = None) -> int:
         """Feed frames; every ``chunk_frames`` of them are prefilled, then the policy prunes.
 
         Frames that do not fill a chunk wait for the next call (or :meth:`flush`,
         which :meth:`ask` runs first). Returns how many frames were taken.
 
         Args:
+            frames: the frames to take, in stream order.
             progress: optional tqdm-like object; ``update(n)`` is called per chunk.
         """
         taken = 0
@@ -504,6 +505,32 @@ class StreamingSession:
                 logp = torch.log_softmax(self.adapter.lm_head(rows).float(), dim=-1).cpu()
                 scores.append(logp[torch.arange(len(ids)), ids].sum() + torch.logsumexp(logp[len(ids), stop], 0))
         return torch.stack(scores), (time.perf_counter() - start) * 1000
+
+    @torch.no_grad()
+    def continuation_logprob(self, question: str, continuation: str) -> tuple[float, bool]:
+        """``log P(continuation | question)`` from the compact cache, and whether greedy decoding would write it.
+
+        The question is templated as :meth:`ask` templates it, and the continuation's tokens follow the
+        assistant turn's opening (no end token is added, unlike :meth:`option_logprobs`). One forward of
+        question + continuation, rolled back: the cache is left as it was. An empty continuation scores 0.
+
+        Raises:
+            SessionError: an empty question, or no frame streamed yet.
+        """
+        text = self._prepare_question(question, None)
+        ids = list(self.adapter.tokenizer(str(continuation), add_special_tokens=False).input_ids)
+        if not ids:
+            return 0.0, True
+        q = self.adapter.encode_question(text, self.next_position)
+        part = EncodedChunk.cat([q, self.adapter.encode_ids(torch.tensor(ids), q.end_position)])
+        with self._policy_question(text):
+            hidden = self._scratch_hidden(part)
+        # rows from the question's last token on predict the continuation's tokens
+        rows = hidden[len(q) - 1: len(q) - 1 + len(ids)]
+        logp = torch.log_softmax(self.adapter.lm_head(rows).float(), dim=-1).cpu()
+        target = torch.tensor(ids)
+        total = float(logp[torch.arange(len(ids)), target].sum())
+        return total, bool((logp.argmax(dim=-1) == target).all())
 
     def _scratch_hidden(self, chunk: EncodedChunk) -> torch.Tensor:
         """(n, hidden) last hidden states of ``chunk`` prefilled on the cache and rolled back."""

@@ -166,12 +166,13 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
 
     @app.command("bench-capture")
     def bench_capture(
-        model: Annotated[str, typer.Option()] = "embedded",
-        video: Annotated[str, typer.Option()] = "synthetic:seed=1,frames=64",
-        chunk_frames: Annotated[int, typer.Option()] = 4,
+        model: Annotated[str, typer.Option(help="model name or HF id/path")] = "embedded",
+        video: Annotated[str, typer.Option(help="a video file or synthetic:seed=S,frames=N")] =
+        "synthetic:seed=1,frames=64",
+        chunk_frames: Annotated[int, typer.Option(help="frames per ingest chunk")] = 4,
         repeats: Annotated[int, typer.Option(help="runs of each variant; the median is reported")] = 3,
         allow_pickle_weights: AllowPickleOption = False,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     ) -> None:
         """Ingest time with and without capture, measured in one run (pseudo-queries every chunk)."""
         adapter = load_model(model, allow_pickle=allow_pickle_weights)

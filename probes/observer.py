@@ -34,7 +34,8 @@ class AttentionProbe:
 
     Args:
         queries: query kinds to record (the Q axis of the recording), from :data:`QUERY_KINDS`.
-        num_layers, num_heads: model shape.
+        num_layers: L, cache layers recorded.
+        num_heads: H, query heads per layer.
         tokens_per_frame: tokens of a frame unit (per frame group for Qwen-VL), its text included.
         raw_steps: keep raw (mean-over-rows) attention rows for the first this-many steps.
         patches_per_frame: P, image patches of a frame unit (position mass has one column per patch);

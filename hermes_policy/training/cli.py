@@ -30,11 +30,11 @@ def register(app: typer.Typer, plot_curve: CurvePlotter | None = None) -> None:
         backbone: Annotated[str, typer.Option(help="scratch (the shipped `embedded`) or smollm2 "
                                                    "(`embedded-smollm2`: frozen LM, front end only)")] = "scratch",
         resume: Annotated[bool, typer.Option(help="continue from the run directory's checkpoint")] = False,
-        seed: Annotated[int, typer.Option()] = 0,
+        seed: Annotated[int, typer.Option(help="seed of the weights and of the training streams")] = 0,
         vision_steps: Annotated[int, typer.Option(help="stage 0: per-cell colour/shape steps")] = 1200,
         align_steps: Annotated[int, typer.Option(help="stage 1: frame captioning steps")] = 300,
         qa_steps: Annotated[int, typer.Option(help="stage 2: streaming QA steps")] = 2000,
-        batch_size: Annotated[int, typer.Option()] = 32,
+        batch_size: Annotated[int, typer.Option(help="streams per optimiser step")] = 32,
         max_clip: Annotated[int, typer.Option(help="longest training clip in frames")] = 24,
         min_clip: Annotated[int, typer.Option(help="shortest training clip in frames")] = 2,
         init_from: Annotated[Path | None, typer.Option(help="start from this model directory's weights "

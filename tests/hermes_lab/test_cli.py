@@ -26,7 +26,7 @@ def test_stream_json_answers_each_timed_question(capsys):
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "weights", "answers"}
+    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "recurrent_bytes", "weights", "answers"}
     assert result["family"] == "qwen2-vl"
     assert (result["model"], result["policy"], result["budget"], result["frames"]) == ("tiny-qwen2-vl", "sink-window", 24, 16)
     assert [a["question"] for a in result["answers"]] == ["What?", "And now?"]
@@ -193,3 +193,17 @@ def test_tiny_models_say_their_weights_are_random(capsys):
     code, out, _ = run(capsys, "stream", "--model", "tiny-embedded", "--video", "synthetic:seed=1,frames=4",
                        "--max-new-tokens", "1", "--json")
     assert code == 0 and json.loads(out)["weights"] == "random"
+
+
+@pytest.mark.parametrize("model, family", [("tiny-qwen3-vl", "qwen3-vl"), ("tiny-qwen3.5", "qwen3.5"),
+                                           ("tiny-internvl", "internvl"), ("tiny-smolvlm", "smolvlm")])
+def test_stream_runs_and_answers_on_each_2025_26_family(capsys, model, family):
+    for policy in (["--policy", "full"], ["--policy", "hermes", "--budget", "48"]):
+        code, out, _ = run(capsys, "stream", "--model", model, "--video", "synthetic:seed=2,frames=12", *policy,
+                           "--ask", "5:What is on screen?", "--max-new-tokens", "2", "--json")
+        assert code == 0
+        result = json.loads(out)
+        assert result["family"] == family and result["frames"] == 12
+        assert len(result["answers"]) == 1 and result["answers"][0]["ttft_ms"] > 0
+        # only Qwen3.5's linear-attention layers hold a recurrent state
+        assert (result["recurrent_bytes"] > 0) == (family == "qwen3.5")
