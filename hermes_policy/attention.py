@@ -337,6 +337,10 @@ def hermes_attention(
     layer = getattr(module, "layer_idx", None)
     if ctx is not None and layer is not None:
         layer = ctx.cache.cache_layer(layer)  # observers count cache layers (a hybrid's attention layers)
+    shift = ctx.cache.layer_shift(layer) if ctx is not None and layer is not None else 0
+    if shift:
+        # per-layer tails: the cache moved this layer's new keys to its own positions; the queries follow
+        query = ctx.cache.rotary.rotate(query, torch.full((ctx.cache.rotary.n_axes, query.shape[-2]), shift))
     watchers = ctx.observers_for(layer) if ctx is not None and ctx.subscriptions else []
     if watchers and layer is None:
         raise RuntimeError("attention module has no layer_idx; cannot route observations")

@@ -22,6 +22,15 @@ is what policies, probes and the study see. The linear layers' fixed-size conv a
 recurrent state is carried exactly as the model leaves it, and is snapshotted by
 :meth:`begin` so that a rollback restores it byte for byte: a question asked, answered
 and rolled back leaves the recurrent state as it found it.
+
+**Per-layer tails** (:attr:`CompactCache.layer_tails`, which HERMES's release behaviour turns on): by
+default a forward's new rows get the positions the caller stages in every layer, the stream's own
+positions, so a layer whose newest rows were evicted keeps a gap before them. With tails on, each
+layer places new rows one past its own last row instead, as the HERMES release does: layer ``l``'s
+rows are the staged positions shifted by ``shift_l = (its largest position + 1) - (the smallest staged
+position)`` (never positive). The model still computes RoPE at the staged positions, so the cache
+rotates the incoming keys by ``shift_l`` in :meth:`CompactCache.update`, and the registered attention
+function rotates the queries by the same amount (:meth:`CompactCache.layer_shift`).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ class _Staged:
     meta: TokenMeta  # n rows
     lengths: list[int]  # per-layer committed length when staging began
     recurrent: dict[int, dict] | None = None  # model layer -> its linear-attention state when staging began
+    shifts: list[int] | None = None  # per cache layer, its tail shift (None: every layer at the staged positions)
 
 
 def _snapshot(layer: LinearAttentionCacheLayerMixin) -> dict:
@@ -104,6 +114,8 @@ class CompactCache(DynamicCache):
         self._staged: _Staged | None = None
         #: free-form per-cache state a policy keeps between chunks (e.g. summary-slot counts)
         self.policy_state: dict = {}
+        #: place each layer's new rows one past its own last row (see the module docstring); a policy sets it
+        self.layer_tails = False
 
     # ------------------------------------------------------------------ reading
     def kv_layer(self, layer: int) -> DynamicLayer:
@@ -136,7 +148,28 @@ class CompactCache(DynamicCache):
         """(A, S) positions of every key the layer's attention sees now, staged rows included."""
         if self._staged is None:
             return self._positions[layer]
-        return torch.cat([self._positions[layer], self._staged.positions], dim=1)
+        return torch.cat([self._positions[layer], self.staged_positions(layer)], dim=1)
+
+    def layer_shift(self, layer: int) -> int:
+        """How far the staged rows of cache layer ``layer`` sit from the staged positions (0 without tails)."""
+        staged = self._staged
+        return 0 if staged is None or staged.shifts is None else staged.shifts[layer]
+
+    def staged_positions(self, layer: int) -> torch.Tensor:
+        """(A, n) positions the staged rows take in cache layer ``layer``."""
+        staged = self._require_staged()
+        shift = self.layer_shift(layer)
+        return staged.positions + shift if shift else staged.positions
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """transformers' append of a layer's new keys and values; with tails, the keys move to the layer's own
+        positions first (they arrive rotated to the staged positions)."""
+        layer = self._model_to_kv.get(layer_idx)
+        shift = self.layer_shift(layer) if layer is not None else 0
+        if shift:
+            n = key_states.shape[-2]
+            key_states = self.rotary.rotate(key_states, torch.full((self.rotary.n_axes, n), shift))
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
     def key_meta(self, layer: int) -> TokenMeta:
         """Metadata of every key the layer's attention sees now, staged rows included."""
@@ -244,7 +277,16 @@ class CompactCache(DynamicCache):
         if positions.shape != (self.rotary.n_axes, len(meta)):
             raise ValueError(f"positions must be ({self.rotary.n_axes}, {len(meta)}), got {tuple(positions.shape)}")
         recurrent = {m: _snapshot(self.layers[m]) for m in self.recurrent_layers} if self.recurrent_layers else None
-        self._staged = _Staged(positions.to(torch.long).cpu(), meta, self.lengths(), recurrent)
+        positions = positions.to(torch.long).cpu()
+        self._staged = _Staged(positions, meta, self.lengths(), recurrent, self._tail_shifts(positions))
+
+    def _tail_shifts(self, positions: torch.Tensor) -> list[int] | None:
+        """Per layer, how far to move rows staged at ``positions`` so they start one past the layer's last row."""
+        if not self.layer_tails or positions.numel() == 0:
+            return None
+        start = int(positions.min())
+        shifts = [min(0, int(p.max()) + 1 - start) if p.numel() else 0 for p in self._positions]
+        return shifts if any(shifts) else None
 
     def commit(self) -> None:
         """Make the staged rows permanent in every layer."""
@@ -255,7 +297,7 @@ class CompactCache(DynamicCache):
             got = self.layers[m].get_seq_length() if m < len(self.layers) else 0
             if got != staged.lengths[i] + n:
                 raise RuntimeError(f"layer {i} holds {got} rows, expected {staged.lengths[i] + n} after the forward")
-            self._positions[i] = torch.cat([self._positions[i], staged.positions], dim=1)
+            self._positions[i] = torch.cat([self._positions[i], self.staged_positions(i)], dim=1)
             self._meta[i] = TokenMeta.cat([self._meta[i], staged.meta])
         self._staged = None
 

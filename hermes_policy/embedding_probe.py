@@ -14,6 +14,12 @@ The rows are handed to observers as ordinary ``probe`` events, through
 :func:`hermes_policy.attention.notify`, so HERMES's scorer and the probes read
 them exactly as they read a forward's. A layer no observer wants is not computed.
 
+Within a prompt the release builds no mask on that path, so every prompt token sees the whole prompt
+(``causal=False``, what HERMES uses); ``causal=True`` masks later tokens as a forward would. Packed
+prompts never see each other either way. With per-layer tails
+(:attr:`~hermes_policy.cache.CompactCache.layer_tails`) each layer rotates the prompt to its own
+positions.
+
 Queries and keys are made as the layer's own attention makes them: Qwen3's
 per-head ``q_norm`` / ``k_norm`` are applied, Qwen3.5's gated query projection
 is split from its gate, and only the rotary dimensions are rotated. A hybrid's
@@ -78,8 +84,18 @@ def _project(attn: nn.Module, proj: nn.Module, norm_name: str, x: torch.Tensor, 
     return out.transpose(1, 2)
 
 
+def segment_mask(n: int, segments, device=None) -> torch.Tensor:
+    """(n, n) bool: prompt token i may see prompt token j when they are in the same segment (no causal order)."""
+    seg = torch.zeros(n, dtype=torch.long, device=device)
+    for i, segment in enumerate(segments or ()):
+        seg[segment.start : segment.stop] = i + 1
+    return seg[:, None] == seg[None, :]
+
+
 @torch.no_grad()
-def embedding_probe(adapter: ModelAdapter, cache: CompactCache, packed: EncodedChunk, ctx: StreamingContext) -> None:
+def embedding_probe(
+    adapter: ModelAdapter, cache: CompactCache, packed: EncodedChunk, ctx: StreamingContext, causal: bool = True
+) -> None:
     """Notify ``ctx``'s observers of each layer's embedding-level attention of ``packed`` over ``cache``.
 
     Must run inside ``cache.scratch(packed.positions, packed.meta)`` so that events'
@@ -88,10 +104,12 @@ def embedding_probe(adapter: ModelAdapter, cache: CompactCache, packed: EncodedC
 
     Args:
         packed: the pseudo-queries, (n, hidden) embeddings at (A, n) positions.
+        causal: mask a prompt's later tokens from its earlier ones (False: a prompt's tokens see all of it).
     """
     head_dim, n = adapter.head_dim, packed.embeds.shape[0]
-    # the same for every layer: rotation, and which prompt tokens see which (segments never see each other)
-    rotation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    # shared across layers: rotations (per device and tail shift), and which prompt tokens see which
+    # (segments never see each other)
+    rotation: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
     masks: dict[torch.device, torch.Tensor] = {}
     for index, layer in enumerate(decoder_layers(adapter)):
         watchers = ctx.observers_for(index)
@@ -99,10 +117,13 @@ def embedding_probe(adapter: ModelAdapter, cache: CompactCache, packed: EncodedC
             continue
         attn = layer.self_attn
         device = _execution_device(attn.q_proj)
-        if device not in rotation:
-            rotation[device] = adapter.rotary.cos_sin(packed.positions.to(device))
-            masks[device] = right_aligned_causal_mask(n, n, device=device, segments=ctx.segments)
-        cos, sin = rotation[device]
+        shift = cache.layer_shift(index)
+        if (device, shift) not in rotation:
+            rotation[device, shift] = adapter.rotary.cos_sin((packed.positions + shift).to(device))
+        if device not in masks:
+            masks[device] = (right_aligned_causal_mask(n, n, device=device, segments=ctx.segments) if causal
+                             else segment_mask(n, ctx.segments, device))
+        cos, sin = rotation[device, shift]
         x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
         query = RotarySpec.apply(_project(attn, attn.q_proj, "q_norm", x, head_dim), cos, sin)
         own_keys = RotarySpec.apply(_project(attn, attn.k_proj, "k_norm", x, head_dim), cos, sin)

@@ -185,6 +185,9 @@ class StreamingSession:
         #: video tokens written so far (every frame's rows, before any eviction)
         self.video_tokens_seen = 0
         self.timeline: list[dict] = []
+        #: (question, answer, options) of every question :meth:`ask` answered, oldest first (HERMES's
+        #: pseudo-queries quote the last one)
+        self.exchanges: list[tuple[str, str, list[str] | None]] = []
         #: seconds spent per ingest stage when ``config.timed`` (see :class:`SessionConfig`)
         self.stage_seconds: dict[str, float] = {"vision": 0.0, "lm": 0.0, "policy": 0.0}
         self._pending: list[Frame] = []
@@ -331,11 +334,16 @@ class StreamingSession:
         self.tokens_per_frame = tokens_per_frame
         self.frames_seen += n
         self.stream_time = frames[-1].time
-        before = self.cache.lengths()
+        # a layer's positions tensor is replaced whenever its rows change (an eviction, or HERMES folding a
+        # row into a summary row without changing the count), so identity says whether the policy evicted
+        before = [self.cache.positions(i) for i in range(self.cache.num_layers)]
         with self._stage("policy"):
             self.policy.on_frames(self, frames)
             self.policy.after_chunk(self)
-            evicted = self.cache.lengths() != before
+            if self.cache.layer_tails:
+                # each layer continues from its own last row: the stream's next position is the cache's
+                self.next_position = self.cache.next_position
+            evicted = any(self.cache.positions(i) is not p for i, p in enumerate(before))
             self._maybe_reindex(evicted)
         self.timeline.append(
             {
@@ -382,7 +390,10 @@ class StreamingSession:
         return text
 
     @torch.no_grad()
-    def pseudo_queries(self, prompts: dict[str, str], depth: PseudoQueryDepth = "forward") -> None:
+    def pseudo_queries(
+        self, prompts: dict[str, str], depth: PseudoQueryDepth = "forward", templated: bool = True,
+        causal: bool = True,
+    ) -> None:
         """Run prompts against the cache as questions would be, for observers only.
 
         HERMES scores tokens with such prompts after every chunk; probes record
@@ -395,6 +406,11 @@ class StreamingSession:
                 come from the real residual stream); ``"embedding"`` projects the prompts'
                 input embeddings at each layer instead, as HERMES's release does under
                 sdpa / flash attention (:mod:`hermes_policy.embedding_probe`): no forward.
+            templated: wrap each prompt in the chat template as a question; False: its bare tokens (as the
+                HERMES release tokenises its pseudo-queries).
+            causal: on the embedding path, mask a prompt's later tokens from its earlier ones; False: every
+                token of a prompt sees the whole prompt (the HERMES release's sdpa path builds no mask).
+                A forward is always causal.
         """
         if depth not in PSEUDO_QUERY_DEPTHS:
             raise ValueError(f"depth must be one of {PSEUDO_QUERY_DEPTHS}, got {depth!r}")
@@ -402,11 +418,16 @@ class StreamingSession:
             raise SessionError("no frame has been streamed yet; a pseudo-query needs a cache to look at")
         if depth == "forward" and len(prompts) > 1 and not self.packable:
             for tag, prompt in prompts.items():  # a recurrent layer would carry one prompt into the next
-                self.pseudo_queries({tag: prompt}, depth)
+                self.pseudo_queries({tag: prompt}, depth, templated, causal)
             return
         parts, segments, start = [], [], 0
         for tag, prompt in prompts.items():
-            chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
+            if templated:
+                chunk = self.adapter.encode_question(self.template.question_text(prompt), self.next_position)
+            else:
+                chunk = self.adapter.encode_text(prompt, self.next_position)
+            if len(chunk) == 0:
+                raise SessionError(f"pseudo-query {tag!r} has no tokens")
             parts.append(chunk)
             segments.append(Segment(tag, start, start + len(chunk)))
             start += len(chunk)
@@ -417,7 +438,7 @@ class StreamingSession:
                 return
             observers = [*self.policy.observers(), *self._subscriptions]
             with streaming_context(self.cache, "probe", observers, segments=segments) as ctx:
-                embedding_probe(self.adapter, self.cache, packed, ctx)
+                embedding_probe(self.adapter, self.cache, packed, ctx, causal=causal)
 
     @property
     def packable(self) -> bool:
@@ -577,6 +598,7 @@ class StreamingSession:
                 position += 1
         total = time.perf_counter() - start
         answer = self.adapter.tokenizer.decode(generated, skip_special_tokens=True).strip()
+        self.exchanges.append((question, answer, list(options) if options else None))
         return Answer(
             question=question,
             answer=answer,
