@@ -527,32 +527,6 @@ class StreamingSession:
                 scores.append(logp[torch.arange(len(ids)), ids].sum() + torch.logsumexp(logp[len(ids), stop], 0))
         return torch.stack(scores), (time.perf_counter() - start) * 1000
 
-    @torch.no_grad()
-    def continuation_logprob(self, question: str, continuation: str) -> tuple[float, bool]:
-        """``log P(continuation | question)`` from the compact cache, and whether greedy decoding would write it.
-
-        The question is templated as :meth:`ask` templates it, and the continuation's tokens follow the
-        assistant turn's opening (no end token is added, unlike :meth:`option_logprobs`). One forward of
-        question + continuation, rolled back: the cache is left as it was. An empty continuation scores 0.
-
-        Raises:
-            SessionError: an empty question, or no frame streamed yet.
-        """
-        text = self._prepare_question(question, None)
-        ids = list(self.adapter.tokenizer(str(continuation), add_special_tokens=False).input_ids)
-        if not ids:
-            return 0.0, True
-        q = self.adapter.encode_question(text, self.next_position)
-        part = EncodedChunk.cat([q, self.adapter.encode_ids(torch.tensor(ids), q.end_position)])
-        with self._policy_question(text):
-            hidden = self._scratch_hidden(part)
-        # rows from the question's last token on predict the continuation's tokens
-        rows = hidden[len(q) - 1: len(q) - 1 + len(ids)]
-        logp = torch.log_softmax(self.adapter.lm_head(rows).float(), dim=-1).cpu()
-        target = torch.tensor(ids)
-        total = float(logp[torch.arange(len(ids)), target].sum())
-        return total, bool((logp.argmax(dim=-1) == target).all())
-
     def _scratch_hidden(self, chunk: EncodedChunk) -> torch.Tensor:
         """(n, hidden) last hidden states of ``chunk`` prefilled on the cache and rolled back."""
         with self.cache.scratch(chunk.positions, chunk.meta):

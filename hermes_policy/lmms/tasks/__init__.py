@@ -1,0 +1,1 @@
+"""Bundled lmms-eval task folders (``--include_path`` :func:`hermes_policy.lmms.tasks_path`)."""

@@ -1,0 +1,1 @@
+"""The ``hermes_tiny`` tasks: YAML, JSONL and their hooks in :mod:`.utils`."""
