@@ -16,6 +16,12 @@ Observers never get L x L for free: :meth:`AttentionEvent.attention` computes
 softmax only for the query rows asked for, against all keys, and memoises it
 per event so several observers share one computation.
 
+A forward may also carry its own **key mask** (:data:`KeyMask`): per layer, which keys each
+new query row may see, replacing the right-aligned causal mask (and segments) there. The
+causal memory map (:mod:`hermes_policy.knockout`) packs many copies of one question into one
+forward with it, each copy losing different cache rows at different layers: hiding a key
+from the softmax is exactly removing it, so the packed forward equals one eviction per copy.
+
 Outside a :func:`streaming_context` the function is plain right-aligned
 causal attention, so a model set to ``"hermes"`` still works when called directly.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib.util
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -41,6 +47,10 @@ ATTENTION_NAME = "hermes"
 
 #: What a forward is for; observers use it to decide whether to look.
 PHASES = ("prefix", "ingest", "ask", "decode", "probe")
+
+#: ``key_mask(layer, n_key)``: the (q, S) or (Hq, q, S) bool mask of a forward's q new query rows over the
+#: layer's S keys (True: may attend), or None for the right-aligned causal mask. ``layer`` is a cache layer.
+KeyMask = Callable[[int, int], "torch.Tensor | None"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class AttentionEvent:
         scaling: softmax scale.
         tag: free-form label of the forward (e.g. which pseudo-query), set by the caller.
         segments: independent queries packed in this forward (None: the new tokens are one sequence).
+        mask: the forward's own (q, S) or (Hq, q, S) key mask at this layer (:data:`KeyMask`), which then
+            replaces the causal mask and segments in :meth:`attention`; None: causal.
     """
 
     layer: int
@@ -83,6 +95,7 @@ class AttentionEvent:
     scaling: float = 1.0
     tag: str = ""
     segments: tuple[Segment, ...] | None = None
+    mask: torch.Tensor | None = field(default=None, repr=False)
     _memo: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -115,7 +128,10 @@ class AttentionEvent:
         q = self.n_query
         idx = tuple(range(q)) if rows is None else tuple(r % q for r in rows)
         if idx not in self._memo:
-            self._memo[idx] = attention_rows(self.query[0], self.key[0], idx, self.scaling, self.segments)
+            if self.mask is not None:
+                self._memo[idx] = masked_attention_rows(self.query[0], self.key[0], idx, self.scaling, self.mask)
+            else:
+                self._memo[idx] = attention_rows(self.query[0], self.key[0], idx, self.scaling, self.segments)
         return self._memo[idx]
 
 
@@ -177,6 +193,7 @@ class StreamingContext:
     subscriptions: tuple[Subscription, ...] = ()
     tag: str = ""
     segments: tuple[Segment, ...] | None = None
+    key_mask: KeyMask | None = None
 
     def observers_for(self, layer: int) -> list[AttentionObserver]:
         """The observers that want this layer in this forward's phase, in attachment order."""
@@ -193,15 +210,18 @@ def streaming_context(
     observers: Sequence[AttentionObserver | Subscription] = (),
     tag: str = "",
     segments: Sequence[Segment] | None = None,
+    key_mask: KeyMask | None = None,
 ) -> Iterator[StreamingContext]:
-    """Make ``cache``, ``observers`` (and any packed ``segments``) visible to the attention function.
+    """Make ``cache``, ``observers`` (and any packed ``segments`` or ``key_mask``) visible to the attention function.
 
     Plain observers see every layer; a :class:`Subscription` sees the layers and phases it names.
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    if key_mask is not None and segments:
+        raise ValueError("a forward takes segments or a key mask, not both (a key mask says everything segments do)")
     subscriptions = tuple(subscribe(o) for o in observers)
-    ctx = StreamingContext(cache, phase, subscriptions, tag, tuple(segments) if segments else None)
+    ctx = StreamingContext(cache, phase, subscriptions, tag, tuple(segments) if segments else None, key_mask)
     token = _ACTIVE.set(ctx)
     try:
         yield ctx
@@ -268,6 +288,28 @@ def attention_rows(
         mask = right_aligned_causal_mask(q, q, index.tolist(), device=query.device, segments=segments)
     scores[..., s - q :].masked_fill_(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1)
+
+
+def masked_attention_rows(query: torch.Tensor, key: torch.Tensor, rows: Sequence[int], scaling: float,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_rows` under a forward's own key mask (:data:`KeyMask`) instead of the causal one.
+
+    Args:
+        query: (Hq, q, D); key: (Hkv, S, D).
+        mask: (q, S) or (Hq, q, S) bool, True where a row may attend a key.
+
+    Returns:
+        (Hq, r, S) float32.
+    """
+    hq, _, d = query.shape
+    hkv, s, _ = key.shape
+    group = hq // hkv
+    index = torch.as_tensor(rows, device=query.device, dtype=torch.long)
+    r = index.numel()
+    qs = query.index_select(1, index).reshape(hkv, group * r, d)
+    scores = torch.matmul(qs, key.transpose(-1, -2)).reshape(hq, r, s).float() * scaling
+    rows_mask = mask.to(query.device).index_select(-2, index)
+    return torch.softmax(scores.masked_fill(~rows_mask, float("-inf")), dim=-1)
 
 
 def _weighted_values(probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -344,8 +386,17 @@ def hermes_attention(
     watchers = ctx.observers_for(layer) if ctx is not None and ctx.subscriptions else []
     if watchers and layer is None:
         raise RuntimeError("attention module has no layer_idx; cannot route observations")
+    mask = None
+    if ctx is not None and ctx.key_mask is not None:
+        if layer is None:
+            raise RuntimeError("attention module has no layer_idx; cannot apply a key mask")
+        mask = ctx.key_mask(layer, key.shape[-2])
     probs = None
-    if watchers and ctx.phase == "probe" and attention_mask is None:
+    if mask is not None:
+        if attention_mask is not None:
+            raise ValueError("hermes attention builds its own masks; padding masks are not supported")
+        out = _attend_key_mask(query, key, value, mask, scale)
+    elif watchers and ctx.phase == "probe" and attention_mask is None:
         # A probe forward exists only to be observed and observers read every row of it,
         # so the probabilities are computed once (eager math) and give the output too.
         probs = attention_rows(query[0], key[0], range(query.shape[-2]), scale, segments)  # (Hq, q, S)
@@ -353,8 +404,20 @@ def hermes_attention(
     else:
         out = _attend(query, key, value, attention_mask, scale, dropout, segments)
     if watchers:
-        notify(ctx, layer, watchers, query, key, value, scale, probs)
+        notify(ctx, layer, watchers, query, key, value, scale, probs, mask)
     return out, None
+
+
+def _attend_key_mask(query, key, value, mask: torch.Tensor, scaling: float) -> torch.Tensor:
+    """(1, Hq, q, D) x (1, Hkv, S, D) under a (q, S) or (Hq, q, S) key mask -> (1, q, Hq, D)."""
+    q, s = query.shape[-2], key.shape[-2]
+    if mask.shape[-2:] != (q, s) or mask.ndim not in (2, 3) or (mask.ndim == 3 and mask.shape[0] != query.shape[1]):
+        raise ValueError(f"a key mask must be ({q}, {s}) or ({query.shape[1]}, {q}, {s}), got {tuple(mask.shape)}")
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask.to(query.device)[None] if mask.ndim == 3 else mask.to(query.device),
+        scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2).contiguous()
 
 
 def notify(
@@ -366,12 +429,14 @@ def notify(
     value: torch.Tensor | None,
     scale: float,
     probs: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> None:
     """Hand one layer's attention inputs to ``watchers`` as an :class:`AttentionEvent`.
 
     Args:
         query: (1, Hq, q, D); key, value: (1, Hkv, S, D), the q new keys last.
         probs: (Hq, q, S) probabilities of every query row, when the caller already has them.
+        mask: the forward's key mask at this layer, if it has one (:data:`KeyMask`).
     """
     event = AttentionEvent(
         layer=layer,
@@ -383,6 +448,7 @@ def notify(
         scaling=scale,
         tag=ctx.tag,
         segments=ctx.segments,
+        mask=mask,
     )
     if probs is not None:
         event._memo[tuple(range(query.shape[-2]))] = probs
