@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from analysis.causal_cli import MinDirectOption, MinDropOption
 from analysis.errors import StudyError
 from analysis.recordings import load_study
 from hermes_policy.cli_options import OverwriteOption, bounded
@@ -57,10 +58,13 @@ MinConcentrationOption = Annotated[float, bounded(
 
 def register(app: typer.Typer) -> None:
     """Add this package's subcommands to the ``hermes-lab`` app."""
+    from analysis import causal_cli
+
+    causal_cli.register(app)  # ``causal``: the causal memory map
 
     @app.command()
     def derive(
-        study: Annotated[Path, typer.Option(help="directory holding a probe recording")],
+        study: Annotated[Path | None, typer.Option(help="directory holding a probe recording")] = None,
         out: Annotated[Path, typer.Option(help="where to write the policy spec (JSON)")] = Path("policy.json"),
         method: Annotated[str, typer.Option(
             help="measured (tiers by measured head roles) | changepoint (depth-ordered segments) | hermes-fixed")] =
@@ -73,23 +77,43 @@ def register(app: typer.Typer) -> None:
             help="TIER=WEIGHT, repeatable: relative per-layer budget of a tier (default: equal)")] = None,
         min_decay: MinDecayOption = ROLE_DEFAULTS[0],
         min_concentration: MinConcentrationOption = ROLE_DEFAULTS[1],
+        causal: Annotated[Path | None, typer.Option(
+            help="a `hermes-lab causal --out` folder: tiers from the causal map instead of a study's attention")] =
+        None,
+        effect: Annotated[str, typer.Option(help="with --causal: answer (layer groups by the answer's change) | "
+                                                 "direct (heads by their output's change)")] = "answer",
+        min_drop: MinDropOption = 0.01,
+        min_direct: MinDirectOption = 0.0,
         overwrite: OverwriteOption = False,
     ) -> None:
-        """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study."""
+        """Derive a HERMES memory policy (tiers, scores, budgets) from a recorded study, or from a causal map
+        (--causal)."""
         from analysis.derive import RoleThresholds, format_ranges, layer_list
         from analysis.derive import derive as derive_spec
 
         thresholds = RoleThresholds(min_decay, min_concentration)
+        if (study is None) == (causal is None):
+            raise StudyError("derive takes --study DIR (attention) or --causal DIR (a causal map), one of the two")
+        if causal is not None and (method != "measured" or query is not None):
+            raise StudyError("--method and --query choose among a study's attention; a causal map has its own "
+                             "tiers (choose them with --effect)")
 
         check_output(out, overwrite, StudyError, kind="file")
         hold_output_lock(out, StudyError)
-        rec = load_study(study)
-        spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
-                           budget, thresholds)
+        if causal is not None:
+            from analysis.causal_cli import derive_causal
+
+            spec = derive_causal(causal, effect, min_decay, min_concentration, min_drop, min_direct, budget,
+                                 parse_budget_weights(budget_weight))
+        else:
+            rec = load_study(study)
+            spec = derive_spec(rec, method, _query(query), parse_budget_weights(budget_weight),  # type: ignore[arg-type]
+                               budget, thresholds)
         out.parent.mkdir(parents=True, exist_ok=True)
         spec.save(out)
         ranges = format_ranges(spec.source["tiers"])
-        typer.echo(f"{spec.source.get('model')} ({method}, {len(spec.layers or [])} layers): {ranges} -> {out}")
+        how = f"causal, {effect} effect" if causal is not None else method
+        typer.echo(f"{spec.source.get('model')} ({how}, {len(spec.layers or [])} layers): {ranges} -> {out}")
         if budget is None:
             print("note: the spec has no budget; pass --budget N to run it with `stream --spec`", file=sys.stderr)
         if spec.source.get("out_of_order_layers"):
@@ -171,11 +195,14 @@ def register(app: typer.Typer) -> None:
             help="folder for rows/heads/layers parquet, validation.json and figures/")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the scores as JSON instead of a table")] = False,
         fmt: Annotated[str, typer.Option("--format", help="figure formats: pdf,png,svg,html")] = "pdf,png,svg,html",
+        causal: Annotated[bool, typer.Option(
+            "--causal", help="also map each planted model causally (`hermes-lab causal`, direct effects) and score "
+                             "both instruments side by side")] = False,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Calibrate the study: run study -> derive on planted models with known memory tiers and score
         how much of the truth comes back (layer tiers, head roles, anchor AUROC, recency Spearman),
-        against HERMES's fixed 10% / 70% split."""
+        against HERMES's fixed 10% / 70% split; with --causal, the causal map's scores beside them."""
         import json
 
         from analysis.derive import RoleThresholds
@@ -192,9 +219,16 @@ def register(app: typer.Typer) -> None:
                               thresholds=thresholds)
         runs_config = sweep_configs(base, strengths, frame_counts)  # each point checked as it is built
         formats = parse_formats(fmt) if out is not None else ()
+        if causal and len(runs_config) > 1:
+            raise StudyError("--causal scores one run; give one --frames and one --strength")
         if out is not None:
             check_output(out, overwrite, StudyError)
             hold_output_lock(out, StudyError)
+        if causal:
+            from analysis.causal_cli import validate_causal
+
+            typer.echo(validate_causal(base, out, as_json, sys.stderr.isatty() or not as_json))
+            return
         runs = run_sweep(runs_config, progress=sys.stderr.isatty() or not as_json)
         doc = report(runs)
         if out is not None:

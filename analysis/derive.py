@@ -51,6 +51,8 @@ GAMMA: dict[str, float] = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
 FEATURES: tuple[str, ...] = ("newest10", "decay", "concentration", "periodicity")
 SENSORY_K = 20.0
 ROLE_METHOD = "roles"
+#: tiers from the causal memory map (:mod:`analysis.causal_stats`): by measured roles too, so in any depth order
+CAUSAL_METHOD = "causal"
 #: a head has recency when its fitted decay k (``mass ∝ exp(-k·d)``, d = normalised age) is at least
 #: this: the newest frame gets e times the oldest one's mass, an e-fold over the stream
 ROLE_DECAY = 1.0
@@ -66,8 +68,8 @@ class TierAssignment:
     Attributes:
         layers: tier name per decoder layer, ordered by depth (length L).
         heads: per layer, the tier of each query head (L × H), or None.
-        method: how the split was made ("roles", "changepoint" or "hermes-fixed"); only "roles"
-            may give tiers out of depth order.
+        method: how the split was made ("roles", "changepoint", "hermes-fixed" or "causal"); only "roles"
+            and "causal" may give tiers out of depth order.
         no_role: layers where no head showed recency or anchors (``roles`` only; they take the working tier).
         features: per-layer raw feature values used for the split (name -> L floats; empty if none).
         cost: within-segment squared error of the chosen split (changepoint only).
@@ -83,7 +85,7 @@ class TierAssignment:
     def __post_init__(self) -> None:
         if any(t not in TIERS for t in self.layers):
             raise ValueError(f"tiers must be among {TIERS}")
-        if self.method != ROLE_METHOD and not self.in_depth_order:
+        if self.method not in (ROLE_METHOD, CAUSAL_METHOD) and not self.in_depth_order:
             raise ValueError("tiers must be contiguous and ordered by depth: sensory, working, long-term")
 
     @property
