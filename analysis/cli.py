@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
         "measured",
         query: Annotated[str | None, typer.Option(help="query kind(s) to use, comma-separated (default: all)")] =
         None,
+        mixed_protocols: Annotated[bool, typer.Option(
+            "--mixed-protocols", help="draw --eval folders whose streaming protocols (protocol.json) differ on one "
+                                      "plot; without it they are refused, naming what differs")] = False,
     ) -> None:
         """Write paper figures (and their tidy data as parquet + csv): of a recorded study (--study), of
         evaluations (--eval: accuracy and fidelity against memory, with 95% intervals) and of benchmarks
@@ -150,8 +153,10 @@ def register(app: typer.Typer) -> None:
         from analysis.derive import derive_tiers, measured_tiers
         from analysis.figures import parse_formats, write_figures
         from analysis.results_figures import write_result_figures
+        from hermes_policy.eval.protocol import check_comparable
 
         formats = parse_formats(fmt)  # fail on a bad format before any work
+        check_comparable(eval_dirs or (), allow_mixed=mixed_protocols)  # runs of other protocols: before any output
         check_output(out, overwrite, StudyError)
         hold_output_lock(out, StudyError)
         if study is None:

@@ -16,6 +16,11 @@ Optional: ``answer_text`` (default: the correct option's text), ``category``
 default -1 = unknown), ``task`` (a benchmark's fine-grained task, e.g. OVO-Bench
 ``"EPM"``) and ``qid`` (the benchmark's question id). Unknown keys are ignored.
 
+A free-form count question (OVO-Bench REC) has ``"answer_format": "count"``, no
+``options`` (or an empty list) and the count as its ``answer`` (an integer >= 0, or its
+digits); it is answered by generation and scored by :data:`~hermes_policy.eval.protocol.EXTRACTION_VERSIONS`'s
+``count`` rule. Every other question is ``"choice"`` (the default).
+
 ``video`` is a ``synthetic:...`` spec or a video file path; a relative path
 resolves against the JSONL file's folder (or ``video_root`` when given), so a
 dataset folder can be moved as a whole.
@@ -47,6 +52,8 @@ from hermes_policy.video.synthetic import SyntheticVideo
 #: the file a dataset folder holds (``hermes-lab data synth`` writes it, ``eval --data DIR`` reads it)
 DATASET_FILE = "dataset.jsonl"
 MIN_OPTIONS, MAX_OPTIONS = 2, len(OPTION_LETTERS)
+#: how a question is answered: one of its options, or a free-form count (OVO-Bench REC)
+ANSWER_FORMATS = ("choice", "count")
 
 
 class DatasetError(HermesError):
@@ -60,10 +67,13 @@ class BenchQuestion(Question):
     Attributes:
         task: fine-grained task (StreamingBench ``task_type``, OVO-Bench ``task``); "" if none.
         qid: the benchmark's question id; "" if none.
+        answer_format: ``choice`` (one of the options) or ``count`` (free-form, no options; ``answer`` is
+            the count's digits).
     """
 
     task: str = ""
     qid: str = ""
+    answer_format: str = "choice"
 
 
 @dataclass
@@ -89,6 +99,24 @@ def question_task(q: Question) -> str:
     return getattr(q, "task", "")
 
 
+def answer_format(q: Question) -> str:
+    """``count`` for a free-form count question, else ``choice``."""
+    return getattr(q, "answer_format", "choice")
+
+
+def count_question(time: float, text: str, count: Any, category: str, task: str = "", qid: str = "",
+                   frame: int = -1) -> BenchQuestion:
+    """A free-form count question (no options; the answer is the count's digits); ValueError for a bad count."""
+    if isinstance(count, bool) or not (isinstance(count, int) or (isinstance(count, str) and count.strip().isdigit())):
+        raise ValueError(f"a count question's answer must be an integer >= 0, got {count!r}")
+    value = int(count)
+    if value < 0:
+        raise ValueError(f"a count question's answer must be an integer >= 0, got {count!r}")
+    check_question_text(text, [])
+    return BenchQuestion(time=time, frame=frame, question=text.strip(), options=(), answer=str(value),
+                         answer_text=str(value), category=category, task=task, qid=qid, answer_format="count")
+
+
 def question_to_dict(q: Question) -> dict[str, Any]:
     """JSON-ready dict of one question; empty ``task``/``qid`` are left out."""
     d = asdict(q)
@@ -96,6 +124,8 @@ def question_to_dict(q: Question) -> dict[str, Any]:
     for key in ("task", "qid"):
         if key in d and not d[key]:
             del d[key]
+    if d.get("answer_format") == "choice":
+        del d["answer_format"]
     return d
 
 
@@ -152,6 +182,21 @@ def parse_question(d: Any) -> Question:
     """Validate one question object of the JSONL format; ValueError says what is wrong."""
     if not isinstance(d, dict):
         raise ValueError(f"a question must be a JSON object, got {type(d).__name__}")
+    fmt = d.get("answer_format", "choice")
+    if fmt not in ANSWER_FORMATS:
+        raise ValueError(f"'answer_format' must be {' or '.join(ANSWER_FORMATS)}, got {fmt!r}")
+    if fmt == "count":
+        missing = [k for k in ("time", "question", "answer") if k not in d]
+        if missing:
+            raise ValueError(f"question is missing {', '.join(repr(k) for k in missing)}")
+        if d.get("options") not in (None, []):
+            raise ValueError("a count question has no 'options' (it is answered free-form)")
+        frame = d.get("frame", -1)
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise ValueError(f"'frame' must be an integer, got {frame!r}")
+        return count_question(check_time(d["time"]), d["question"], d["answer"],
+                              str(d.get("category") or "unknown"), str(d.get("task") or ""),
+                              str(d.get("qid") or ""), frame)
     missing = [k for k in ("time", "question", "options", "answer") if k not in d]
     if missing:
         raise ValueError(f"question is missing {', '.join(repr(k) for k in missing)}")
@@ -384,12 +429,15 @@ def summarize(items: Sequence[VideoItem]) -> dict[str, Any]:
 
 
 __all__ = [
+    "ANSWER_FORMATS",
     "DATASET_FILE",
     "BenchQuestion",
     "DatasetError",
     "VideoItem",
+    "answer_format",
     "atomic_write_text",
     "check_videos_exist",
+    "count_question",
     "dataset_path",
     "derived_seed",
     "letter_index",

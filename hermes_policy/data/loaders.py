@@ -39,8 +39,10 @@ OVO-Bench's forward tasks ship without options, as probes in ``test_info``
 (``[{"realtime": s, "type": 0|1, ...}]``); SSR (with a per-probe ``step``) and
 CRR (with the entry's ``question``) probes become two-option questions
 ``["No", "Yes"]`` (``type`` 1 = Yes) asked at each probe's ``realtime``; REC
-probes (free-form counts) have no options to score and are skipped (a
-warning counts them).
+probes (``[{"realtime": s, "count": n}]`` with the entry's ``activity``) become
+free-form count questions "How many times did they <activity>?" asked at each
+probe's ``realtime``, answered by generation and scored as OVO-Bench scores
+them (the answer's digits equal the count).
 
 Option texts like ``"A. red"``, ``"B) red"`` or ``"C.red"`` lose their letter
 prefix (only when the letter is the option's own).
@@ -49,7 +51,6 @@ prefix (only when the letter is the option's own).
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,7 @@ from hermes_policy.data.dataset import (
     check_time,
     check_unique_qids,
     check_videos_exist,
+    count_question,
     read_dataset,
     resolve_video,
 )
@@ -215,14 +217,26 @@ def load_streamingbench(
     return _group(pairs)
 
 
+#: OVO-Bench's REC question (its own words), then what the answer should be
+REC_QUESTION = "How many times did they {activity}?\nAnswer with a single number (0, 1, 2, ...)."
+
+
 def _ovo_forward(entry: dict, task: str, qid: str) -> list[BenchQuestion]:
-    """SSR/CRR probes as No/Yes questions; REC (free-form counts) yields nothing."""
+    """SSR/CRR probes as No/Yes questions; REC probes as free-form count questions."""
     probes = entry.get("test_info")
     if not isinstance(probes, list):
         raise ValueError(f"a {task} entry needs 'question'/'options'/'gt' or a 'test_info' list")
     out = []
     for j, probe in enumerate(probes):
         if task == "REC":
+            activity = entry.get("activity")
+            if not isinstance(activity, str) or not activity.strip():
+                raise ValueError("a REC entry needs its 'activity' (what is counted)")
+            if not isinstance(probe, dict) or "realtime" not in probe or "count" not in probe:
+                raise ValueError(f"test_info {j} needs 'realtime' and 'count'")
+            out.append(count_question(parse_timestamp(probe["realtime"]),
+                                      REC_QUESTION.format(activity=activity.strip()), probe["count"], "forward",
+                                      task, f"{qid}/{j}" if qid else str(j)))
             continue
         if not isinstance(probe, dict) or "realtime" not in probe or probe.get("type") not in (0, 1):
             raise ValueError(f"test_info {j} needs 'realtime' and 'type' (0 or 1)")
@@ -244,7 +258,6 @@ def load_ovobench(path: str | Path, video_root: str | Path | None = None) -> lis
     path = Path(path)
     root = Path(video_root) if video_root is not None else path.parent
     pairs: list[tuple[str, BenchQuestion]] = []
-    skipped = 0
     for e, entry in enumerate(_read_json_list(path)):
         where = f"{path}: entry {e}"
         try:
@@ -263,18 +276,12 @@ def load_ovobench(path: str | Path, video_root: str | Path | None = None) -> lis
                                                _answer_index(entry["gt"], len(options)), ovo_category(task),
                                                task, qid)))
             elif task in OVO_FORWARD:
-                probes = _ovo_forward(entry, task, qid)
-                if task == "REC":
-                    skipped += len(entry.get("test_info") or [])
-                pairs.extend((video, q) for q in probes)
+                pairs.extend((video, q) for q in _ovo_forward(entry, task, qid))
             else:
                 missing = [k for k in ("realtime", "question", "options", "gt") if k not in entry]
                 raise ValueError(f"missing {', '.join(repr(k) for k in missing)}")
         except ValueError as err:
             raise DatasetError(f"{where}: {err}") from None
-    if skipped:
-        warnings.warn(f"{path}: skipped {skipped} OVO-Bench REC probes (free-form counts have no options to score)",
-                      stacklevel=2)
     return _group(pairs)
 
 

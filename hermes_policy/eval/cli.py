@@ -54,6 +54,21 @@ def _resolve_data(data: Path, format: str, video_root: Path | None,
     return kept, fmt, skipped
 
 
+def _manifest(all_items: list, items: list, fmt: str, skipped: dict[str, int] | None, limit: int | None,
+              chunk_frames: int, fps: float | None, reindex: str, scoring: str) -> dict[str, Any]:
+    """The protocol manifest of this evaluation (:mod:`hermes_policy.eval.protocol`)."""
+    from hermes_policy.data.dataset import answer_format
+    from hermes_policy.eval.protocol import manifest
+    from hermes_policy.eval.sweep import data_fingerprint
+    from hermes_policy.models.base import DEFAULT_SYSTEM_PROMPT
+
+    return manifest(chunk_frames=chunk_frames, fps=fps, reindex=reindex, scoring=scoring,
+                    system_prompt=DEFAULT_SYSTEM_PROMPT, data_sha256=data_fingerprint(all_items), data_format=fmt,
+                    videos=len(items), questions=sum(len(it.questions) for it in items), limit=limit,
+                    skipped_missing=skipped,
+                    count_questions=sum(answer_format(q) == "count" for it in items for q in it.questions))
+
+
 def _versions() -> dict[str, str]:
     import torch
     import transformers
@@ -67,8 +82,9 @@ def _versions() -> dict[str, str]:
 def eval_command(
     data: Annotated[Path, typer.Option(help="dataset .jsonl, a folder holding dataset.jsonl, or a "
                                             "StreamingBench/OVO-Bench annotation JSON")],
-    out: Annotated[Path, typer.Option(help="output folder: config.json, rows.parquet, results.json; "
-                                           "rerun with the same settings to resume")],
+    out: Annotated[Optional[Path], typer.Option(help="output folder: config.json, protocol.json, rows.parquet, "
+                                                     "results.json; rerun with the same settings to resume "
+                                                     "(required unless --protocol)")] = None,
     model: Annotated[str, typer.Option(help="embedded, tiny-*, or a HF id/path")] = "embedded",
     policy: Annotated[str, typer.Option(help="comma-separated policy names; a list is a sweep")] = "full,sink-window",
     budget_ratio: Annotated[Optional[str], typer.Option(help="comma-separated fractions in (0, 1]: per video, "
@@ -107,6 +123,10 @@ def eval_command(
     max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
                                                          "(a list for a sweep); no table, no progress bar")] = False,
+    protocol: Annotated[bool, typer.Option("--protocol", help="print the streaming protocol manifest these settings "
+                                                              "give (JSON, as protocol.json records it) and exit: "
+                                                              "nothing is evaluated or written; with --scoring "
+                                                              "auto the model is loaded to resolve it")] = False,
 ) -> None:
     """Streaming multiple-choice QA per policy and budget: accuracy by category, TTFT, peak KV, kept video
     tokens and fidelity to the full cache (agreement, KL). Resumable: rerun with the same --out.
@@ -117,6 +137,7 @@ def eval_command(
     from hermes_policy.eval.errors import EvalError
     from hermes_policy.eval.harness import evaluate, plan
     from hermes_policy.eval.parallel import evaluate_distributed
+    from hermes_policy.eval.protocol import format_manifest, write_manifest
     from hermes_policy.eval.report import comparison_table
     from hermes_policy.eval.results import CONFIG_FORMAT, VERSION
     from hermes_policy.eval.scoring import SCORERS, scorer_for
@@ -138,6 +159,16 @@ def eval_command(
         limit = max_videos
     if limit is not None and limit < 1:
         raise DatasetError(f"--limit must be >= 1, got {limit}")
+    if protocol:
+        all_items, fmt, skipped = _resolve_data(data, format, video_root, skip_missing)
+        items = all_items[:limit] if limit is not None else all_items
+        name = scoring if scoring != "auto" else scorer_for(load_model(
+            model, dtype=torch_dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle_weights)).name
+        typer.echo(format_manifest(_manifest(all_items, items, fmt, skipped, limit, chunk_frames, fps, reindex, name)))
+        return
+    if out is None:
+        raise EvalError("--out is required: the folder the evaluation writes to (--protocol alone prints the "
+                        "protocol manifest)")
     placement = placement_from_options(device, device_map, max_memory, offload_folder)
     env = launch_for(dist_timeout, placement, gpus_per_rank, EvalError)
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
@@ -203,10 +234,12 @@ def eval_command(
         "skipped_missing": skipped,
         "versions": _versions(),
         "argv": sys.argv[1:],
+        "protocol": _manifest(all_items, items, fmt, skipped, limit, chunk_frames, fps, reindex, scorer.name),
     }
     options = {"chunk_frames": chunk_frames, "fps": fps, "reindex": reindex, "model": model, "scorer": scorer}
     if env.is_main:
         outdir.start(config)
+        write_manifest(outdir.path, config["protocol"])  # every eval folder holds its protocol
         resume_note(len(done), len(units))
     barrier()  # no rank writes a partial file before config.json exists (a folder without one is refused)
     if env.distributed:

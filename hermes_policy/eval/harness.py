@@ -9,8 +9,10 @@ for a full chunk. Frame times within :data:`~hermes_policy.timeline.TIME_TOLERAN
 of ``t`` count as at ``t`` (container timestamps are rounded). Once a video's last
 question is asked its stream stops: later frames cannot change any answer. Questions past
 the end of the video are asked at its end (``asked_at`` in the rows says when).
-Each question is scored by a scorer of :mod:`hermes_policy.eval.scoring`; budgets
-are sized per video by :mod:`hermes_policy.eval.budgets`.
+Each question is scored by a scorer of :mod:`hermes_policy.eval.scoring` (a free-form count
+question, OVO-Bench REC, by its count rule: ``predicted`` is the extracted count, ``scores`` empty);
+budgets are sized per video by :mod:`hermes_policy.eval.budgets`. The rules are written down as
+data in :mod:`hermes_policy.eval.protocol` (the manifest every eval folder holds).
 
 TTFT is the wall time of the scoring call after the flush (``word-letter``:
 up to the word's first token; ``cloze``: every option's score): the policy's
@@ -43,12 +45,12 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from hermes_policy.data.dataset import VideoItem, question_task
+from hermes_policy.data.dataset import VideoItem, answer_format, question_task
 from hermes_policy.data.questions import Question
 from hermes_policy.eval.budgets import PolicyFactory, PolicyRecipe, open_item, stream_info
 from hermes_policy.eval.errors import EvalError
 from hermes_policy.eval.results import EvalResult, EvalRow, attach_fidelity, option_probs
-from hermes_policy.eval.scoring import Scored, Scorer, scorer_for
+from hermes_policy.eval.scoring import CountScorer, Scored, Scorer, scorer_for
 from hermes_policy.mc_format import OPTION_LETTERS
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies import Policy
@@ -119,10 +121,13 @@ def plan(items: Sequence[VideoItem], policy_factory: Mapping[str, PolicyFactory]
     return EvalPlan(factories, runs, ref, videos)
 
 
+COUNT_SCORER = CountScorer()
+
+
 def _ask(session: StreamingSession, scorer: Scorer, q: Question) -> tuple[Scored, int, int, float]:
     session.flush()
     kv_bytes, frames_seen, asked_at = session.kv_bytes, session.frames_seen, session.stream_time
-    scored = scorer(session, q)
+    scored = (COUNT_SCORER if answer_format(q) == "count" else scorer)(session, q)
     if scored.scores.shape != (len(q.options),):
         raise EvalError(f"the scorer returned scores of shape {tuple(scored.scores.shape)} "
                         f"for {len(q.options)} options")
@@ -247,8 +252,11 @@ def evaluate(
                 unit = []
                 for a in run_video(adapter, item, policy, scorer, config, fps):
                     q, scored = a.question, a.scored
-                    pick = int(torch.argmax(scored.scores))  # first maximum: ties go to the earliest letter
-                    predicted = OPTION_LETTERS[pick]
+                    if answer_format(q) == "count":  # free-form: the extracted count is the prediction
+                        predicted = scored.top_token or ""
+                    else:
+                        pick = int(torch.argmax(scored.scores))  # first maximum: ties go to the earliest letter
+                        predicted = OPTION_LETTERS[pick]
                     scores = [float(s) for s in scored.scores]
                     unit.append(EvalRow(
                         run=label, policy=recipe.policy_label if recipe is not None else label,

@@ -115,7 +115,8 @@ def attach_fidelity(rows: Sequence[EvalRow], reference: str) -> None:
             continue
         r.full_predicted = f.predicted
         r.agrees_with_full = r.predicted == f.predicted
-        r.kl_vs_full = option_kl(f.scores, r.scores)
+        # a free-form (count) question has no option distribution to compare
+        r.kl_vs_full = option_kl(f.scores, r.scores) if len(r.scores) and len(f.scores) == len(r.scores) else None
 
 
 def _category_order(categories: set[str]) -> list[str]:

@@ -22,7 +22,8 @@ question without options and scores each option by ``log P(its tokens, then
 an end token)``: the free-form answer restricted to the options, for a model
 that answers in words more reliably than it matches words to letters
 (``embedded`` declares it). ``--scoring`` overrides what the model declares
-(``auto``, the default, follows it).
+(``auto``, the default, follows it). A free-form count question (OVO-Bench
+REC, no options) is always answered by :class:`CountScorer`, whatever the scoring.
 
 The prediction is the option with the highest score (ties: the earliest
 letter); it is correct when it equals the answer letter. ``letter_prob`` in
@@ -32,6 +33,7 @@ follows the "answer with the letter" instruction at all.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +175,28 @@ class ClozeScorer:
         return Scored(scores, ttft)
 
 
+def extract_count(text: str) -> str:
+    """OVO-Bench's REC answer extraction: every run of digits in the answer, joined (``"3 times"`` -> ``"3"``,
+    ``"three"`` -> ``""``)."""
+    return "".join(re.findall(r"\d+", text or ""))
+
+
+class CountScorer:
+    """Free-form count questions (OVO-Bench REC; ``answer_format`` ``count``): the question alone, answered
+    greedily from the cache (at most :data:`~hermes_policy.eval.protocol.COUNT_MAX_NEW_TOKENS` tokens), then
+    :func:`extract_count`. ``scores`` is empty (there are no options); ``answer_text`` is the written answer
+    and ``top_token`` its extracted count. TTFT is to the first generated token, as in ``session.ask``."""
+
+    name = "count"
+
+    def __call__(self, session: StreamingSession, question: Question) -> Scored:
+        from hermes_policy.eval.protocol import COUNT_MAX_NEW_TOKENS
+
+        session.flush()
+        answer = session.ask(question.question, max_new_tokens=COUNT_MAX_NEW_TOKENS)
+        return Scored(torch.zeros(0), answer.ttft_ms, None, extract_count(answer.answer), answer.answer)
+
+
 SCORERS: dict[str, Callable[[], Scorer]] = {"letter": LetterScorer, "word-letter": WordLetterScorer,
                                             "cloze": ClozeScorer}
 
@@ -190,10 +214,12 @@ def scorer_for(adapter: ModelAdapter, scoring: str = "auto") -> Scorer:
 __all__ = [
     "SCORERS",
     "ClozeScorer",
+    "CountScorer",
     "LetterScorer",
     "Scored",
     "Scorer",
     "WordLetterScorer",
+    "extract_count",
     "letter_token_ids",
     "scorer_for",
 ]

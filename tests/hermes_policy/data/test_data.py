@@ -198,8 +198,7 @@ def test_ovobench_style(tmp_path, clip):
     ]
     path = tmp_path / "ovo_bench_new.json"
     path.write_text(json.dumps(anno))
-    with pytest.warns(UserWarning, match="skipped 1 OVO-Bench REC"):
-        items = load_annotations(path, video_root=clip.parent)
+    items = load_annotations(path, video_root=clip.parent)
     (item,) = items
     assert item.video == str(clip)
     got = [(q.time, q.task, q.category, q.options, q.answer, q.qid) for q in item.questions]
@@ -207,11 +206,13 @@ def test_ovobench_style(tmp_path, clip):
         (1.0, "STU", "real-time", ("p", "q"), "A", "2"),
         (1.5, "SSR", "forward", ("No", "Yes"), "B", "3/0"),
         (2.0, "EPM", "backward", ("x", "y", "z"), "C", "1"),
+        (2.0, "REC", "forward", (), "3", "4/0"),  # a free-form count, asked at its probe's time
         (2.5, "SSR", "forward", ("No", "Yes"), "A", "3/1"),
     ]
+    rec = item.questions[3]
+    assert rec.answer_format == "count" and rec.question.startswith("How many times did they jump?")
     # without the video root, clip.mp4 is looked for beside the annotations: missing
-    with pytest.raises(DatasetError, match=r"1 of 1 videos are missing.*clip\.mp4") as err, \
-            pytest.warns(UserWarning):
+    with pytest.raises(DatasetError, match=r"1 of 1 videos are missing.*clip\.mp4") as err:
         load_annotations(path)
     assert "--video-root" in str(err.value)
 

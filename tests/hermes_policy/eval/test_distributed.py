@@ -94,7 +94,7 @@ def test_two_ranks_write_what_one_process_writes(data, single, tmp_path, capfd) 
     one, two = (json.loads((d / "results.json").read_text()) for d in (single, out))
     assert [r["accuracy"] for r in one["results"]] == [r["accuracy"] for r in two["results"]]
     assert len(stdout.strip().splitlines()) == 1, "only rank 0 prints"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "results.json", "rows.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "protocol.json", "results.json", "rows.parquet"]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
 
 

@@ -250,7 +250,7 @@ def test_eval_command_writes_results_config_and_rows(tmp_path, items):
     assert [(p["policy"], p["budget"]) for p in printed] == [("full", None), ("sink-window", 0.3)]
     assert "evaluating" not in result.stderr  # no progress bar in --json mode
     n = sum(len(it.questions) for it in items)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "results.json", "rows.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "protocol.json", "results.json", "rows.parquet"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["results"] == printed and saved["runs"] == ["full", "sink-window@0.3"]
     assert {c["category"] for c in saved["summary"]} == {"real-time", "backward", "counting", "overall"}
