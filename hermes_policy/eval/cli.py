@@ -91,8 +91,10 @@ def eval_command(
                                                              "budget = round(R x its video tokens), at least "
                                                              "one frame")] = None,
     budget: Annotated[Optional[str], typer.Option(help="comma-separated absolute video tokens per layer")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON: the entry of its policy (a separate "
-                                                      "run NAME[stem] if --policy lists it too)")] = None,
+    spec: Annotated[list[Path] | None, typer.Option(
+        help="PolicySpec JSON: the entry of its policy (a separate run NAME[stem] if --policy lists it too); "
+             "repeat it to compare specs, each its own run NAME\\[stem] (e.g. --spec attn.json --spec "
+             "causal.json --compare-to 'hermes\\[attn]@0.1')")] = None,
     limit: Annotated[Optional[int], typer.Option(help="evaluate only the first K videos")] = None,
     format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against")] = None,

@@ -5,7 +5,10 @@ A sweep is ``--policy a,b,c`` x (``--budget`` list + ``--budget-ratio`` list): o
 ``hermes@0.3`` / ``sink-window@512``. A policy that takes no budget (``full``)
 runs once. A ``--spec`` configures its own policy: if that policy is also
 listed plainly, the spec'd one is a separate run labelled ``name[spec-stem]``
-so both are compared; if not, the spec is that policy's entry.
+so both are compared; if not, the spec is that policy's entry. ``--spec`` may be
+repeated: then every spec is its own run, ``name[stem]``, so two derivations of one
+policy (attention-derived and causally-derived tiers, say) are compared, paired, in one
+evaluation.
 
 The output folder (:class:`EvalDir`)::
 
@@ -92,7 +95,8 @@ def parse_list(text: str | None, option: str, cast: Callable[[str], Any] = str) 
 
 
 def build_recipes(
-    policy: str, budget: str | None = None, budget_ratio: str | None = None, spec: Path | None = None
+    policy: str, budget: str | None = None, budget_ratio: str | None = None,
+    spec: Path | Sequence[Path] | None = None,
 ) -> list[PolicyRecipe]:
     """The runs of a sweep, from the ``--policy``, ``--budget``, ``--budget-ratio`` and ``--spec`` options.
 
@@ -121,17 +125,20 @@ def build_recipes(
             return [make(None, None)]  # without settings: raises unless the recipe has a budget of its own (a spec's)
         return [make(b, r) for b, r in settings]
 
-    loaded = PolicySpec.load(spec) if spec is not None else None
+    paths = [] if spec is None else [Path(spec)] if isinstance(spec, (str, Path)) else [Path(p) for p in spec]
+    loaded = [(path, PolicySpec.load(path)) for path in paths]
+    several = len(loaded) > 1  # each spec its own run, told apart by its file's stem
     recipes: list[PolicyRecipe] = []
     for name in names:
         recipes += runs(lambda b, r, name=name: PolicyRecipe(name, budget=b, budget_ratio=r), name)
-        if loaded is not None and loaded.policy == name:
-            variant = Path(spec).stem if spec is not None else "spec"
-            recipes += runs(lambda b, r, variant=variant: PolicyRecipe.from_spec(loaded, b, r, source=str(spec),
-                                                                         variant=variant),
-                            name)
-    if loaded is not None and loaded.policy not in names:
-        recipes += runs(lambda b, r: PolicyRecipe.from_spec(loaded, b, r, source=str(spec)), loaded.policy)
+        for path, one in loaded:
+            if one.policy == name:
+                recipes += runs(lambda b, r, one=one, path=path: PolicyRecipe.from_spec(
+                    one, b, r, source=str(path), variant=path.stem), name)
+    for path, one in loaded:
+        if one.policy not in names:
+            recipes += runs(lambda b, r, one=one, path=path: PolicyRecipe.from_spec(
+                one, b, r, source=str(path), variant=path.stem if several else None), one.policy)
     labels = [r.key for r in recipes]
     if len(set(labels)) != len(labels):
         twice = sorted({x for x in labels if labels.count(x) > 1})
