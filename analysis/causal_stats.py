@@ -9,7 +9,9 @@ Tiers from the map (:func:`causal_tiers`) use derive's role rule (:func:`analysi
 on causal profiles instead of attention: a profile over age bins gets the study's decay fit
 (:func:`analysis.metrics.decay_rate_from_mass`, each question one snapshot) and a profile over in-frame
 positions the study's concentration (:func:`analysis.metrics.topk_concentration`); recency alone is
-sensory, anchors alone long-term, both working. A unit (layer group for the ``answer`` effect, head for
+sensory, anchors alone long-term, both working. One reading attention never needs: a unit whose need
+*rises* with age by at least the same e-fold (decay <= -threshold: it needs the stream's oldest frames,
+as the backward questions' last layer does) is long-term too, anchors or not. A unit (layer group for the ``answer`` effect, head for
 ``direct``) whose mean effect is below its floor (``min_drop``, ``min_direct``) has no role: removing any
 of it changes nothing. A head's direct-effect profiles are taken relative to the null head's (one that
 reads every video row alike, ``direct_null``): rows whose values differ from the rest (a planted anchor
@@ -368,8 +370,10 @@ def causal_tiers(cmap: CausalMap, effect: str = "answer", thresholds: CausalThre
 
 
 def _roles(feats: dict[str, torch.Tensor], t: CausalThresholds, floor: float) -> list[str | None]:
-    """derive's role per unit, None where the unit's mean effect is below ``floor``."""
+    """derive's role per unit (long-term, too, where need rises with age), None below ``floor``."""
     roles = head_roles(feats["decay"][None], feats["concentration"][None], t.decay, t.concentration)[0]
+    past = (feats["decay"] <= -t.decay).tolist()  # needs the oldest frames most: long-term memory
+    roles = ["long-term" if p and r is None else r for r, p in zip(roles, past)]
     return [None if not (float(e) >= floor) else r for r, e in zip(roles, feats["effect"])]
 
 

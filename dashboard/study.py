@@ -1,4 +1,5 @@
-"""Page 2, Study & tiers: recency and anchors vs depth, derived vs HERMES-fixed specs, spec and figure export.
+"""Page 2, Study & tiers: recency and anchors vs depth, derived vs HERMES-fixed specs, spec and figure export,
+and a causal memory map of the same model beside the study (:mod:`dashboard.causal`).
 
 For a study of a planted model (``planted:SEED[,family=...]``) the page also shows the model's
 ground truth next to the measured tiers, and how much of it the study recovered. Only this page
@@ -16,7 +17,7 @@ from analysis.derive import format_ranges
 from analysis.errors import StudyError
 from analysis.figures import FORMATS
 from analysis.occupancy import suggested_budget
-from dashboard import data, ui
+from dashboard import causal, data, ui
 
 #: radio label -> tier method (the first is the default)
 METHODS = {"measured (roles)": "roles", "change points (depth-ordered)": "changepoint",
@@ -90,6 +91,11 @@ def render() -> None:
 
     if data.is_planted(info["model"]):
         _planted_truth(ref, info["model"], method, queries)
+
+    study_tiers = None
+    with ui.guard("Measuring the study's tiers"):
+        study_tiers = data.tiers(ref, method, queries)
+    causal.render(ref.path, study_tiers)
 
     if spec_dicts is not None:
         st.subheader("Specs side by side")

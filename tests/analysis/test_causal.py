@@ -126,6 +126,11 @@ def test_tiers_from_the_map_follow_the_role_rule():
     m = necessity_map(cmap, "age")
     assert list(m.columns[:3]) == ["group", "layers", "layer_first"] and len(m) == 12
     assert (m["drop_lo"] <= m["drop"]).all() and (m["drop"] <= m["drop_hi"]).all()
+    # need that rises with age (the oldest frames, flat over positions) is long-term memory
+    e = cmap.effects
+    old = e[(e["kind"] == "age") & (e["group"] == 0)]
+    e.loc[old.index, "drop"] = old["drop"].to_numpy()[::-1]
+    assert causal_tiers(cmap, "answer").layers[0] == "long-term"
 
 
 def test_causal_command_writes_the_map_and_derive_reads_it(items, tmp_path, capsys):
