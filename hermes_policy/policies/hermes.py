@@ -1,25 +1,41 @@
 """``hermes``: hierarchical KV memory, pruned per layer as the video streams (HERMES, arXiv 2601.14724).
 
-Each layer belongs to a tier (sensory / working / long-term) and keeps its own
-top-``budget`` video tokens under a score that mixes recency and attention from
-a pseudo-query:
+The defaults are the authors' released behaviour (their LLaVA-OneVision online inference; see
+docs/conformance.md for the file, commit and the fixtures the tests hold it to). Each layer belongs to a
+tier, by integer depth bounds ``s = int(0.1 L)`` and ``l = int(0.7 L)``: sensory below ``s``,
+long-term from ``l``, working between. Each layer keeps its own top-``budget`` candidate rows under
 
     score = (1 - alpha) * minmax(attn) + alpha * minmax(exp(-k * d)),   d = (T-1-i)/(T-1)
+    minmax(x) = (x - min x) / (max x - min x + 1e-6)
 
-with i the token's index among the layer's T video tokens (oldest first).
-``attn`` is the attention mass each cached token receives from the ``global``
-pseudo-query (long-term layers) or the ``mixed`` one (working layers), averaged
-over the prompt's tokens and the heads; sensory layers are pure recency
-(alpha = 1). Scores are smoothed across depth from the second-to-last layer
-down, ``s_l <- (1 - gamma) s_l + gamma s_{l+1}`` (linearly resampled when the
-layers hold different counts). Kept tokens stay in time order; the system
-prefix is always kept; pruning fires only when a layer is over its budget.
+with i a row's index among the layer's T candidates (its video tokens and any summary rows, oldest
+first). ``attn`` is the attention each cached row receives from the ``global`` pseudo-query
+(long-term layers) or the ``mixed`` one (working layers), averaged over the prompt's tokens and the
+heads; sensory layers are pure recency (alpha = 1). In the working band ``p = (i - s) / (l - s)``.
+Scores are smoothed across depth from the second-to-last layer down,
+``s_l <- (1 - gamma) s_l + gamma s_{l+1}`` (linearly resampled, ``align_corners=False``, when the layers
+hold different counts). Ties go as ``torch.topk(sorted=False)`` breaks them; kept rows stay in time
+order; the system prefix is always kept; a layer is pruned only when it holds more candidates than its
+budget.
 
-In long-term layers the evicted tokens are folded into one **summary slot**:
-its value is the mean of the evicted values and its key the mean of the evicted
-keys, each first rotated to the slot's position. The slot takes the place (and
-position) of the oldest token ever evicted from that layer, and later folds
-update it as a running mean.
+**Summary rows** (long-term layers): such a layer keeps ``budget - 1`` candidates, and the rows it drops
+are folded into one new row appended after them: its value is their mean, its key the mean of their
+keys each rotated to the new row's position, one past the layer's last kept row. Later prunes score it
+like any other row (an older summary may itself be folded into a newer one).
+
+**Positions**: each layer places new tokens one past its own last row (``positions="layer"``), so a
+layer whose newest rows were evicted leaves no gap before the next chunk; gaps between kept rows stay
+until a re-index (the session's ``reindex``).
+
+**Pseudo-queries** are fixed prompts in our own words (``local``, ``global``, and ``mixed`` = local +
+"; " + global), tokenised bare (no chat template), with the last question and answer the session
+answered put in front (``history``); on the embedding path (the release's sdpa / flash path) a
+prompt's tokens see each other without a causal mask.
+
+Named options reproduce hermes-lab's own variants, all off by default: ``summary_mode="slot"`` (one
+never-evicted running-mean slot at the oldest evicted position, outside the budget),
+``positions="stream"`` (new tokens at the stream's positions in every layer), ``templated_prompts``,
+``causal_prompts``, ``history=False`` and ``prompts`` (other wording).
 
 Per-layer settings (tier, alpha, k, budget share) come from a PolicySpec
 (``hermes-lab derive``); without one, HERMES's fixed split and parameters are used.
@@ -28,29 +44,44 @@ Per-layer settings (tier, alpha, k, budget share) come from a PolicySpec
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 
 from hermes_policy.attention import AttentionEvent, Subscription
 from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS
 from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import register_policy
-from hermes_policy.policies.scoring import ScoringPolicy
+from hermes_policy.policies.scoring import ScoringPolicy, top_units
 from hermes_policy.tokens import NOT_A_PATCH
 
 TIERS = ("sensory", "working", "long-term")
 DEFAULT_GAMMA = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
-#: frame value that marks a long-term layer's summary slot (not a frame, never evicted)
+#: frame value that marks a summary row of a long-term layer (not a frame of the stream)
 SUMMARY_FRAME = -2
+#: the tier bounds, as shares of the depth: sensory below int(0.1 L), long-term from int((1 - 0.3) L)
+SENSORY_SHARE = 0.1
+LONG_TERM_SHARE = 0.3
+#: added to the span in :func:`minmax`, as the release does (a constant vector maps to zeros)
+MINMAX_EPS = 1e-6
 
-#: The pseudo-queries HERMES scores with, in our words.
+#: The pseudo-queries HERMES scores with, in our words; ``mixed`` is built from these two (:func:`prompt_texts`).
 PROMPTS = {
-    "global": "Summarise everything that has happened in the video so far.",
-    "mixed": "Describe the current scene in detail and summarise what has happened so far.",
+    "local": "Describe the current scene in detail: the objects, the fine actions and where things are.",
+    "global": "Summarise everything that has happened in the video so far: who, what, and how it changed.",
+}
+#: what the last answered question adds in front of each prompt (``history``), in our words
+HISTORY = {
+    "local": "Recent details about ({exchange}). ",
+    "global": "Earlier in this session ({exchange}). ",
 }
 TIER_QUERY = {"working": "mixed", "long-term": "global"}
+SUMMARY_MODES = ("release", "slot")
+POSITION_MODES = ("layer", "stream")
 
 #: working-band parameters as functions of the relative depth p inside the band
 WORKING_PARAMS = {
@@ -59,38 +90,94 @@ WORKING_PARAMS = {
 }
 
 
+def tier_bounds(num_layers: int) -> tuple[int, int]:
+    """(s, l): layers below ``s`` are sensory, from ``l`` on long-term. Integer truncation of the float
+    products, exactly as the release computes them (e.g. 28 layers: s = 2, l = 19)."""
+    return int(num_layers * SENSORY_SHARE), int(num_layers * (1 - LONG_TERM_SHARE))
+
+
 def fixed_layers(num_layers: int, family: str = "llava-ov") -> list[dict[str, Any]]:
-    """HERMES's fixed split: sensory below 0.1 L, long-term from 0.7 L, working between."""
+    """HERMES's fixed split and parameters: sensory (alpha 1, k 20), working (``WORKING_PARAMS`` at
+    ``p = (i - s) / (l - s)``, which never reaches 1), long-term (alpha 0)."""
     if family not in WORKING_PARAMS:
         raise PolicyError(f"unknown family {family!r} for HERMES parameters; use one of {sorted(WORKING_PARAMS)}")
-    tiers = ["sensory" if i < 0.1 * num_layers else "long-term" if i >= 0.7 * num_layers else "working"
-             for i in range(num_layers)]
-    working = [i for i, t in enumerate(tiers) if t == "working"]
+    short, long = tier_bounds(num_layers)
     layers = []
-    for i, tier in enumerate(tiers):
-        if tier == "sensory":
-            alpha, k = 1.0, 20.0
-        elif tier == "long-term":
-            alpha, k = 0.0, None
+    for i in range(num_layers):
+        if i < short:
+            tier, alpha, k = "sensory", 1.0, 20.0
+        elif i >= long:
+            tier, alpha, k = "long-term", 0.0, None
         else:
-            p = (working.index(i) / (len(working) - 1)) if len(working) > 1 else 0.0
-            alpha, k = WORKING_PARAMS[family](p)
+            tier = "working"
+            alpha, k = WORKING_PARAMS[family]((i - short) / (long - short))
         layers.append({"layer": i, "tier": tier, "alpha": alpha, "k": k, "budget_share": 1 / num_layers})
     return layers
 
 
 def minmax(x: torch.Tensor) -> torch.Tensor:
-    span = x.max() - x.min()
-    return (x - x.min()) / span if span > 0 else torch.zeros_like(x)
+    """(T,) -> (T,) in [0, 1): ``(x - min) / (max - min + 1e-6)``; a constant vector gives zeros."""
+    if x.numel() == 0:
+        return x
+    low = x.min()
+    return (x - low) / (x.max() - low + MINMAX_EPS)
 
 
 def resample(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Linear interpolation of a (m,) profile onto n points (same start and end)."""
+    """A (m,) profile linearly resampled onto n points (``align_corners=False``, as the release smooths)."""
     if x.numel() == n:
         return x
-    if x.numel() == 1 or n == 1:
-        return x.mean().expand(n).clone()
-    return torch.nn.functional.interpolate(x[None, None], size=n, mode="linear", align_corners=True)[0, 0]
+    if n == 0 or x.numel() == 0:
+        return torch.zeros(n, dtype=x.dtype)
+    return F.interpolate(x.view(1, 1, -1), size=n, mode="linear", align_corners=False).view(-1)
+
+
+def raw_score(attn: torch.Tensor | None, t: int, alpha: float, k: float | None) -> torch.Tensor:
+    """(T,) unsmoothed score of a layer's T candidates (oldest first) from their (T,) attention.
+
+    The terms are added in the release's order, so a pure tier (alpha 0 or 1) gives bit-identical scores.
+    """
+    score = torch.zeros(t)
+    if alpha < 1:
+        if attn is None:
+            raise PolicyError("hermes: a layer that mixes in attention was not given its pseudo-query attention")
+        score = minmax(attn.float()) * (1 - alpha)
+    if alpha > 0:
+        d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
+        score = score + minmax(torch.exp(-float(k) * d)) * alpha
+    return score
+
+
+def smooth(raw: list[torch.Tensor], tiers: list[str], gamma: Mapping[str, float]) -> list[torch.Tensor]:
+    """Cross-layer smoothing from the second-to-last layer down: ``s_l <- (1 - g) s_l + g resample(s_{l+1})``,
+    ``g`` the weight of layer l's tier."""
+    out = list(raw)
+    for layer in range(len(raw) - 2, -1, -1):
+        g = float(gamma[tiers[layer]])
+        out[layer] = (1 - g) * raw[layer] + g * resample(out[layer + 1], raw[layer].numel())
+    return out
+
+
+def history_text(question: str, answer: str, options) -> str:
+    """The last exchange as the pseudo-queries quote it: a bare option letter is replaced by its option's
+    text (when the options are known), and ``X) `` option labels are dropped from the answer."""
+    letter = re.fullmatch(r"\s*\(?([A-Z])\)?\.?\s*", answer)
+    if letter and options:
+        i = ord(letter.group(1)) - ord("A")
+        if 0 <= i < len(options):
+            answer = str(options[i])
+    answer = re.sub(r"[A-Z]\) ", "", answer)
+    return f"Q: {question} A: {answer}"
+
+
+def prompt_texts(base: Mapping[str, str], exchange: str | None) -> dict[str, str]:
+    """The three pseudo-queries: ``local``, ``global`` and ``mixed`` = local + "; " + global, each after the
+    last exchange when there is one."""
+    local, glob = base["local"], base["global"]
+    if exchange:
+        local = HISTORY["local"].format(exchange=exchange) + local
+        glob = HISTORY["global"].format(exchange=exchange) + glob
+    return {"local": local, "global": glob, "mixed": local + "; " + glob}
 
 
 class _PseudoQueryScores:
@@ -105,35 +192,60 @@ class _PseudoQueryScores:
         rows = event.attention()  # (H, q, S): the cached rows come first
         n_cached = event.n_key - event.n_query
         for seg in event.segments:
-            if seg.tag in PROMPTS:
-                # on the CPU: layers may live on different devices, and smoothing mixes them
-                self.scores[(event.layer, seg.tag)] = rows[:, seg.start : seg.stop, :n_cached].mean(dim=(0, 1)).cpu()
+            if seg.tag in TIER_QUERY.values():
+                # heads first, then the prompt's rows, as the release reduces; on the CPU: layers may live
+                # on different devices, and smoothing mixes them
+                mean = rows[:, seg.start : seg.stop, :n_cached].mean(dim=0).mean(dim=0)
+                self.scores[(event.layer, seg.tag)] = mean.cpu()
 
 
 @register_policy
 @dataclass
 class HermesPolicy(ScoringPolicy):
-    """HERMES hierarchical memory.
+    """HERMES hierarchical memory; the defaults are the authors' release (see the module docstring).
 
     Attributes:
-        budget: video tokens per layer (with budget shares: the mean per layer).
+        budget: candidate rows per layer (with budget shares: the mean per layer); a long-term layer's
+            summary row counts against it.
         layers: per-layer dicts ``{tier, alpha, k, budget_share}`` (from a PolicySpec); None = fixed split.
         gamma: cross-layer smoothing weight per tier.
         family: which published working-band parameters the fixed split uses (``llava-ov`` or ``qwen2.5-vl``).
-        summary: fold evicted tokens of long-term layers into a summary slot.
+        summary: fold the rows a long-term layer drops into a summary row.
+        summary_mode: ``"release"`` (a new summary row per prune, appended and scored like any row, inside
+            the budget) or ``"slot"`` (hermes-lab's variant: one never-evicted running-mean slot at the
+            oldest evicted position, outside the budget).
+        positions: ``"layer"`` (the release: new tokens one past each layer's own last row) or
+            ``"stream"`` (hermes-lab's variant: the stream's positions in every layer).
         pseudo_query: how the pseudo-queries' attention is obtained, as in HERMES's release:
             ``"embedding"`` (its sdpa / flash path) projects the prompts' input embeddings at
             each layer, with no forward; ``"forward"`` (its eager path) runs the prompts through
             the model and reads the real attention. See :mod:`hermes_policy.embedding_probe`.
+        prompts: ``{"local": ..., "global": ...}`` wording of the pseudo-queries (None: :data:`PROMPTS`).
+        history: put the last question the session answered, and its answer, in front of the prompts.
+        templated_prompts: wrap each prompt in the chat template as a question (hermes-lab's variant).
+        causal_prompts: on the embedding path, mask a prompt's later tokens from its earlier ones
+            (hermes-lab's variant; the release's sdpa path uses no mask there).
     """
 
     name = "hermes"
     exact_under_budget = True
+    #: the option values that reproduce the authors' release (all of them the defaults)
+    RELEASE: ClassVar[dict[str, Any]] = {
+        "layers": None, "gamma": dict(DEFAULT_GAMMA), "family": "llava-ov", "summary": True,
+        "summary_mode": "release", "positions": "layer", "pseudo_query": "embedding", "prompts": None,
+        "history": True, "templated_prompts": False, "causal_prompts": False,
+    }
     layers: list[dict[str, Any]] | None = None
     gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GAMMA))
     family: str = "llava-ov"
     summary: bool = True
+    summary_mode: Literal["release", "slot"] = "release"
+    positions: Literal["layer", "stream"] = "layer"
     pseudo_query: str = "embedding"
+    prompts: dict[str, str] | None = None
+    history: bool = True
+    templated_prompts: bool = False
+    causal_prompts: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -146,17 +258,34 @@ class HermesPolicy(ScoringPolicy):
             raise PolicyError(f"{who}: gamma must be {must}, got {show(self.gamma)}")
         if not isinstance(self.family, str) or self.family not in WORKING_PARAMS:
             raise PolicyError(f"{who}: family must be one of {sorted(WORKING_PARAMS)}, got {show(self.family)}")
-        if not isinstance(self.summary, bool):
-            raise PolicyError(f"{who}: summary must be true or false, got {show(self.summary)}")
+        for flag in ("summary", "history", "templated_prompts", "causal_prompts"):
+            if not isinstance(getattr(self, flag), bool):
+                raise PolicyError(f"{who}: {flag} must be true or false, got {show(getattr(self, flag))}")
+        if self.summary_mode not in SUMMARY_MODES:
+            raise PolicyError(f"{who}: summary_mode must be one of {SUMMARY_MODES}, got {show(self.summary_mode)}")
+        if self.positions not in POSITION_MODES:
+            raise PolicyError(f"{who}: positions must be one of {POSITION_MODES}, got {show(self.positions)}")
         if not isinstance(self.pseudo_query, str) or self.pseudo_query not in PSEUDO_QUERY_DEPTHS:
             raise PolicyError(f"{who}: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, got {show(self.pseudo_query)}")
+        if self.prompts is not None and not (
+            isinstance(self.prompts, dict) and set(self.prompts) == set(PROMPTS)
+            and all(isinstance(v, str) and v.strip() for v in self.prompts.values())
+        ):
+            raise PolicyError(f"{who}: prompts must be an object with non-empty \"local\" and \"global\" "
+                              f"texts, or null; got {show(self.prompts)}")
         if self.layers is not None:
             check_layers(self.layers, who)
         self._scorer = _PseudoQueryScores()
-        #: the scorer watches only probes, and only the layers that mix in attention (set by prepare)
+        #: the scorer watches only probes, and only the layers that mix in attention (set per chunk)
         self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
-        #: this chunk's (layer settings, per-layer (T_l,) scores), set by prepare
-        self._chunk: tuple[list[dict[str, Any]], list[torch.Tensor]] = ([], [])
+        #: the latest prune's per-layer (T_l,) smoothed scores
+        self._scores: list[torch.Tensor] = []
+        #: summary rows made by before_evict, appended by on_evict: layer -> (key, value, positions)
+        self._pending_summary: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def _release_summary(self) -> bool:
+        return self.summary and self.summary_mode == "release"
 
     # ------------------------------------------------------------- settings
     def check_model(self, adapter) -> None:
@@ -181,69 +310,176 @@ class HermesPolicy(ScoringPolicy):
     def observers(self):
         return (self._watch,)
 
-    # ---------------------------------------------------------------- prune
-    def prepare(self, session, layers: list[int]) -> None:
-        """Pseudo-queries and depth-smoothed scores of every layer, once, when some layer is over budget.
+    def candidates(self, meta) -> torch.Tensor:
+        """(S,) bool: the rows a layer scores and may drop: video tokens, and (release) summary rows."""
+        if self._release_summary:
+            return meta.is_video | (meta.frame == SUMMARY_FRAME)
+        return meta.is_video
 
-        Every layer is scored (not only the pruned ones): smoothing runs across all of them.
-        """
-        if not layers:
-            return
-        settings = self.layer_settings(session.cache.num_layers)
+    def kept_candidates(self, budget: int, tier: str) -> int:
+        """How many candidates a layer keeps: one fewer in a long-term layer, whose new summary row takes
+        the last place."""
+        return max(0, budget - 1) if self._release_summary and tier == "long-term" else budget
+
+    def needs_prune(self, cache, layer: int, budget: int) -> bool:
+        tier = self.layer_settings(cache.num_layers)[layer]["tier"]
+        return int(self.candidates(cache.meta(layer)).sum()) > self.kept_candidates(budget, tier)
+
+    # -------------------------------------------------------------- prompts
+    def prompt_texts(self, session) -> dict[str, str]:
+        """This chunk's pseudo-queries (``local``, ``global``, ``mixed``), the session's last exchange first."""
+        exchange = None
+        past = getattr(session, "exchanges", None)
+        if self.history and past:
+            exchange = history_text(*past[-1])
+        return prompt_texts(self.prompts or PROMPTS, exchange)
+
+    def pseudo_query_attention(self, session, settings: list[dict[str, Any]]) -> dict[tuple[int, str], torch.Tensor]:
+        """Run the pseudo-queries the scored layers need; per (layer, query), the (S_l,) mean attention."""
         scored = [i for i, s in enumerate(settings) if float(s["alpha"]) < 1]
-        needed = {TIER_QUERY[settings[i]["tier"]] for i in scored}
+        needed = [q for q in ("global", "mixed") if q in {TIER_QUERY[settings[i]["tier"]] for i in scored}]
+        texts = self.prompt_texts(session)
         self._scorer.scores.clear()
+        options = {"templated": self.templated_prompts}
         if self.pseudo_query == "forward":
             # one forward for every prompt: the forward's cost is per token, whichever layers read it
             if needed:
                 self._watch = Subscription(self._scorer, layers=frozenset(scored), phases=frozenset({"probe"}))
-                session.pseudo_queries({q: PROMPTS[q] for q in PROMPTS if q in needed}, depth="forward")
+                session.pseudo_queries({q: texts[q] for q in needed}, depth="forward", **options)
         else:
             # each layer reads one prompt, and an embedding probe costs per layer: probe each prompt only
             # in the layers that read it (a segment sees the cache and itself alone, packed or not)
-            for query in (q for q in PROMPTS if q in needed):
+            for query in needed:
                 layers = frozenset(i for i in scored if TIER_QUERY[settings[i]["tier"]] == query)
                 self._watch = Subscription(self._scorer, layers=layers, phases=frozenset({"probe"}))
-                session.pseudo_queries({query: PROMPTS[query]}, depth="embedding")
-        self._chunk = (settings, self.layer_scores(session, settings))
+                session.pseudo_queries({query: texts[query]}, depth="embedding", causal=self.causal_prompts,
+                                       **options)
+        return dict(self._scorer.scores)
+
+    # ---------------------------------------------------------------- prune
+    def after_chunk(self, session) -> None:
+        cache = session.cache
+        cache.layer_tails = self.positions == "layer"
+        budgets = self.layer_budgets(cache.num_layers)
+        if not any(self.needs_prune(cache, i, b) for i, b in enumerate(budgets)):
+            return
+        settings = self.layer_settings(cache.num_layers)
+        self.prune(cache, self.pseudo_query_attention(session, settings))
+
+    def prune(self, cache, attention: Mapping[tuple[int, str], torch.Tensor]) -> list[torch.Tensor]:
+        """Score every layer, then prune those over budget: the whole step after the pseudo-queries.
+
+        Args:
+            attention: per (layer, ``"global"`` / ``"mixed"``), the (S_l,) mean attention each of the
+                layer's rows receives from that pseudo-query (needed for the layers with alpha < 1).
+
+        Returns:
+            per layer, the (T_l,) smoothed scores of its candidates.
+        """
+        cache.layer_tails = self.positions == "layer"
+        settings = self.layer_settings(cache.num_layers)
+        self._scores = self.layer_scores(cache, settings, attention)
+        for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
+            if not self.needs_prune(cache, layer, budget):
+                continue
+            keep, dropped = self.choose_rows(cache, layer, self.kept_candidates(budget, settings[layer]["tier"]))
+            keep = self._before_evict(cache, layer, keep, dropped, settings[layer]["tier"])
+            cache.evict(layer, keep)
+            self._on_evict(cache, layer)
+        return self._scores
 
     def score(self, session, layer: int) -> torch.Tensor:
-        return self._chunk[1][layer]
+        """The latest prune's (T_l,) smoothed scores of the layer's candidates."""
+        return self._scores[layer]
 
-    def layer_scores(self, session, settings: list[dict[str, Any]]) -> list[torch.Tensor]:
-        """Per layer, a (T_l,) score over its video tokens, smoothed across depth."""
-        cache = session.cache
+    def layer_scores(
+        self, cache, settings: list[dict[str, Any]], attention: Mapping[tuple[int, str], torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Per layer, a (T_l,) score over its candidates, smoothed across depth."""
         raw = []
         for layer, s in enumerate(settings):
-            video = torch.nonzero(cache.meta(layer).is_video).flatten()
-            t = video.numel()
+            rows = torch.nonzero(self.candidates(cache.meta(layer))).flatten()
             alpha = float(s["alpha"])
-            score = torch.zeros(t)
-            if alpha > 0:
-                d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
-                score = score + alpha * minmax(torch.exp(-float(s["k"]) * d))
+            attn = None
             if alpha < 1:
-                attn = self._scorer.scores[(layer, TIER_QUERY[s["tier"]])][video]
-                score = score + (1 - alpha) * minmax(attn.float())
-            raw.append(score)
-        smoothed = list(raw)
-        for layer in range(len(raw) - 2, -1, -1):
-            g = float(self.gamma[settings[layer]["tier"]])
-            smoothed[layer] = (1 - g) * raw[layer] + g * resample(smoothed[layer + 1], raw[layer].numel())
-        return smoothed
+                key = (layer, TIER_QUERY[s["tier"]])
+                if key not in attention:
+                    raise PolicyError(f"hermes: no {key[1]!r} pseudo-query attention for layer {layer}")
+                attn = attention[key][rows]
+            raw.append(raw_score(attn, rows.numel(), alpha, s["k"]))
+        return smooth(raw, [s["tier"] for s in settings], self.gamma)
 
-    def before_evict(self, session, layer: int, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-        settings = self._chunk[0]
-        if not (self.summary and settings[layer]["tier"] == "long-term" and dropped.numel()):
+    def choose_rows(self, cache, layer: int, n_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows kept, candidate rows dropped), both ascending: the top ``n_keep`` candidates by score plus
+        every other row. Ties go as ``torch.topk(sorted=False)`` breaks them, as in the release."""
+        meta = cache.meta(layer)
+        is_candidate = self.candidates(meta)
+        rows = torch.nonzero(is_candidate).flatten()
+        score = self._scores[layer]
+        if score.shape != rows.shape:
+            raise RuntimeError(f"hermes: score of layer {layer} has shape {tuple(score.shape)}, expected "
+                               f"({rows.numel()},), one per candidate row")
+        frame, patch = meta.frame[rows], meta.patch[rows]
+        if bool(((patch < 0) & (frame >= 0)).any()):
+            # a frame's text (Qwen3-VL timestamps) stays with its patches; a summary row counts as a patch
+            chosen = top_units(score, frame, torch.where(frame == SUMMARY_FRAME, 0, patch), n_keep)
+        else:
+            chosen = torch.zeros(rows.numel(), dtype=torch.bool)
+            chosen[torch.topk(score, min(n_keep, rows.numel()), sorted=False).indices] = True
+        keep = torch.sort(torch.cat([torch.nonzero(~is_candidate).flatten(), rows[chosen]])).values
+        return keep, rows[~chosen]
+
+    # ------------------------------------------------------------ summaries
+    def _before_evict(self, cache, layer: int, keep: torch.Tensor, dropped: torch.Tensor, tier: str) -> torch.Tensor:
+        if not (self.summary and tier == "long-term" and dropped.numel()):
             return keep
-        if self._fold_into_summary(session, layer, dropped):
+        if self.summary_mode == "release":
+            self._pending_summary[layer] = self._summary_row(cache, layer, keep, dropped)
+            return keep
+        if self._fold_into_slot(cache, layer, dropped):
             # the new slot is the oldest dropped row, so that row stays
             keep = torch.sort(torch.cat([keep, dropped[:1]])).values
         return keep
 
-    def _fold_into_summary(self, session, layer: int, dropped: torch.Tensor) -> bool:
-        """Fold the (D,) ``dropped`` rows into the layer's summary slot; True if the slot is new (``dropped[0]``)."""
-        cache = session.cache
+    def _on_evict(self, cache, layer: int) -> None:
+        row = self._pending_summary.pop(layer, None)
+        if row is None:
+            return
+        key, value, position = row
+        meta = cache.meta(layer)
+        summary_meta = type(meta)(
+            frame=torch.tensor([SUMMARY_FRAME], dtype=meta.frame.dtype),
+            patch=torch.tensor([NOT_A_PATCH], dtype=meta.patch.dtype),
+            time=torch.tensor([math.nan], dtype=meta.time.dtype),
+        )
+        cache.replace_layer(
+            layer,
+            torch.cat([cache.keys(layer), key], dim=-2),
+            torch.cat([cache.values(layer), value], dim=-2),
+            torch.cat([cache.positions(layer), position], dim=1),
+            type(meta).cat([meta, summary_meta]),
+        )
+
+    def _summary_row(self, cache, layer: int, keep: torch.Tensor, dropped: torch.Tensor):
+        """(key (1, Hkv, 1, D), value (1, Hkv, 1, D), position (A, 1)) of the row folding ``dropped``.
+
+        Its position is one past the largest position kept (on every axis, as the release's M-RoPE path
+        does); each dropped key is rotated there before the mean.
+        """
+        positions = cache.positions(layer)
+        target = int(positions[:, keep].max()) + 1 if keep.numel() else int(positions.max()) + 1
+        delta = target - positions[:, dropped]  # (A, n)
+        keys = cache.rotary.rotate(cache.keys(layer)[:, :, dropped], delta)
+        values = cache.values(layer)[:, :, dropped]
+        key = keys.float().mean(dim=2, keepdim=True).to(keys.dtype)
+        value = values.float().mean(dim=2, keepdim=True).to(values.dtype)
+        counts = cache.policy_state.setdefault("summary_count", {})
+        counts[layer] = counts.get(layer, 0) + int(cache.meta(layer).is_video[dropped].sum())
+        return key, value, torch.full((cache.rotary.n_axes, 1), target, dtype=torch.long)
+
+    def _fold_into_slot(self, cache, layer: int, dropped: torch.Tensor) -> bool:
+        """``summary_mode="slot"``: fold the (D,) ``dropped`` rows into the layer's one running-mean slot;
+        True if the slot is new (it is then ``dropped[0]``, at its own position)."""
         meta = cache.meta(layer)
         slots = torch.nonzero(meta.frame == SUMMARY_FRAME).flatten()
         counts = cache.policy_state.setdefault("summary_count", {})
@@ -251,7 +487,6 @@ class HermesPolicy(ScoringPolicy):
         if not new_slot:
             slot, count = int(slots[0]), counts[layer]
         else:
-            # the oldest dropped row becomes the slot, at its own position
             slot, count = int(dropped[0]), 0
         positions = cache.positions(layer)
         delta = positions[:, slot : slot + 1] - positions[:, dropped]  # (A, n): rotate each to the slot

@@ -95,6 +95,10 @@ class MemStreamPolicy(ReKVPolicy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.window_at_question:
+            # its fused retrieval ranks the offloaded blocks only; ReKV's release layout is rekv's alone
+            raise PolicyError("memstream: window_at_question must be true (memstream retrieves among the frames "
+                              "that left the window; window_at_question=false is rekv's release layout)")
         b = self.beta
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= float(b) <= 1.0:
             raise PolicyError(f"memstream: beta must be a weight in [0, 1], got {b!r}")

@@ -17,8 +17,9 @@ same block. Each block is represented per KV head by the mean of its keys.
 **At question time** (:meth:`ReKVPolicy.before_ask`, inside TTFT):
 
 1. the question is run once through the LM against the current cache; per
-   layer, its queries are averaged over the question's tokens and the query
-   heads of each KV group (GQA) into one vector per KV head;
+   layer, its queries are averaged over the question's tokens and summed over the
+   query heads of each KV group (GQA) into one vector per KV head (so a block's score
+   is ReKV's: the sum over query heads of ``q_h . k_block``);
 2. per layer, every block scores ``sum_h q_h . k_block_h`` (dot product,
    summed over KV heads), and the top ``retrieve_frames`` blocks are chosen;
 3. they are loaded back into that layer in time order, laid out as
@@ -56,7 +57,13 @@ How it differs from ReKV as released:
   tag ``"rekv-question"``) seen only by this policy's observer. (The session's
   ``pseudo_queries`` would wrap the already templated text in the template again.)
 * ``retrieve_frames`` defaults to 8 frames per layer; ReKV tunes the number of
-  retrieved frames per benchmark.
+  retrieved frames per benchmark (its scripts default to 64).
+* ReKV cuts *every* frame into a block as it streams (the local window only serves
+  the ingest's sliding-window attention) and answers from ``[sink][retrieved frames]``
+  alone: the window is not attended at question time, and retrieval ranks every frame,
+  the window's included. Here, by default, only frames that left the window are
+  candidates and the window is always attended; ``window_at_question=False`` does as
+  ReKV does (:attr:`ReKVPolicy.RELEASE`).
 
 Loaded blocks are placed with :meth:`CompactCache.replace_layer`, which rebuilds a layer.
 """
@@ -64,6 +71,7 @@ Loaded blocks are placed with :meth:`CompactCache.replace_layer`, which rebuilds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -117,17 +125,19 @@ def block_mean_key(rotary: RotarySpec, keys: torch.Tensor, positions: torch.Tens
 def question_vector(
     rotary: RotarySpec, query: torch.Tensor, positions: torch.Tensor, num_kv_heads: int
 ) -> torch.Tensor:
-    """(Hkv, D) float32 mean question query per KV head.
+    """(Hkv, D) float32 question vector per KV head: the mean query over tokens, summed over the KV group.
 
     Args:
         query: (1, Hq, q, D) queries after RoPE; positions: (A, q) their positions.
 
     Query heads ``g*G .. g*G+G-1`` share KV head ``g`` (HF's ``repeat_kv`` order),
-    so each KV head gets the mean over its group and over the q tokens.
+    so each KV head gets the sum over its group of the mean over the q tokens.
     """
     q = unrotate(rotary, query, positions)[0].mean(dim=-2)  # (Hq, D)
     hq, d = q.shape
-    return q.reshape(num_kv_heads, hq // num_kv_heads, d).mean(dim=1)
+    # summed, not averaged, over the group: ReKV dots the flattened (Hq * D) mean query with each block's
+    # keys repeated per query head, i.e. it sums over query heads
+    return q.reshape(num_kv_heads, hq // num_kv_heads, d).sum(dim=1)
 
 
 def score_blocks(query: torch.Tensor, mean_keys: torch.Tensor) -> torch.Tensor:
@@ -202,18 +212,26 @@ class ReKVPolicy(ScoringPolicy):
     Attributes:
         budget: the local window, in video tokens per layer (required): what the cache holds while streaming.
         retrieve_frames: offloaded frames (blocks) loaded back per layer for each question.
+        window_at_question: attend the local window at question time and retrieve only among frames that
+            left it (hermes-lab); False: retrieve among every frame and answer from sink + retrieved
+            frames alone (ReKV as released).
     """
 
     name = "rekv"
     exact_under_budget = True
     budget_help = "the local window, in video tokens per layer"
+    #: the option values that reproduce ReKV's release (its own retrieve_size default is 64 frames)
+    RELEASE: ClassVar[dict[str, Any]] = {"window_at_question": False, "retrieve_frames": 64}
     retrieve_frames: int = 8
+    window_at_question: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         n = self.retrieve_frames
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise PolicyError(f"rekv: retrieve_frames must be a positive number of frames, got {n!r}")
+        if not isinstance(self.window_at_question, bool):
+            raise PolicyError(f"rekv: window_at_question must be true or false, got {self.window_at_question!r}")
 
     # ---------------------------------------------------------------- ingest
     def prepare(self, session, layers: list[int]) -> None:
@@ -272,18 +290,32 @@ class ReKVPolicy(ScoringPolicy):
         return [observer.vectors[layer] for layer in range(cache.num_layers)]
 
     def retrieve(self, cache: CompactCache, layer: int, query: torch.Tensor) -> list[Block]:
-        """The layer's top-``retrieve_frames`` offloaded blocks for a (Hkv, D) query, in time order."""
-        blocks = rekv_state(cache)["blocks"][layer]
+        """The layer's top-``retrieve_frames`` candidate blocks for a (Hkv, D) query, in time order."""
+        blocks = self.candidate_blocks(cache, layer)
         if not blocks:
             return []
         scores = score_blocks(query, torch.stack([b.mean_key for b in blocks]))
         return [blocks[i] for i in select_blocks(scores, self.retrieve_frames).tolist()]
 
+    def candidate_blocks(self, cache: CompactCache, layer: int) -> list[Block]:
+        """The blocks a question may retrieve: the offloaded ones, and without ``window_at_question`` the
+        window's frames too (a frame split by the window edge is one block), in time order."""
+        blocks = rekv_state(cache)["blocks"][layer]
+        if self.window_at_question:
+            return blocks
+        merged = list(blocks)
+        window = torch.nonzero(cache.meta(layer).is_video).flatten()
+        if window.numel():
+            self._offload(cache, layer, window, merged)
+        return merged
+
     def before_ask(self, session, question: str) -> None:
         cache = session.cache
         state = rekv_state(cache)
-        if not any(state["blocks"]):
+        if self.window_at_question and not any(state["blocks"]):
             return  # nothing was offloaded: the cache already holds the whole stream
+        if not any(cache.video_count(i) for i in range(cache.num_layers)) and not any(state["blocks"]):
+            return  # no frame at all
         queries = self.question_queries(session, question)
         # the exact tensors to put back (the layers are rebuilt, never edited in place)
         state["saved"] = {
@@ -298,13 +330,14 @@ class ReKVPolicy(ScoringPolicy):
         for layer in range(cache.num_layers):
             chosen = self.retrieve(cache, layer, queries[layer])
             state["retrieved"].append([b.frame for b in chosen])
-            end = max(end, self._load(cache, layer, chosen))
+            end = max(end, self._load(cache, layer, chosen, self.window_at_question))
         # the question goes after every cached position of every layer
         session.next_position = end
 
     @staticmethod
-    def _load(cache: CompactCache, layer: int, chosen: list[Block]) -> int:
-        """Rebuild ``layer`` as [sink][chosen blocks][window], contiguous; returns one past its last position."""
+    def _load(cache: CompactCache, layer: int, chosen: list[Block], window_too: bool = True) -> int:
+        """Rebuild ``layer`` as [sink][chosen blocks][window] (``window_too``) or [sink][chosen blocks],
+        contiguous; returns one past its last position."""
         meta, positions = cache.meta(layer), cache.positions(layer)
         keys, values = cache.keys(layer), cache.values(layer)
         sink = torch.nonzero(~meta.is_video).flatten()
@@ -314,8 +347,9 @@ class ReKVPolicy(ScoringPolicy):
         parts_p, parts_m = [positions.index_select(1, sink)], [meta.select(sink)]
         cursor = int(positions[:, sink].max()) + 1 if sink.numel() else 0
         pieces = [(b.keys.to(keys.device), b.values.to(values.device), b.positions, b.meta) for b in chosen]
-        pieces.append((keys.index_select(-2, dev_window), values.index_select(-2, dev_window),
-                       positions.index_select(1, window), meta.select(window)))
+        if window_too:
+            pieces.append((keys.index_select(-2, dev_window), values.index_select(-2, dev_window),
+                           positions.index_select(1, window), meta.select(window)))
         for k, v, p, m in pieces:
             if not m.frame.numel():
                 continue

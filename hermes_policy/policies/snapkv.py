@@ -35,11 +35,21 @@ How it differs from the papers:
   you need). Accumulation favours older rows, which have had more chunks to
   collect votes; that is H2O's known bias, kept on purpose.
 * Scores are float32 sums of probabilities; ties are broken by ``torch.topk``.
+
+SnapKV as kvpress implements it (``SnapKVPress``; docs/conformance.md names the file and commit)
+is these options, all off by default (:attr:`SnapKVPolicy.RELEASE` lists them): ``votes="mean"``
+(the window rows' probabilities averaged, not summed, over rows and query heads),
+``keep_window=True`` (the window's own rows are always kept, scored one above the best, and left out
+of the pooling) and ``accumulate=False`` (each prune sees only the latest window's votes), with
+kvpress's ``window=64``. kvpress then picks each KV head's own top tokens; here one choice serves the
+whole layer (its score is the mean of kvpress's per-head scores), which is the same choice when the
+layer has one KV head.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,32 +61,55 @@ from hermes_policy.policies.scoring import ScoringPolicy
 
 _STATE = "snapkv"
 POOLINGS = ("avg", "max")
+VOTES = ("sum", "mean")
 
 
 def pool_votes(votes: torch.Tensor, kernel: int, pooling: str) -> torch.Tensor:
-    """Smooth (S,) votes along the token axis; same length out (stride 1, centred window).
+    """Smooth (..., S) votes along the token axis; same length out (stride 1, centred window).
 
-    Average pooling counts the zero padding at the ends (as ``F.avg_pool1d`` does
-    by default, and as SnapKV's release uses it).
+    Average pooling counts the zero padding at the ends (``F.avg_pool1d``'s default, which SnapKV's
+    release and kvpress use).
     """
     if kernel <= 1 or votes.numel() == 0:
         return votes
-    x = votes[None, None]
+    s = votes.shape[-1]
+    x = votes.reshape(1, -1, s)
     pad = kernel // 2
     if pooling == "max":
         # pad with -inf so the borders are the max of what is really there
         out = F.max_pool1d(F.pad(x, (pad, pad), value=float("-inf")), kernel, stride=1)
     else:
-        out = F.avg_pool1d(F.pad(x, (pad, pad)), kernel, stride=1)
+        out = F.avg_pool1d(x, kernel, stride=1, padding=pad)
     # an even kernel yields one extra column; keep S
-    return out[0, 0, : votes.numel()]
+    return out[..., :s].reshape(votes.shape)
 
 
-def window_votes(event: AttentionEvent, window: int, kernel: int, pooling: str) -> torch.Tensor:
-    """(S,) pooled votes of the last ``window`` query rows of ``event`` over all its keys."""
-    rows = list(range(max(0, event.n_query - window), event.n_query))
-    probs = event.attention(rows)  # (Hq, r, S) float32
-    return pool_votes(probs.sum(dim=(0, 1)), kernel, pooling)
+def window_votes(
+    event: AttentionEvent, window: int, kernel: int, pooling: str, votes: str = "sum", keep_window: bool = False
+) -> torch.Tensor:
+    """(S,) pooled votes of the last ``window`` query rows of ``event`` over all its keys.
+
+    Args:
+        votes: ``"sum"`` over the window rows and query heads, or ``"mean"``, in kvpress's order: per query
+            head the mean over the rows, pooled, then the mean over each KV group, then over the KV heads
+            (the same order, so equal scores stay equal and ties break as kvpress breaks them).
+        keep_window: the window rows' own keys get one more than the best vote and are not pooled (kvpress
+            pools only the keys before the window and pads the window with ``max + 1``).
+    """
+    r = min(window, event.n_query)
+    probs = event.attention(list(range(event.n_query - r, event.n_query)))  # (Hq, r, S) float32
+    s = probs.shape[-1]
+    body = s - r if keep_window else s
+    if votes == "mean":
+        hq, hkv = probs.shape[0], event.key.shape[1]
+        per_head = pool_votes(probs.mean(dim=1)[:, :body], kernel, pooling)  # (Hq, body)
+        v = per_head.view(hkv, hq // hkv, body).mean(dim=1).mean(dim=0)
+    else:
+        v = pool_votes(probs.sum(dim=(0, 1))[:body], kernel, pooling)
+    if not keep_window:
+        return v
+    top = float(v.max()) + 1 if v.numel() else 1.0
+    return torch.cat([v, torch.full((r,), top)])
 
 
 class _WindowScorer:
@@ -95,7 +128,8 @@ class _WindowScorer:
     def observe(self, event: AttentionEvent) -> None:
         if event.phase != "ingest":
             return
-        votes = window_votes(event, self.policy.window, self.policy.pool, self.policy.pooling)
+        p = self.policy
+        votes = window_votes(event, p.window, p.pool, p.pooling, p.votes, p.keep_window)
         self.pending[event.layer] = (event.n_key - event.n_query, votes.cpu())
 
 
@@ -109,13 +143,23 @@ class SnapKVPolicy(ScoringPolicy):
         window: observation-window rows per chunk (the last ``window`` tokens of each ingest forward).
         pool: kernel of the 1-D pooling over the token axis (1 = no pooling).
         pooling: ``"avg"`` (SnapKV's default) or ``"max"``.
+        votes: ``"sum"`` (hermes-lab) or ``"mean"`` (kvpress) over the window rows and query heads.
+        keep_window: always keep each chunk's window rows, scored above the rest (kvpress).
+        accumulate: add each chunk's votes to a row's running score (H2O); False: the latest votes only (kvpress).
     """
 
     name = "snapkv"
     exact_under_budget = True
+    #: the option values that reproduce kvpress's SnapKVPress (window 64, kernel 5, mean votes, the
+    #: window kept, one shot); per-head selection is the one part that is not reproduced (see the module)
+    RELEASE: ClassVar[dict[str, Any]] = {"window": 64, "pool": 5, "pooling": "avg", "votes": "mean",
+                                         "keep_window": True, "accumulate": False}
     window: int = 16
     pool: int = 5
     pooling: str = "avg"
+    votes: Literal["sum", "mean"] = "sum"
+    keep_window: bool = False
+    accumulate: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -125,6 +169,11 @@ class SnapKVPolicy(ScoringPolicy):
             raise PolicyError(f"snapkv: pool must be a positive kernel size, got {self.pool!r}")
         if self.pooling not in POOLINGS:
             raise PolicyError(f"snapkv: pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.votes not in VOTES:
+            raise PolicyError(f"snapkv: votes must be one of {VOTES}, got {self.votes!r}")
+        for flag in ("keep_window", "accumulate"):
+            if not isinstance(getattr(self, flag), bool):
+                raise PolicyError(f"snapkv: {flag} must be true or false, got {getattr(self, flag)!r}")
         self._scorer = _WindowScorer(self)
 
     def observers(self):
@@ -155,7 +204,10 @@ class SnapKVPolicy(ScoringPolicy):
                     f"{held_before} rows before the chunk, {cache.layer_len(layer)} after); "
                     "was the cache edited outside the policy?"
                 )
-            scores[layer] = torch.cat([old + votes[:held_before], votes[held_before:]])
+            if self.accumulate:
+                scores[layer] = torch.cat([old + votes[:held_before], votes[held_before:]])
+            else:
+                scores[layer] = votes
         self._scorer.pending.clear()
         return scores
 

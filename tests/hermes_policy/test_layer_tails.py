@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny
 
 from hermes_policy import SessionConfig, StreamingSession
-
-from conftest import _tiny
 
 
 class Rows:

@@ -92,9 +92,11 @@ def test_budget_below_one_frame_is_rejected_before_any_write(name, frames):
 
 def test_configs_round_trip():
     assert make_policy("snapkv", budget=8).config() == {
-        "policy": "snapkv", "budget": 8, "window": 16, "pool": 5, "pooling": "avg"
+        "policy": "snapkv", "budget": 8, "window": 16, "pool": 5, "pooling": "avg", "votes": "sum",
+        "keep_window": False, "accumulate": True,
     }
-    assert make_policy("rekv", budget=8).config() == {"policy": "rekv", "budget": 8, "retrieve_frames": 8}
+    assert make_policy("rekv", budget=8).config() == {"policy": "rekv", "budget": 8, "retrieve_frames": 8,
+                                                      "window_at_question": True}
     assert make_policy("uniform", budget=8).config() == {"policy": "uniform", "budget": 8}
 
 
@@ -241,8 +243,8 @@ def test_snapkv_keeps_planted_tokens_and_scores_stay_row_aligned(tiny, frames, m
     planted_frame = frames[4].index
     real_votes = snapkv_module.window_votes
 
-    def planted_votes(event, window, kernel, pooling):
-        votes = real_votes(event, window, kernel, pooling)
+    def planted_votes(event, window, kernel, pooling, *options):
+        votes = real_votes(event, window, kernel, pooling, *options)
         if event.layer == target:
             votes = votes + 1e3 * (event.meta.frame == planted_frame).float()
         return votes
