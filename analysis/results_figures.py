@@ -200,7 +200,26 @@ def bench_tables(frames: Sequence[tuple[str, pd.DataFrame]]) -> dict[str, pd.Dat
     }
 
 
-# -------------------------------------------------------------- matplotlib
+# ------------------------------------------------------------ shared style
+#: axis titles, each with its unit, so a figure read out of its paper still says what it measures
+KEPT = "kept video tokens (fraction)"
+PEAK_KV = "peak KV cache (MiB)"
+ACCURACY = "accuracy (fraction correct)"
+AGREEMENT = "agreement with full (fraction)"
+KL = "KL(full ‖ run) (nats)"
+FRAMES = "stream length (frames)"
+TTFT = "TTFT (ms)"
+KV = "KV cache (MiB)"
+INGEST = "ingest (ms / frame)"
+#: markers and dashes per line, so two lines that coincide (two policies equally right on a category)
+#: both stay visible: the later one dashed over the earlier, with its own markers
+MPL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+MPL_DASHES = ("-", "--", ":", "-.")
+PLOTLY_SYMBOLS = ("circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x")
+PLOTLY_DASHES = ("solid", "dash", "dot", "dashdot")
+DODGE = 0.012  # share of the x range between neighbouring lines' points, so equal points do not hide each other
+
+
 def _colours(lines: Sequence[str]) -> dict[str, str]:
     # hex, so plotly takes the same colours (the cycle may hold RGB tuples)
     cycle = [to_hex(c) for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]]
@@ -211,192 +230,273 @@ def _panels(categories: Sequence[str]) -> list[str]:
     return ["overall", *[c for c in categories if c != "overall"]]
 
 
+def _dodged(df: pd.DataFrame, x: str, order: Sequence[str]) -> dict[str, float]:
+    """x offset of each line: neighbours ``DODGE`` of the x range apart, centred on the true value."""
+    span = float(df[x].max() - df[x].min()) if len(df) else 0.0
+    step = DODGE * (span if span > 0 else 1.0)
+    return {line: (i - (len(order) - 1) / 2) * step for i, line in enumerate(order)}
+
+
 def _mpl_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str]) -> None:
-    """One line per ``line`` of ``df`` along ``x``, with its interval [lo, hi] as a band."""
+    """One line per ``line`` of ``df`` along ``x``, its interval [lo, hi] as a band, its points dodged."""
+    order = list(colours)
+    shift = _dodged(df, x, order)
     for line, g in df.groupby("line", sort=False):
         g = g.sort_values(x)
-        ax.plot(g[x], g[y], marker="o", markersize=3, color=colours[line], label=line)
-        ax.fill_between(g[x], g[lo], g[hi], color=colours[line], alpha=0.2, linewidth=0)
+        i = order.index(line)
+        xs = g[x] + shift[line]
+        if len(g) > 1:
+            ax.fill_between(xs, g[lo], g[hi], color=colours[line], alpha=0.15, linewidth=0)
+        else:  # one budget: a band of one point is a line no one sees, so its interval is an error bar
+            ax.errorbar(xs, g[y], yerr=[g[y] - g[lo], g[hi] - g[y]], fmt="none", ecolor=colours[line],
+                        elinewidth=0.7, capsize=2)
+        ax.plot(xs, g[y], marker=MPL_MARKERS[i % len(MPL_MARKERS)], markersize=3.5,
+                linestyle=MPL_DASHES[i % len(MPL_DASHES)], color=colours[line], label=line, zorder=3 + i)
 
 
-def _mpl_vs(df: pd.DataFrame, x: str, xlabel: str, y: str = "accuracy", ylabel: str = "accuracy",
+def _legend_right(fig: Figure, ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper")
+
+
+def _mpl_vs(df: pd.DataFrame, x: str, xlabel: str, y: str = "accuracy", ylabel: str = ACCURACY,
             lo: str = "lo", hi: str = "hi") -> Figure:
     panels = _panels(list(dict.fromkeys(df["category"]))) if "category" in df else ["overall"]
     rows, cols = (len(panels) + 1) // 2, min(len(panels), 2)
-    fig = Figure(figsize=(style.COLUMN_WIDTH_IN * cols, 2.2 * rows), layout="constrained")
+    fig = Figure(figsize=(style.DOUBLE_WIDTH_IN, 2.3 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     colours = _colours(df.loc[~df["full"], "line"])
     for ax, panel in zip(axes, panels):
         part = df[df["category"] == panel] if "category" in df else df
         _mpl_lines(ax, part[~part["full"]], x, y, lo, hi, colours)
         for _, ref in part[part["full"]].iterrows():
-            ax.axhline(ref[y], color="0.3", linestyle="--", linewidth=0.8)
-            ax.text(ax.get_xlim()[1], ref[y], f" full ({ref['model']})" if df["model"].nunique() > 1 else " full",
-                    va="center", ha="left", fontsize=style.FONT_SIZE - 2, color="0.3")
+            label = f"full ({ref['model']})" if df["model"].nunique() > 1 else "full"
+            ax.axhline(ref[y], color="0.3", linestyle=(0, (4, 2)), linewidth=0.8, label=label)
         ax.set_title(panel)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    axes[0].legend(loc="lower right")
+    _legend_right(fig, axes[0])
     return fig
 
 
 def mpl_accuracy_budget(df: pd.DataFrame) -> Figure:
-    return _mpl_vs(df, "kept_fraction", "kept fraction of video tokens")
+    return _mpl_vs(df, "kept_fraction", KEPT)
 
 
 def mpl_accuracy_kv(df: pd.DataFrame) -> Figure:
-    return _mpl_vs(df, "peak_kv_mib", "peak KV MiB")
+    return _mpl_vs(df, "peak_kv_mib", PEAK_KV)
 
 
 def mpl_fidelity_budget(df: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(style.COLUMN_WIDTH_IN * 2, 2.2), layout="constrained")
+    fig = Figure(figsize=(style.DOUBLE_WIDTH_IN, 2.4), layout="constrained")
     axes = fig.subplots(1, 2)
     runs = df[~df["full"]]
     colours = _colours(runs["line"])
-    for ax, (y, label) in zip(axes, (("agreement", "agreement with full"), ("kl", "KL(full ‖ run), nats"))):
+    for ax, (y, label) in zip(axes, (("agreement", AGREEMENT), ("kl", KL))):
         _mpl_lines(ax, runs, "kept_fraction", y, f"{y}_lo", f"{y}_hi", colours)
-        ax.set_xlabel("kept fraction of video tokens")
+        ax.set_xlabel(KEPT)
         ax.set_ylabel(label)
-    axes[0].legend(loc="lower right")
+    _legend_right(fig, axes[0])
     return fig
+
+
+def _pareto_marks(df: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(label, colour, symbol index) per run: colour by policy, symbol by the run's place within it."""
+    colours = _colours(df["policy"])
+    seen: dict[str, int] = {}
+    marks = []
+    for _, r in df.iterrows():
+        i = seen.get(r["policy"], 0)
+        seen[r["policy"]] = i + 1
+        marks.append((r["label"], colours[r["policy"]], i))
+    return marks
 
 
 def mpl_pareto(df: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(style.COLUMN_WIDTH_IN, 2.6))
+    # every run is a legend entry rather than a label beside its point: labels of runs at similar memory
+    # and accuracy overlap, and a label near the edge runs off the plot
+    fig = Figure(figsize=(style.DOUBLE_WIDTH_IN * 0.75, 2.8), layout="constrained")
     ax = fig.subplots()
-    colours = _colours(df["policy"])
-    for _, r in df.iterrows():
+    for (_, r), (label, colour, i) in zip(df.iterrows(), _pareto_marks(df)):
         ax.errorbar(r["peak_kv_mib"], r["accuracy"], yerr=[[r["accuracy"] - r["lo"]], [r["hi"] - r["accuracy"]]],
-                    fmt="o", markersize=3, color=colours[r["policy"]], elinewidth=0.6, capsize=1.5)
-        ax.annotate(r["label"], (r["peak_kv_mib"], r["accuracy"]), textcoords="offset points", xytext=(3, 3),
-                    fontsize=style.FONT_SIZE - 2)
-    ax.set_xlabel("peak KV MiB")
-    ax.set_ylabel("accuracy (overall)")
+                    fmt=MPL_MARKERS[i % len(MPL_MARKERS)], markersize=4, color=colour, elinewidth=0.7,
+                    capsize=2, label=label)
+    ax.set_xlabel(PEAK_KV)
+    ax.set_ylabel("overall " + ACCURACY)
+    _legend_right(fig, ax)
     return fig
 
 
-def _mpl_bench(df: pd.DataFrame, y: str, ylabel: str, extra: Sequence[tuple[str, str]] = ()) -> Figure:
-    fig = Figure(figsize=(style.COLUMN_WIDTH_IN, 2.4))
+def _mpl_bench(df: pd.DataFrame, y: str, ylabel: str, extra: Sequence[tuple[str, str, str]] = ()) -> Figure:
+    fig = Figure(figsize=(style.COLUMN_WIDTH_IN * 1.3, 2.4), layout="constrained")
     ax = fig.subplots()
     colours = _colours(df["line"])
+    order = list(colours)
     for line, g in df.groupby("line", sort=False):
         g = g.sort_values("frames")
-        ax.plot(g["frames"], g[y], marker="o", markersize=3, color=colours[line], label=line)
-        for column, dash in extra:
+        i = order.index(line)
+        ax.plot(g["frames"], g[y], marker=MPL_MARKERS[i % len(MPL_MARKERS)], markersize=3.5,
+                linestyle=MPL_DASHES[i % len(MPL_DASHES)], color=colours[line], label=line)
+        for column, dash, _ in extra:
             if column in g and g[column].notna().any():
                 ax.plot(g["frames"], g[column], linestyle=dash, linewidth=0.8, color=colours[line])
+    for column, dash, label in extra:
+        if column in df and df[column].notna().any():
+            ax.plot([], [], linestyle=dash, linewidth=0.8, color="0.3", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("stream length (frames)")
+    lengths = sorted(df["frames"].unique())
+    ax.set_xticks(lengths, [str(n) for n in lengths])  # the lengths measured, not powers of two
+    ax.minorticks_off()
+    ax.set_xlabel(FRAMES)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    _legend_right(fig, ax)
     return fig
 
 
 def mpl_bench_ttft(df: pd.DataFrame) -> Figure:
-    return _mpl_bench(df, "ttft_ms", "TTFT (ms)")
+    return _mpl_bench(df, "ttft_ms", TTFT)
 
 
 def mpl_bench_kv(df: pd.DataFrame) -> Figure:
-    return _mpl_bench(df, "kv_mib", "KV MiB")
+    return _mpl_bench(df, "kv_mib", KV)
 
 
 def mpl_bench_ingest(df: pd.DataFrame) -> Figure:
-    # dotted: the policy's own share of it (pruning, pseudo-queries)
-    return _mpl_bench(df, "ingest_ms_per_frame", "ingest ms / frame", extra=[("policy_ms_per_frame", ":")])
+    # thin dotted: the policy's own share of it (pruning, pseudo-queries)
+    return _mpl_bench(df, "ingest_ms_per_frame", INGEST, extra=[("policy_ms_per_frame", ":", "policy's own time")])
 
 
 # ------------------------------------------------------------------ plotly
-def _band(fig: go.Figure, g: pd.DataFrame, x: str, lo: str, hi: str, colour: str, row=None, col=None) -> None:
+#: screen sizes: the dashboard and the HTML files are read at a browser's width, not a paper column's
+PANEL_HEIGHT_PX = 380
+ROW_GAP_PX = 120
+LEGEND = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
+
+
+def _screen(fig: go.Figure, height: int, width: int = 1000) -> go.Figure:
+    fig.update_layout(**style.plotly_layout(1.0), legend=LEGEND)
+    fig.update_layout(height=height, width=width, margin={"l": 70, "r": 20, "t": 50, "b": 60})
+    return fig
+
+
+def _band(fig: go.Figure, xs: Sequence[float], lo: Sequence[float], hi: Sequence[float], colour: str,
+          row=None, col=None) -> None:
     kwargs = {} if row is None else {"row": row, "col": col}
-    fig.add_trace(go.Scatter(x=list(g[x]) + list(g[x])[::-1], y=list(g[hi]) + list(g[lo])[::-1], fill="toself",
-                             fillcolor=colour, opacity=0.2, line={"width": 0}, hoverinfo="skip",
+    fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=list(hi) + list(lo)[::-1], fill="toself",
+                             fillcolor=colour, opacity=0.15, line={"width": 0}, hoverinfo="skip",
                              showlegend=False), **kwargs)
+
+
+def _plotly_lines(fig: go.Figure, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str],
+                  row: int, col: int, legend: bool) -> None:
+    order = list(colours)
+    shift = _dodged(df, x, order)
+    for line, g in df.groupby("line", sort=False):
+        g = g.sort_values(x)
+        i = order.index(line)
+        xs = g[x] + shift[line]
+        single = len(g) == 1  # one budget: its interval as an error bar (a band of one point is invisible)
+        if not single:
+            _band(fig, xs, g[lo], g[hi], colours[line], row, col)
+        error = {"type": "data", "symmetric": False, "array": g[hi] - g[y], "arrayminus": g[y] - g[lo]}
+        fig.add_trace(go.Scatter(
+            x=xs, y=g[y], mode="lines+markers", name=line, legendgroup=line, showlegend=legend,
+            error_y=error if single else None,
+            line={"color": colours[line], "dash": PLOTLY_DASHES[i % len(PLOTLY_DASHES)]},
+            marker={"symbol": PLOTLY_SYMBOLS[i % len(PLOTLY_SYMBOLS)], "size": 7},
+            customdata=g[["run", x, lo, hi]].to_numpy(),
+            hovertemplate="%{customdata[0]} at %{customdata[1]:.3g}: %{y:.3f} "
+                          "[%{customdata[2]:.3f}, %{customdata[3]:.3f}]<extra></extra>"), row=row, col=col)
 
 
 def _plotly_vs(df: pd.DataFrame, x: str, xlabel: str) -> go.Figure:
     panels = _panels(list(dict.fromkeys(df["category"])))
     cols = min(len(panels), 2)
-    fig = make_subplots(rows=(len(panels) + 1) // 2, cols=cols, subplot_titles=panels)
+    rows = (len(panels) + 1) // 2
+    # spacing in pixels, not shares of the height: room for one row's x title above the next row's titles
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=panels, horizontal_spacing=0.14,
+                        vertical_spacing=min(0.5, ROW_GAP_PX / (PANEL_HEIGHT_PX * rows)) if rows > 1 else 0.1)
     colours = _colours(df.loc[~df["full"], "line"])
     for i, panel in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
         part = df[df["category"] == panel]
-        for line, g in part[~part["full"]].groupby("line", sort=False):
-            g = g.sort_values(x)
-            _band(fig, g, x, "lo", "hi", colours[line], row, col)
-            fig.add_trace(go.Scatter(x=g[x], y=g["accuracy"], mode="lines+markers", name=line, legendgroup=line,
-                                     showlegend=i == 0, line={"color": colours[line]},
-                                     customdata=g[["run", "n"]], hovertemplate="%{customdata[0]}: %{y:.3f} "
-                                     "(n=%{customdata[1]})<extra></extra>"), row=row, col=col)
+        _plotly_lines(fig, part[~part["full"]], x, "accuracy", "lo", "hi", colours, row, col, legend=i == 0)
         for _, ref in part[part["full"]].iterrows():
             fig.add_hline(y=ref["accuracy"], line_dash="dash", line_color="gray", row=row, col=col)
         fig.update_xaxes(title_text=xlabel, row=row, col=col)
-        fig.update_yaxes(title_text="accuracy", row=row, col=col)
-    fig.update_layout(**style.plotly_layout(2.2 * ((len(panels) + 1) // 2), style.COLUMN_WIDTH_IN * cols))
-    return fig
+        fig.update_yaxes(title_text=ACCURACY, row=row, col=col)
+    if df["full"].any():  # the dashed reference, named once in the legend
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="full",
+                                 line={"color": "gray", "dash": "dash"}))
+    return _screen(fig, PANEL_HEIGHT_PX * rows)
 
 
 def plotly_accuracy_budget(df: pd.DataFrame) -> go.Figure:
-    return _plotly_vs(df, "kept_fraction", "kept fraction of video tokens")
+    return _plotly_vs(df, "kept_fraction", KEPT)
 
 
 def plotly_accuracy_kv(df: pd.DataFrame) -> go.Figure:
-    return _plotly_vs(df, "peak_kv_mib", "peak KV MiB")
+    return _plotly_vs(df, "peak_kv_mib", PEAK_KV)
 
 
 def plotly_fidelity_budget(df: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("agreement with full", "KL(full ‖ run)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("agreement with full", "KL(full ‖ run)"),
+                        horizontal_spacing=0.14)
     runs = df[~df["full"]]
     colours = _colours(runs["line"])
-    for col, y in ((1, "agreement"), (2, "kl")):
-        for line, g in runs.groupby("line", sort=False):
-            g = g.sort_values("kept_fraction")
-            _band(fig, g, "kept_fraction", f"{y}_lo", f"{y}_hi", colours[line], 1, col)
-            fig.add_trace(go.Scatter(x=g["kept_fraction"], y=g[y], mode="lines+markers", name=line,
-                                     legendgroup=line, showlegend=col == 1, line={"color": colours[line]}),
-                          row=1, col=col)
-        fig.update_xaxes(title_text="kept fraction of video tokens", row=1, col=col)
-    fig.update_layout(**style.plotly_layout(2.2, style.COLUMN_WIDTH_IN * 2))
-    return fig
+    for col, (y, label) in ((1, ("agreement", AGREEMENT)), (2, ("kl", KL))):
+        _plotly_lines(fig, runs, "kept_fraction", y, f"{y}_lo", f"{y}_hi", colours, 1, col, legend=col == 1)
+        fig.update_xaxes(title_text=KEPT, row=1, col=col)
+        fig.update_yaxes(title_text=label, row=1, col=col)
+    return _screen(fig, PANEL_HEIGHT_PX)
 
 
 def plotly_pareto(df: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
-    colours = _colours(df["policy"])
-    for policy, g in df.groupby("policy", sort=False):
-        fig.add_trace(go.Scatter(x=g["peak_kv_mib"], y=g["accuracy"], mode="markers+text", text=g["label"],
-                                 textposition="top right", name=policy, marker={"color": colours[policy]},
-                                 error_y={"type": "data", "symmetric": False, "array": g["hi"] - g["accuracy"],
-                                          "arrayminus": g["accuracy"] - g["lo"]}))
-    fig.update_layout(xaxis_title="peak KV MiB", yaxis_title="accuracy (overall)",
-                      **style.plotly_layout(2.6))
-    return fig
+    for (_, r), (label, colour, i) in zip(df.iterrows(), _pareto_marks(df)):
+        fig.add_trace(go.Scatter(
+            x=[r["peak_kv_mib"]], y=[r["accuracy"]], mode="markers", name=label, legendgroup=r["policy"],
+            marker={"color": colour, "symbol": PLOTLY_SYMBOLS[i % len(PLOTLY_SYMBOLS)], "size": 9},
+            error_y={"type": "data", "symmetric": False, "array": [r["hi"] - r["accuracy"]],
+                     "arrayminus": [r["accuracy"] - r["lo"]]},
+            hovertemplate=f"{label}: %{{y:.3f}} at %{{x:.3g}} MiB<extra></extra>"))
+    fig.update_xaxes(title_text=PEAK_KV)
+    fig.update_yaxes(title_text="overall " + ACCURACY)
+    return _screen(fig, PANEL_HEIGHT_PX + 40)
 
 
 def _plotly_bench(df: pd.DataFrame, y: str, ylabel: str) -> go.Figure:
     fig = go.Figure()
     colours = _colours(df["line"])
+    order = list(colours)
     for line, g in df.groupby("line", sort=False):
         g = g.sort_values("frames")
+        i = order.index(line)
         fig.add_trace(go.Scatter(x=g["frames"], y=g[y], mode="lines+markers", name=line,
-                                 line={"color": colours[line]}))
-    fig.update_layout(xaxis_title="stream length (frames)", yaxis_title=ylabel, xaxis_type="log",
-                      **style.plotly_layout(2.4))
+                                 line={"color": colours[line], "dash": PLOTLY_DASHES[i % len(PLOTLY_DASHES)]},
+                                 marker={"symbol": PLOTLY_SYMBOLS[i % len(PLOTLY_SYMBOLS)], "size": 7}))
+    fig.update_xaxes(title_text=FRAMES, type="log")
+    fig.update_yaxes(title_text=ylabel)
+    fig = _screen(fig, PANEL_HEIGHT_PX, width=700)
+    # three of these sit side by side on the Results page: the legend goes above, not beside
+    fig.update_layout(legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+                      margin={"l": 70, "r": 20, "t": 60, "b": 60})
     return fig
 
 
 def plotly_bench_ttft(df: pd.DataFrame) -> go.Figure:
-    return _plotly_bench(df, "ttft_ms", "TTFT (ms)")
+    return _plotly_bench(df, "ttft_ms", TTFT)
 
 
 def plotly_bench_kv(df: pd.DataFrame) -> go.Figure:
-    return _plotly_bench(df, "kv_mib", "KV MiB")
+    return _plotly_bench(df, "kv_mib", KV)
 
 
 def plotly_bench_ingest(df: pd.DataFrame) -> go.Figure:
-    return _plotly_bench(df, "ingest_ms_per_frame", "ingest ms / frame")
+    return _plotly_bench(df, "ingest_ms_per_frame", INGEST)
 
 
 RESULT_RENDERERS = {

@@ -110,13 +110,11 @@ def _eval_section(paths: list[str]) -> None:
         return
     _show(plotly_accuracy_budget(acc), "results_accuracy_budget")
     _show(plotly_accuracy_kv(acc), "results_accuracy_kv")
-    left, right = st.columns([3, 2])
-    with left:
-        _show(plotly_fidelity_budget(_filter(tables["fidelity_budget"], models, policies)), "results_fidelity")
+    # full width each: side by side, the two fidelity panels' axis titles and the Pareto legend collide
+    _show(plotly_fidelity_budget(_filter(tables["fidelity_budget"], models, policies)), "results_fidelity")
     pareto = tables["pareto"]
     pareto = pareto[pareto["model"].isin(models) & pareto["policy"].isin([*policies, "full"])]
-    with right:
-        _show(plotly_pareto(pareto), "results_pareto")
+    _show(plotly_pareto(pareto), "results_pareto")
     st.subheader("Accuracy with 95% intervals (bootstrapped over videos)")
     st.dataframe(acc[["model", "run", "category", "n", "accuracy", "lo", "hi", "kept_fraction", "peak_kv_mib"]],
                  hide_index=True, key="results_accuracy_table")

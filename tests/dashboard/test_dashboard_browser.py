@@ -260,20 +260,45 @@ def test_live_stream_and_ask(page, server):
     _shot(page, "live-bad-upload")
 
 
+#: every drawn text of each plot: axis titles, tick labels, legend entries, subplot titles
+_TEXT_BOXES = """() => {
+  const found = [];
+  const sel = '.xtitle, .ytitle, .legendtext, .annotation-text, .gtitle, .xtick text, .ytick text';
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, p) => {
+    const box = plot.getBoundingClientRect();
+    const texts = [...plot.querySelectorAll(sel)]
+      .filter(e => e.textContent.trim() && e.getBoundingClientRect().width > 0)
+      .map(e => [e.textContent.trim(), e.getBoundingClientRect()]);
+    for (const [t, r] of texts)
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+        found.push(`plot ${p}: "${t}" runs off the plot`);
+    for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
+      const [a, ra] = texts[i], [b, rb] = texts[j];
+      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
+      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
+      if (w > 1 && h > 1) found.push(`plot ${p}: "${a}" overlaps "${b}"`);
+    }
+  });
+  return found;
+}"""
+
+
 def test_results_and_a_question(page, server):
     from hermes_lab.cli import main as cli_main
-
     data, out = server["tmp"] / "qa", server["runs"] / "eval"  # under --runs: the page finds it by itself
     assert cli_main(["data", "synth", "--seed", "3", "--videos", "2", "--frames", "16", "--size", "64x64",
                      "--per-category", "1", "--out", str(data)]) == 0
-    assert cli_main(["eval", "--model", "tiny-embedded", "--data", str(data), "--policy", "full,sink-window",
-                     "--budget-ratio", "0.3", "--out", str(out), "--json"]) == 0
+    # several policies at several budgets: the Pareto plot's and the legends' worst case for labels
+    assert cli_main(["eval", "--model", "tiny-embedded", "--data", str(data), "--policy",
+                     "full,sink-window,hermes,uniform", "--budget-ratio", "0.3,0.6", "--out", str(out), "--json"]) == 0
     _open(page, server, "results")
     _no_exception(page)
     # accuracy vs budget and vs KV, fidelity, Pareto; subplot titles are annotations, not figure titles
     assert page.locator(".js-plotly-plot").count() >= 4
     subplot_titles = page.eval_on_selector_all(".js-plotly-plot .annotation-text", "els => els.map(e => e.textContent)")
     assert {"overall", "agreement with full"} <= set(subplot_titles)
+    # no label overlaps another or runs off its plot, at the page's default width
+    assert page.evaluate(_TEXT_BOXES) == []
     # drill into a question: the per-run table, and the replayed cache as the occupancy heatmap
     page.get_by_text("Per question").wait_for(timeout=PLOT_TIMEOUT_MS)
     page.get_by_text("Replay the cache of").wait_for(timeout=PLOT_TIMEOUT_MS)
