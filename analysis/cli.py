@@ -212,7 +212,8 @@ def register(app: typer.Typer) -> None:
 
         from analysis.derive import RoleThresholds
         from analysis.figures import parse_formats
-        from analysis.validate import ValidateConfig, format_report, report, run_sweep, sweep_configs, write_validation
+        from analysis.validate import ValidateConfig, format_report, report, run_sweep, sweep_configs
+        from analysis.validate_figures import write_validation
         from hermes_policy.eval.sweep import parse_list
         from hermes_policy.models.planted import FAMILIES
 

@@ -245,8 +245,8 @@ class ValidateConfig:
         if not 1 <= self.configs <= MAX_CONFIGS:
             raise StudyError(f"--configs must be between 1 and {MAX_CONFIGS}, got {self.configs}")
         if not 0 <= self.seed <= MAX_SEED - self.configs + 1:
-            raise StudyError(f"--seed must be between 0 and {MAX_SEED - self.configs + 1} (seeds run to SEED+configs-1), "
-                             f"got {self.seed}")
+            raise StudyError(f"--seed must be between 0 and {MAX_SEED - self.configs + 1} "
+                             f"(seeds run to SEED+configs-1), got {self.seed}")
         if self.chunk_frames < 1:
             raise StudyError(f"--chunk must be >= 1, got {self.chunk_frames}")
         if not 2 * self.chunk_frames <= self.frames <= MAX_FRAMES:
@@ -392,28 +392,6 @@ def validation_tables(runs: Sequence[Validation]) -> dict[str, Any]:
     return tables
 
 
-def write_validation(out, runs: Sequence[Validation], formats: Sequence[str]) -> list:
-    """``--out``: rows/heads/layers parquet, ``validation.json`` and the figures (in ``out/figures``)."""
-    from pathlib import Path
-
-    from analysis.validate_figures import write_validation_figures
-    from hermes_policy.atomic import atomic_write_json
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = validation_tables(runs)
-    written = []
-    for name in ("rows", "heads", "layers"):
-        path = out / f"{name}.parquet"
-        tables[name].to_parquet(path, index=False)
-        written.append(path)
-    atomic_write_json(out / "validation.json", report(runs), StudyError)
-    written.append(out / "validation.json")
-    figures = {k: v for k, v in tables.items() if k in ("confusion", "roc", "roc_point", "breakdown")}
-    (out / "figures").mkdir(exist_ok=True)
-    return written + write_validation_figures(out / "figures", figures, formats)
-
-
 def format_report(doc: dict[str, Any]) -> str:
     """The table ``hermes-lab validate`` prints: per family, each score against its target."""
     cols = [("layer_tier_accuracy", "layer acc"), ("head_role_accuracy", "head acc"), ("anchor_auroc", "anchor AUROC"),
@@ -454,5 +432,4 @@ __all__ = [
     "sweep_configs",
     "truth_matches",
     "validation_tables",
-    "write_validation",
 ]

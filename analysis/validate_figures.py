@@ -40,7 +40,8 @@ from analysis.derive import TIERS
 from analysis.errors import StudyError
 from analysis.figures import parse_formats, write_figure
 from analysis.results_figures import _colours
-from analysis.validate import METHODS, TRUTH_KINDS
+from analysis.validate import METHODS, TRUTH_KINDS, Validation, report, validation_tables
+from hermes_policy.atomic import atomic_write_json
 
 VALIDATION_FIGURES = ("confusion", "anchor_roc", "breakdown")
 
@@ -455,6 +456,23 @@ def write_validation_figures(
     return written
 
 
+def write_validation(out: str | Path, runs: Sequence[Validation], formats: Sequence[str]) -> list[Path]:
+    """``validate --out``: rows/heads/layers parquet, ``validation.json`` and the figures (in ``out/figures``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = validation_tables(runs)
+    written = []
+    for name in ("rows", "heads", "layers"):
+        path = out / f"{name}.parquet"
+        tables[name].to_parquet(path, index=False)
+        written.append(path)
+    atomic_write_json(out / "validation.json", report(runs), StudyError)
+    written.append(out / "validation.json")
+    figures = {k: v for k, v in tables.items() if k in ("confusion", "roc", "roc_point", "breakdown")}
+    (out / "figures").mkdir(exist_ok=True)
+    return written + write_validation_figures(out / "figures", figures, formats)
+
+
 __all__ = [
     "COLUMNS",
     "METRICS",
@@ -469,5 +487,6 @@ __all__ = [
     "plotly_breakdown",
     "plotly_confusion",
     "roc_table",
+    "write_validation",
     "write_validation_figures",
 ]

@@ -10,7 +10,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -82,24 +82,24 @@ def _versions() -> dict[str, str]:
 def eval_command(
     data: Annotated[Path, typer.Option(help="dataset .jsonl, a folder holding dataset.jsonl, or a "
                                             "StreamingBench/OVO-Bench annotation JSON")],
-    out: Annotated[Optional[Path], typer.Option(help="output folder: config.json, protocol.json, rows.parquet, "
+    out: Annotated[Path | None, typer.Option(help="output folder: config.json, protocol.json, rows.parquet, "
                                                      "results.json; rerun with the same settings to resume "
                                                      "(required unless --protocol)")] = None,
     model: Annotated[str, typer.Option(help="embedded, tiny-*, or a HF id/path")] = "embedded",
     policy: Annotated[str, typer.Option(help="comma-separated policy names; a list is a sweep")] = "full,sink-window",
-    budget_ratio: Annotated[Optional[str], typer.Option(help="comma-separated fractions in (0, 1]: per video, "
+    budget_ratio: Annotated[str | None, typer.Option(help="comma-separated fractions in (0, 1]: per video, "
                                                              "budget = round(R x its video tokens), at least "
                                                              "one frame")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="comma-separated absolute video tokens per layer")] = None,
+    budget: Annotated[str | None, typer.Option(help="comma-separated absolute video tokens per layer")] = None,
     spec: Annotated[list[Path] | None, typer.Option(
         help="PolicySpec JSON: the entry of its policy (a separate run NAME[stem] if --policy lists it too); "
              "repeat it to compare specs, each its own run NAME\\[stem] (e.g. --spec attn.json --spec "
              "causal.json --compare-to 'hermes\\[attn]@0.1')")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="evaluate only the first K videos")] = None,
+    limit: Annotated[int | None, typer.Option(help="evaluate only the first K videos")] = None,
     format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
-    video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against")] = None,
+    video_root: Annotated[Path | None, typer.Option(help="folder relative video paths resolve against")] = None,
     chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
-    fps: Annotated[Optional[float], fps_option("sampling rate of video files (synthetic specs keep theirs)")] = None,
+    fps: Annotated[float | None, fps_option("sampling rate of video files (synthetic specs keep theirs)")] = None,
     reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
     scoring: Annotated[str, typer.Option(help="auto (the model's trained answer format) | letter (letter "
                                               "logits at the first answer token) | word-letter (the model "
@@ -116,13 +116,13 @@ def eval_command(
     skip_missing: Annotated[bool, typer.Option(
         help="evaluate the videos whose files exist, after one warning counting the videos and questions left "
              "out (recorded in config.json and results.json); without it a missing video is refused")] = False,
-    compare_to: Annotated[Optional[str], typer.Option(
+    compare_to: Annotated[str | None, typer.Option(
         help="the run every other run is compared with, question by question: accuracy difference with its "
              "paired bootstrap 95% interval (clustered by video) and an exact McNemar p-value, overall and per "
              "category, into results.json's comparisons (default: full)")] = None,
     trust_remote_code: TrustRemoteCodeOption = False,
     allow_pickle_weights: AllowPickleOption = False,
-    max_videos: Annotated[Optional[int], typer.Option(hidden=True, help="old name of --limit")] = None,
+    max_videos: Annotated[int | None, typer.Option(hidden=True, help="old name of --limit")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON: one object per run "
                                                          "(a list for a sweep); no table, no progress bar")] = False,
     protocol: Annotated[bool, typer.Option("--protocol", help="print the streaming protocol manifest these settings "
@@ -140,7 +140,7 @@ def eval_command(
     from hermes_policy.eval.harness import evaluate, plan
     from hermes_policy.eval.parallel import evaluate_distributed
     from hermes_policy.eval.protocol import format_manifest, write_manifest
-    from hermes_policy.eval.report import comparison_table
+    from hermes_policy.eval.report import comparison_table, eval_table
     from hermes_policy.eval.results import CONFIG_FORMAT, VERSION
     from hermes_policy.eval.scoring import SCORERS, scorer_for
     from hermes_policy.eval.sweep import EvalDir, build_recipes, data_fingerprint, resume_note
@@ -268,7 +268,7 @@ def eval_command(
                   f"| {scorer.name} scoring | fidelity vs {result.reference}", highlight=False, soft_wrap=True)
     if adapter.weights == "random":
         console.print(f"{RANDOM_WEIGHTS_NOTE} (accuracy included)", highlight=False, soft_wrap=True)
-    console.print(result.table())
+    console.print(eval_table(result))
     overall = [c for c in result.comparisons() if c["category"] == "overall"]
     if overall:
         console.print(comparison_table(overall))

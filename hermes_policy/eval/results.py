@@ -334,18 +334,6 @@ class EvalResult:
             raise EvalError(f"rows go to a .jsonl or .parquet file, got {path}")
         return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
-    def table(self, title: str | None = None):
-        """A :class:`rich.table.Table` of the runs: :func:`hermes_policy.eval.report.eval_table`."""
-        from hermes_policy.eval.report import eval_table
-
-        return eval_table(self, title)
-
-    def format_table(self, title: str | None = None, width: int = 200) -> str:
-        """:meth:`table` rendered as plain text."""
-        from hermes_policy.eval.report import format_table
-
-        return format_table(self, title, width)
-
 
 __all__ = [
     "CONFIG_FORMAT",

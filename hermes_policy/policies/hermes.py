@@ -57,9 +57,9 @@ from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS
 from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import register_policy
 from hermes_policy.policies.scoring import ScoringPolicy, top_units
+from hermes_policy.policies.spec import PARAM_RULES, check_layers, check_layers_fit, show
 from hermes_policy.tokens import NOT_A_PATCH
 
-TIERS = ("sensory", "working", "long-term")
 DEFAULT_GAMMA = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
 #: frame value that marks a summary row of a long-term layer (not a frame of the stream)
 SUMMARY_FRAME = -2
@@ -250,8 +250,6 @@ class HermesPolicy(ScoringPolicy):
     def __post_init__(self) -> None:
         super().__post_init__()
         # the same checks a PolicySpec file gets, so a policy made from Python fails as clearly
-        from hermes_policy.policies.spec import PARAM_RULES, check_layers, show
-
         who = self.name
         is_gamma, must = PARAM_RULES["gamma"]
         if not is_gamma(self.gamma):
@@ -266,7 +264,8 @@ class HermesPolicy(ScoringPolicy):
         if self.positions not in POSITION_MODES:
             raise PolicyError(f"{who}: positions must be one of {POSITION_MODES}, got {show(self.positions)}")
         if not isinstance(self.pseudo_query, str) or self.pseudo_query not in PSEUDO_QUERY_DEPTHS:
-            raise PolicyError(f"{who}: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, got {show(self.pseudo_query)}")
+            raise PolicyError(f"{who}: pseudo_query must be one of {PSEUDO_QUERY_DEPTHS}, "
+                              f"got {show(self.pseudo_query)}")
         if self.prompts is not None and not (
             isinstance(self.prompts, dict) and set(self.prompts) == set(PROMPTS)
             and all(isinstance(v, str) and v.strip() for v in self.prompts.values())
@@ -290,8 +289,6 @@ class HermesPolicy(ScoringPolicy):
     # ------------------------------------------------------------- settings
     def check_model(self, adapter) -> None:
         if self.layers is not None:
-            from hermes_policy.policies.spec import check_layers_fit
-
             check_layers_fit(self.layers, adapter, "hermes")
 
     def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:

@@ -48,6 +48,8 @@ VERSION = 1
 TOP_LEVEL_KEYS = ("format", "version", "policy", "params", "layers", "source")
 #: the keys a per-layer entry may have (``layer`` and ``heads`` are provenance, written by ``derive``)
 LAYER_KEYS = ("layer", "tier", "alpha", "k", "budget_share", "heads")
+#: HERMES's memory tiers, shallow to deep; each layer of a spec names one (the policy reads them from here)
+TIERS = ("sensory", "working", "long-term")
 
 
 # ------------------------------------------------------------------ helpers
@@ -68,12 +70,6 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _tiers() -> tuple[str, ...]:
-    from hermes_policy.policies.hermes import TIERS  # loaded with the registry already
-
-    return TIERS
-
-
 def _fail(where: str, name: str, must: str, value: Any) -> PolicyError:
     return PolicyError(f"{where}: {name} must be {must}, got {show(value)}")
 
@@ -88,7 +84,7 @@ def _number_in(low: float, high: float, open_low: bool = False) -> Callable[[Any
 
 
 def _is_gamma(x: Any) -> bool:
-    return (isinstance(x, dict) and set(x) == set(_tiers())
+    return (isinstance(x, dict) and set(x) == set(TIERS)
             and all(_is_number(g) and 0 <= g <= 1 for g in x.values()))
 
 
@@ -216,7 +212,7 @@ def check_layers(layers: Any, where: str = "spec", name: str = "layers") -> None
     index) and ``heads`` (a tier per head) are optional provenance. Whether there is one entry per
     decoder layer is checked once the model is known.
     """
-    tiers = _tiers()
+    tiers = TIERS
     if not isinstance(layers, list):
         raise _fail(where, name, "a list of objects, one per decoder layer (or null)", layers)
     if not layers:

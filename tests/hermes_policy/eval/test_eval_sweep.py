@@ -15,7 +15,6 @@ from conftest import _tiny
 from typer.testing import CliRunner
 
 from hermes_policy.data import synthesize, write_dataset
-from hermes_policy.eval.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.eval import (
@@ -30,6 +29,8 @@ from hermes_policy.eval import (
     option_probs,
     plan,
 )
+from hermes_policy.eval.cli import register
+from hermes_policy.eval.report import format_table
 from hermes_policy.eval.sweep import PARTIAL_FILE, EvalDir, build_recipes, data_fingerprint
 
 
@@ -150,7 +151,7 @@ def test_hidden_full_reference_when_full_is_not_listed(items):
     assert 0.0 <= small < 1.0 and small == result.accuracy(f"window@{tpf}")
     assert result.kl(f"window@{tpf}") > 0.0
     assert [s["policy"] for s in result.to_json()] == ["window", "window"]  # the reference is not listed
-    assert "full" not in {line.split()[1] for line in result.format_table().splitlines()[3:-1] if line.strip()}
+    assert "full" not in {line.split()[1] for line in format_table(result).splitlines()[3:-1] if line.strip()}
     one = evaluate(adapter, items[:1], [PolicyRecipe("full")], progress=False, scorer=_recency_oracle)
     assert isinstance(one.to_json(), dict) and one.reference == "full"  # one run: one object
 
@@ -160,8 +161,8 @@ def test_json_object_shape(items):
     result = evaluate(adapter, items[:1], [PolicyRecipe("sink-window", budget_ratio=0.5)], progress=False,
                       model="tiny-embedded")
     obj = result.to_json()
-    assert list(obj) == ["weights", "model", "policy", "budget", "accuracy", "accuracy_ci", "by_category", "by_category_ci",
-                         "ttft_ms_median", "peak_kv_bytes", "kept_fraction", "fidelity"]
+    assert list(obj) == ["weights", "model", "policy", "budget", "accuracy", "accuracy_ci", "by_category",
+                         "by_category_ci", "ttft_ms_median", "peak_kv_bytes", "kept_fraction", "fidelity"]
     assert list(obj["by_category"]) == list(obj["by_category_ci"]) == ["real-time", "backward", "counting"]
     assert list(obj["fidelity"]) == ["agreement", "kl", "agreement_ci", "kl_ci"]
     lo, hi = obj["accuracy_ci"]

@@ -14,7 +14,6 @@ from conftest import _tiny
 from typer.testing import CliRunner
 
 from hermes_policy.data import DatasetError, Question, VideoItem, load_annotations, synthesize, write_dataset
-from hermes_policy.eval.cli import register
 from hermes_policy.data.dataset import letter_index
 from hermes_policy.errors import BudgetError
 from hermes_policy.eval import (
@@ -27,6 +26,8 @@ from hermes_policy.eval import (
     letter_token_ids,
     stream_info,
 )
+from hermes_policy.eval.cli import register
+from hermes_policy.eval.report import format_table
 from hermes_policy.policies import make_policy
 from hermes_policy.session import StreamingSession
 from hermes_policy.video import SyntheticVideo, write_mp4
@@ -80,7 +81,7 @@ def test_evaluate_full_and_sink_window(items):
     assert doc["results"][0]["accuracy"] == result.accuracy("full")
     assert doc["results"][1]["peak_kv_bytes"] == max(r.peak_kv_bytes for r in rows)
     assert doc["results"][1]["fidelity"]["agreement"] == result.agreement("sink-window@0.3")
-    assert "full" in result.format_table() and "real-time" in result.format_table()
+    assert "full" in format_table(result) and "real-time" in format_table(result)
 
 
 def _memory_oracle(session: StreamingSession, q: Question) -> Scored:

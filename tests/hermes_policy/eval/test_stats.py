@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from hermes_policy.eval.report import format_table
 from hermes_policy.eval.results import EvalResult, EvalRow, attach_fidelity
 from hermes_policy.eval.stats import N_RESAMPLES, cluster_bootstrap_ci, mcnemar_exact, paired_comparison
 
@@ -84,7 +85,7 @@ def test_results_json_and_table_carry_the_intervals(tmp_path):
     cats = {c["category"] for c in doc["comparisons"]}
     assert cats == {"real-time", "backward", "overall"}
     assert all(set(c) >= {"run", "reference", "category", "delta", "ci", "p_value", "n"} for c in doc["comparisons"])
-    text = result.format_table()
+    text = format_table(result)
     assert f"{hermes['accuracy']:.3f} ± {(hi - lo) / 2:.3f}" in text
 
 
