@@ -44,6 +44,7 @@ chromium:
 # the docs site is built offline and strictly (a broken link, anchor or docstring fails), into a
 # throw-away folder outside the repo, so a test run leaves nothing in the checkout
 test: $(STAMP) chromium
+	$(PY) -m ruff check .
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)"
 	$(PY) -m pytest -q
 	@if [ "$${HERMES_SKIP_LMMS:-0}" = 1 ]; then echo "HERMES_SKIP_LMMS=1: the lmms-eval plugin tests are left out"; \

@@ -219,7 +219,9 @@ class CostReport:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.cost
-        ratio = lambda a, b: a / b if b else math.nan
+        def ratio(a, b):
+            return a / b if b else math.nan
+
         return {"forwards": c.forwards, "naive_forwards": c.naive_forwards,
                 "forward_ratio": ratio(c.naive_forwards, c.forwards),
                 "row_layers": c.row_layers, "naive_row_layers": c.naive_row_layers,

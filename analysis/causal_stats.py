@@ -11,10 +11,11 @@ on causal profiles instead of attention: a profile over age bins gets the study'
 positions the study's concentration (:func:`analysis.metrics.topk_concentration`); recency alone is
 sensory, anchors alone long-term, both working. One reading attention never needs: a unit whose need
 *rises* with age by at least the same e-fold (decay <= -threshold: it needs the stream's oldest frames,
-as the backward questions' last layer does) is long-term too, anchors or not. A unit (layer group for the ``answer`` effect, head for
+as the backward questions' last layer does) is long-term too, anchors or not.
+A unit (layer group for the ``answer`` effect, head for
 ``direct``) whose mean effect is below its floor (``min_drop``, ``min_direct``) has no role: removing any
 of it changes nothing. A head's direct-effect profiles are taken relative to the null head's (one that
-reads every video row alike, ``direct_null``): rows whose values differ from the rest (a planted anchor
+reads every frame patch alike, ``direct_null``): rows whose values differ from the rest (a planted anchor
 position carries its own marker) move any head's output when removed, attended or not, and dividing by
 the null leaves what the head's own reading adds.
 
@@ -396,7 +397,8 @@ def causal_spec(cmap: CausalMap, effect: str = "answer", thresholds: CausalThres
     source: dict[str, Any] = {
         "method": "causal", "tier_method": CAUSAL_METHOD, "effect": effect, "model": cmap.meta.get("model"),
         "streams": len(cmap.meta.get("streams") or []), "questions": cmap.meta.get("questions"),
-        "mode": cmap.meta["settings"].get("mode"), "tiers": tier_ranges_json(tiers), "summary": format_ranges(tiers.runs()),
+        "mode": cmap.meta["settings"].get("mode"), "tiers": tier_ranges_json(tiers),
+        "summary": format_ranges(tiers.runs()),
         "no_role_layers": list(tiers.no_role),
         "thresholds": {"decay": t.decay, "concentration": t.concentration, "min_drop": t.min_drop,
                        "min_direct": t.min_direct},

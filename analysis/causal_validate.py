@@ -171,7 +171,9 @@ def format_report(doc: dict[str, Any]) -> str:
         cells = []
         for key, _ in COLUMNS:
             a, b = s["attention"].get(key), s["causal"].get(key)
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"
+            def fmt(v):
+                return "-" if v is None else f"{v:.3f}"
+
             cells.append(f"{fmt(a)} | {fmt(b)}".rjust(21))
         lines.append(f"{family:<11} {s['configs']:>7} " + " ".join(cells))
     for family, why in doc.get("skipped", {}).items():

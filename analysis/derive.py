@@ -300,8 +300,8 @@ def role_tiers(rec: Recording, query: QuerySelector = None, thresholds: RoleThre
 
     Each head is classified on two absolute, null-referenced scales (:func:`head_roles`): recency
     (decay k >= ``thresholds.decay``) and anchors (concentration >= ``thresholds.concentration``);
-    uniform attention scores 0 on both. A layer takes its heads' majority role (:func:`layer_role`). A layer where no head
-    has a role takes the working tier, which blends recency and attention, and is listed in
+    uniform attention scores 0 on both. A layer takes its heads' majority role (:func:`layer_role`).
+    A layer where no head has a role takes the working tier, which blends recency and attention, and is listed in
     ``no_role``: it is reported, not absorbed into its neighbours' tier.
     """
     rec_idx, anchors = recency_index(rec, query), anchor_structure(rec, query)
@@ -481,7 +481,8 @@ def policy_spec(
         else:
             p = (i - work[0]) / (work[-1] - work[0]) if len(work) > 1 else 0.0
             alpha, k = working_scores(row, p)
-        entry: dict[str, Any] = {"layer": i if model_layers is None else int(model_layers[i]), "tier": tier, "alpha": round(alpha, 6),
+        entry: dict[str, Any] = {"layer": i if model_layers is None else int(model_layers[i]), "tier": tier,
+                                 "alpha": round(alpha, 6),
                                  "k": None if k is None else round(k, 6), "budget_share": round(shares[i], 9)}
         if tiers.heads is not None:
             entry["heads"] = list(tiers.heads[i])

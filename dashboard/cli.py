@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def dashboard(
-        study: Annotated[Optional[list[Path]], typer.Option(help="a recording directory to open; repeatable")] = None,
+        study: Annotated[list[Path] | None, typer.Option(help="a recording directory to open; repeatable")] = None,
         port: Annotated[int, typer.Option(help="port to serve on")] = 8501,
         host: Annotated[str, typer.Option(help="address to bind; 0.0.0.0 exposes the app to your network")] =
         "127.0.0.1",
@@ -77,9 +77,9 @@ def register(app: typer.Typer) -> None:
         device_map: DeviceMapOption = None,
         max_memory: MaxMemoryOption = None,
         offload_folder: OffloadFolderOption = None,
-        eval_dirs: Annotated[Optional[list[Path]], typer.Option(
+        eval_dirs: Annotated[list[Path] | None, typer.Option(
             "--eval", help="an eval --out folder the Results page opens with; repeatable")] = None,
-        bench_dirs: Annotated[Optional[list[Path]], typer.Option(
+        bench_dirs: Annotated[list[Path] | None, typer.Option(
             "--bench", help="a bench --out folder the Results page opens with; repeatable")] = None,
         allow_pickle_weights: AllowPickleOption = False,
     ) -> None:

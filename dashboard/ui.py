@@ -37,7 +37,7 @@ class guard:
         self.what = what
         self.error: BaseException | None = None
 
-    def __enter__(self) -> "guard":
+    def __enter__(self) -> guard:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:

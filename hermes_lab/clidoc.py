@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-
 from typing import Any
 
 import typer
@@ -93,7 +92,9 @@ def render() -> str:
                 parts.append("\n" + rest.replace("|", "\\|") + "\n")
         args = [p for p in cmd.params if p.param_type_name == "argument"]
         if args:
-            parts.append("\nArguments: " + ", ".join(f"`{(a.metavar or a.name).upper()}`" + (f" ({_cell(a.help)})" if getattr(a, "help", None) else "") for a in args) + "\n")
+            parts.append("\nArguments: " + ", ".join(
+                f"`{(a.metavar or a.name).upper()}`" + (f" ({_cell(a.help)})" if getattr(a, "help", None) else "")
+                for a in args) + "\n")
         opts = [p for p in cmd.params if _is_option(p) and not p.hidden and p.name != "help"]
         if opts:
             parts.append("\n| option | default | meaning |\n|---|---|---|\n")

@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from hermes_policy.distributed import DistributedError, LaunchEnv, Progress, shard
 from hermes_policy.errors import BudgetError, HermesError, PolicyError
-from hermes_policy.models.base import ModelAdapter
 from hermes_policy.inputs import check_frame_count
+from hermes_policy.models.base import ModelAdapter
 from hermes_policy.models.configured import RANDOM_WEIGHTS_NOTE
 from hermes_policy.outputs import output_folder
 from hermes_policy.policies import POLICIES, PolicySpec, policy_from_args
@@ -122,7 +122,7 @@ class RssSampler:
             self.peak = max(self.peak, self._rss())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self.peak = self._rss()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

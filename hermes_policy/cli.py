@@ -7,7 +7,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from tqdm import tqdm
@@ -42,7 +42,7 @@ class TimedQuestion:
     question: str
 
     @classmethod
-    def parse(cls, text: str) -> "TimedQuestion":
+    def parse(cls, text: str) -> TimedQuestion:
         """``"T:question"`` with T in seconds of stream time."""
         head, sep, question = text.partition(":")
         try:
@@ -95,10 +95,11 @@ def register(app: typer.Typer) -> None:
         video: Annotated[str, typer.Option(help="a video file, or synthetic:seed=S,frames=N[,fps=F,size=WxH]")] =
         "synthetic:seed=1,frames=64",
         policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(POLICIES))}")] = "full",
-        budget: Annotated[Optional[int], typer.Option(help="video tokens kept per layer")] = None,
-        spec: Annotated[Optional[Path], typer.Option(help="a PolicySpec JSON (overrides --policy; --budget overrides its budget)")] = None,
-        fps: Annotated[Optional[float], fps_option("sampling rate")] = None,
-        ask: Annotated[Optional[list[str]], typer.Option(help="'SECONDS:question', repeatable")] = None,
+        budget: Annotated[int | None, typer.Option(help="video tokens kept per layer")] = None,
+        spec: Annotated[Path | None, typer.Option(
+            help="a PolicySpec JSON (overrides --policy; --budget overrides its budget)")] = None,
+        fps: Annotated[float | None, fps_option("sampling rate")] = None,
+        ask: Annotated[list[str] | None, typer.Option(help="'SECONDS:question', repeatable")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
         max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 32,
         reindex: Annotated[str, typer.Option(help="lazy | eager | off")] = "lazy",
@@ -114,7 +115,8 @@ def register(app: typer.Typer) -> None:
         """Stream a video through a model under a memory policy, asking questions along the way."""
         torch_dtype = parse_dtype(dtype)
         # without --ask, one question once the whole stream is in
-        questions = [TimedQuestion.parse(a) for a in ask] if ask else [TimedQuestion(float("inf"), "What is happening?")]
+        questions = ([TimedQuestion.parse(a) for a in ask] if ask
+                     else [TimedQuestion(float("inf"), "What is happening?")])
         mem_policy = policy_from_args(policy, budget, spec)
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
@@ -170,8 +172,9 @@ def register(app: typer.Typer) -> None:
         "synthetic:seed=1,frames=64",
         frames: Annotated[str, typer.Option(help="comma-separated stream lengths")] = "64,256,1024",
         policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "full,sink-window,hermes",
-        budget: Annotated[Optional[int], typer.Option(help="video tokens per layer for budgeted policies")] = 512,
-        spec: Annotated[Optional[Path], typer.Option(help="PolicySpec JSON; configures the --policies entry it names")] = None,
+        budget: Annotated[int | None, typer.Option(help="video tokens per layer for budgeted policies")] = 512,
+        spec: Annotated[Path | None, typer.Option(
+            help="PolicySpec JSON; configures the --policies entry it names")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
         frame_size: FrameSizeOption = None,
         ttft_repeats: Annotated[int, typer.Option(help="times each of the questions is asked; TTFT is the "
@@ -189,7 +192,7 @@ def register(app: typer.Typer) -> None:
                  "slow each other down, so timings are comparable only with one device per rank and nothing "
                  "else on it; a launch without this flag is refused for that reason")] = False,
         dist_timeout: DistTimeoutOption = 3600.0,
-        out: Annotated[Optional[Path], typer.Option(
+        out: Annotated[Path | None, typer.Option(
             help="also write the rows to this new folder (rows.parquet, rows.json) for hermes-lab figures "
                  "--bench")] = None,
         overwrite: OverwriteOption = False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -64,14 +64,14 @@ def share_option(option: str, help: str) -> Any:
     return bounded(option, f"{help}; in", 0.0, 1.0)
 
 
-DeviceMapOption = Annotated[Optional[str], typer.Option(
+DeviceMapOption = Annotated[str | None, typer.Option(
     help="spread the model over devices with accelerate: auto | balanced | balanced_low_0 | sequential | a JSON "
          "file of module -> device (cuda:0, cpu, disk)")]
-MaxMemoryOption = Annotated[Optional[str], typer.Option(
+MaxMemoryOption = Annotated[str | None, typer.Option(
     help="with --device-map: caps per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")]
-OffloadFolderOption = Annotated[Optional[Path], typer.Option(
+OffloadFolderOption = Annotated[Path | None, typer.Option(
     help="with --device-map: folder for the weights it sends to disk")]
-GpusPerRankOption = Annotated[Optional[int], typer.Option(
+GpusPerRankOption = Annotated[int | None, typer.Option(
     help="under torchrun / accelerate launch with --device-map: GPUs each rank spreads its model over "
          "(LOCAL_RANK x G onward; 8 GPUs = 4 ranks x 2)")]
 
@@ -79,7 +79,7 @@ DistTimeoutOption = Annotated[float, bounded(
     "--dist-timeout",
     "under torchrun / accelerate launch: seconds without any finished piece of work (an eval unit, a study video, a "
     "bench cell) after which rank 0 gives up, and every collective's timeout; in", 1, 30 * 86400)]
-FrameSizeOption = Annotated[Optional[str], typer.Option(
+FrameSizeOption = Annotated[str | None, typer.Option(
     help="WIDTHxHEIGHT: scale the video's frames (or render the synthetic scene) to this size before the model's "
          "own processor; default: the video's own size")]
 TrustRemoteCodeOption = Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")]

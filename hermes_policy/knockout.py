@@ -146,7 +146,7 @@ class CleanPass:
         scores: (n_options,) float32 option scores, as the eval's scorer gives them.
         attention: (L, n_sel, Hq) float32 answer-row attention mass on each selection.
         direct: (L, n_sel, Hq) float32 direct effect of removing each selection (module docstring).
-        null: (L, n_sel, Hq) float32 the direct effect a head attending every video row alike would show:
+        null: (L, n_sel, Hq) float32 the direct effect a head attending every frame patch alike would show:
             what the selection's values alone account for (a row with values unlike the rest moves any head).
     """
 
@@ -246,8 +246,9 @@ class _AnswerRowReader:
         hq, hkv = p.shape[0], v.shape[0]
         sel = torch.stack([s.rows(meta) for s in self.selections]).float()  # (n, S)
         m, direct = _direct(p.reshape(hkv, hq // hkv, -1), v, sel, S)
-        # the same for a head that reads every video row alike: what removing σ does through the values alone
-        video = (meta.frame >= 0).float()
+        # the same for a head that reads every frame's patches alike (frame text, such as timestamps, is not
+        # what a memory head reads): what removing σ does through the values alone
+        video = ((meta.frame >= 0) & (meta.patch >= 0)).float()
         uniform = torch.cat([video / video.sum().clamp_min(1), torch.zeros(p.shape[-1] - S)]).to(v)
         _, null = _direct(uniform.expand(hkv, 1, -1), v, sel, S)
         self.attention[event.layer] = m.reshape(len(sel), hq)

@@ -57,7 +57,7 @@ class WordLetter:
     prompt: str
     ids: list[int]
     written: str
-    logits: "torch.Tensor"
+    logits: torch.Tensor
     ttft_ms: float
 
     @property

@@ -54,12 +54,12 @@ class RotarySpec:
             raise ValueError(f"axis_of_freq refers to an axis >= n_axes={self.n_axes}")
 
     @classmethod
-    def one_d(cls, inv_freq: torch.Tensor, max_position: int) -> "RotarySpec":
+    def one_d(cls, inv_freq: torch.Tensor, max_position: int) -> RotarySpec:
         inv_freq = inv_freq.detach().float().cpu()
         return cls(inv_freq, torch.zeros_like(inv_freq, dtype=torch.long), 1, max_position)
 
     @classmethod
-    def multimodal(cls, inv_freq: torch.Tensor, mrope_section: list[int], max_position: int) -> "RotarySpec":
+    def multimodal(cls, inv_freq: torch.Tensor, mrope_section: list[int], max_position: int) -> RotarySpec:
         """M-RoPE as in Qwen2-VL: section ``i`` of the frequencies follows axis ``i % 3``."""
         inv_freq = inv_freq.detach().float().cpu()
         if sum(mrope_section) != inv_freq.numel():
@@ -68,7 +68,7 @@ class RotarySpec:
         return cls(inv_freq, axis, 3, max_position)
 
     @classmethod
-    def interleaved(cls, inv_freq: torch.Tensor, mrope_section: list[int], max_position: int) -> "RotarySpec":
+    def interleaved(cls, inv_freq: torch.Tensor, mrope_section: list[int], max_position: int) -> RotarySpec:
         """Interleaved M-RoPE as in Qwen3-VL: height takes frequencies 1, 4, 7, ... (``s_h`` of them), width
         2, 5, 8, ... (``s_w``), time every other one."""
         inv_freq = inv_freq.detach().float().cpu()

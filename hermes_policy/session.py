@@ -134,7 +134,7 @@ class Observation:
     so ``with session.observing(probe, phases=["probe"]):`` scopes the observation to a block.
     """
 
-    def __init__(self, session: "StreamingSession", subscriptions: tuple[Subscription, ...]) -> None:
+    def __init__(self, session: StreamingSession, subscriptions: tuple[Subscription, ...]) -> None:
         self.session = session
         self.subscriptions = subscriptions
         session._subscriptions.extend(subscriptions)
@@ -148,7 +148,7 @@ class Observation:
         current = self.session._subscriptions
         self.session._subscriptions = [s for s in current if not any(s is mine for mine in self.subscriptions)]
 
-    def __enter__(self) -> "Observation":
+    def __enter__(self) -> Observation:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -44,11 +44,11 @@ class TokenMeta:
         return self.frame.shape[0]
 
     @classmethod
-    def empty(cls) -> "TokenMeta":
+    def empty(cls) -> TokenMeta:
         return cls.text(0)
 
     @classmethod
-    def text(cls, n: int) -> "TokenMeta":
+    def text(cls, n: int) -> TokenMeta:
         """Metadata for ``n`` tokens that belong to no frame."""
         return cls(
             frame=torch.full((n,), NO_FRAME, dtype=torch.int32),
@@ -57,7 +57,7 @@ class TokenMeta:
         )
 
     @classmethod
-    def frame_tokens(cls, frame: int, time: float, n_text: int, n_patches: int) -> "TokenMeta":
+    def frame_tokens(cls, frame: int, time: float, n_text: int, n_patches: int) -> TokenMeta:
         """``n_text`` frame-text tokens (e.g. a timestamp) followed by ``n_patches`` patches."""
         n = n_text + n_patches
         patch = torch.cat([torch.full((n_text,), NOT_A_PATCH), torch.arange(n_patches)]).to(torch.int32)
@@ -68,12 +68,12 @@ class TokenMeta:
         )
 
     @classmethod
-    def cat(cls, parts: list["TokenMeta"]) -> "TokenMeta":
+    def cat(cls, parts: list[TokenMeta]) -> TokenMeta:
         if not parts:
             return cls.empty()
         return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
-    def select(self, index: torch.Tensor) -> "TokenMeta":
+    def select(self, index: torch.Tensor) -> TokenMeta:
         """Rows ``index`` (a (K,) long tensor), as new compact tensors."""
         return TokenMeta(**{f.name: getattr(self, f.name).index_select(0, index) for f in fields(self)})
 

@@ -237,7 +237,8 @@ class StudyDir:
             return False
 
     def check(self) -> None:
-        """Refuse an ``--out`` that holds anything but a study of these videos with these settings (never overwrite it)."""
+        """Refuse an ``--out`` that holds anything but a study of these videos with these settings (never
+        overwrite it)."""
         check_output(self.path, False, StudyRunError, resumable=True)  # a rerun resumes; the rule is below
         # leftovers of an interrupted atomic write are ours, and harmless
         entries = [p for p in self.path.iterdir() if not p.name.endswith(".tmp")] if self.path.is_dir() else []

@@ -219,6 +219,7 @@ def register(app: typer.Typer, report: StudyReport | None = None) -> None:
         for r in rows:
             typer.echo(f"{r['variant']:<18} {r['ms_per_frame']:>9.2f} {r['vs_ingest']:>9.3f} {r['vs_pseudo']:>9.3f}")
         print(
-            f"capture overhead on top of the pseudo-query forwards: {100 * (med['+ capture'] / med['+ pseudo-queries'] - 1):.1f}%",
+            "capture overhead on top of the pseudo-query forwards: "
+            f"{100 * (med['+ capture'] / med['+ pseudo-queries'] - 1):.1f}%",
             file=sys.stderr,
         )

@@ -179,7 +179,7 @@ class Recording:
         return meta
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Recording":
+    def load(cls, directory: str | Path) -> Recording:
         meta = cls.read_meta(directory)
         tensor_path = Path(directory) / TENSORS_FILE
         try:
@@ -209,7 +209,8 @@ class Recording:
                     raise RecordingError(f"recording lacks {layer_name(layer, quantity)}")
             fm = self["frame_mass", layer]
             if fm.ndim != 4 or fm.shape[1:3] != (q, h):
-                raise RecordingError(f"{layer_name(layer, 'frame_mass')} has shape {tuple(fm.shape)}, expected (T, {q}, {h}, F)")
+                raise RecordingError(f"{layer_name(layer, 'frame_mass')} has shape {tuple(fm.shape)}, "
+                                     f"expected (T, {q}, {h}, F)")
         for name in self.tensors:
             parsed = parse_layer_name(name)
             if parsed and parsed[0] >= self.num_layers:

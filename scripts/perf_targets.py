@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                           "tokens_per_frame": sessions[ref["policy"]].tokens_per_frame, "weights": adapter.weights,
                           "rows": rows}))
         return 0
-    print(f"{args.model} ({adapter.weights} weights), {args.frames} frames x {sessions[ref['policy']].tokens_per_frame} "
-          f"tokens, budget {args.budget}, chunk {args.chunk_frames}; median of {args.repeats} streams / "
+    print(f"{args.model} ({adapter.weights} weights), {args.frames} frames x "
+          f"{sessions[ref['policy']].tokens_per_frame} tokens, budget {args.budget}, chunk {args.chunk_frames}; "
+          f"median of {args.repeats} streams / "
           f"{args.rounds * len(QUESTIONS)} questions, interleaved; ratios to {ref['policy']}")
     print(f"{'policy':<34} {'ingest ms/f':>11} {'policy ms/f':>11} {'TTFT ms':>8} {'x ingest':>8} {'x TTFT':>7}")
     for r in rows:

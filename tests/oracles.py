@@ -30,7 +30,8 @@ def reference_logits(adapter, seq: EncodedChunk, implementation: str) -> torch.T
     try:
         with torch.no_grad():
             if seq.deepstack is not None:
-                hidden = adapter.text_model(inputs_embeds=seq.embeds[None], position_ids=adapter.position_ids(seq.positions),
+                hidden = adapter.text_model(inputs_embeds=seq.embeds[None],
+                                            position_ids=adapter.position_ids(seq.positions),
                                             use_cache=False, **adapter.forward_kwargs(seq)).last_hidden_state
                 return adapter.lm_head(hidden[0, -1]).float()
             out = adapter.model(

@@ -29,7 +29,8 @@ def eval_dir(path, model: str, seed: int):
     rows = [_row(run, v, q, bool(rng.random() < p), ("real-time", "backward")[q % 2], kept)
             for run, (kept, p) in runs.items() for v in range(8) for q in range(4)]
     attach_fidelity(rows, "full")
-    configs = {run: {"policy_label": run.split("@")[0], "budget_given": float(run.split("@")[1]) if "@" in run else None}
+    configs = {run: {"policy_label": run.split("@")[0],
+                     "budget_given": float(run.split("@")[1]) if "@" in run else None}
                for run in runs}
     result = EvalResult(rows, list(runs), configs, reference="full", model=model)
     path.mkdir(parents=True)

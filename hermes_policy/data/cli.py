@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -82,7 +82,7 @@ def convert_command(
     annotations: Annotated[Path, typer.Argument(help="a StreamingBench- or OVO-Bench-style JSON file")],
     out: Annotated[Path, typer.Option(help="folder (gets dataset.jsonl) or .jsonl file to write")],
     format: Annotated[str, typer.Option(help=f"one of: {', '.join(FORMATS)}")] = "auto",
-    video_root: Annotated[Optional[Path], typer.Option(help="folder relative video paths resolve against "
+    video_root: Annotated[Path | None, typer.Option(help="folder relative video paths resolve against "
                                                              "(default: the annotation file's folder)")] = None,
     overwrite: OverwriteOption = False,
 ) -> None:

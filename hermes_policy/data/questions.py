@@ -53,7 +53,7 @@ class Question:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Question":
+    def from_dict(cls, d: dict) -> Question:
         return cls(
             time=float(d["time"]),
             frame=int(d.get("frame", -1)),

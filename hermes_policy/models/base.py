@@ -65,7 +65,7 @@ class EncodedChunk:
         return int(self.positions.max()) + 1 if len(self) else 0
 
     @classmethod
-    def cat(cls, parts: list["EncodedChunk"]) -> "EncodedChunk":
+    def cat(cls, parts: list[EncodedChunk]) -> EncodedChunk:
         stacks = [p.deepstack for p in parts if p.deepstack is not None]
         deepstack = None
         if stacks:
@@ -92,7 +92,7 @@ class PromptTemplate:
     @classmethod
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, system: str, video_open: str = "", video_close: str = ""
-    ) -> "PromptTemplate":
+    ) -> PromptTemplate:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": VIDEO_PLACEHOLDER}]
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if not isinstance(rendered, str) or rendered.count(VIDEO_PLACEHOLDER) != 1:

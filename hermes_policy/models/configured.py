@@ -126,5 +126,5 @@ def build_config_model(spec: str, dtype: torch.dtype | None = None, device: str 
     return adapter
 
 
-__all__ = ["CONFIG_DIR", "CONFIG_PREFIX", "RANDOM_WEIGHTS_NOTE", "build_config_model", "config_names", "config_path", "meta_model",
-           "read_config"]
+__all__ = ["CONFIG_DIR", "CONFIG_PREFIX", "RANDOM_WEIGHTS_NOTE", "build_config_model", "config_names", "config_path",
+           "meta_model", "read_config"]

@@ -102,4 +102,5 @@ def by_name(name: str) -> Family | None:
 SUPPORTED_ARCHITECTURES = {t: f.label for f in FAMILIES for t in f.model_types}
 
 
-__all__ = ["FAMILIES", "INTERNVL_SPECIALS", "LLAVA_SPECIALS", "QWEN_SPECIALS", "SMOLVLM_SPECIALS", "SUPPORTED_ARCHITECTURES", "Family", "by_name", "family_of"]
+__all__ = ["FAMILIES", "INTERNVL_SPECIALS", "LLAVA_SPECIALS", "QWEN_SPECIALS", "SMOLVLM_SPECIALS",
+           "SUPPORTED_ARCHITECTURES", "Family", "by_name", "family_of"]

@@ -92,7 +92,8 @@ class LlavaOneVisionAdapter(ConditionalGenerationAdapter):
         )
 
 
-def wrap(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, image_processor) -> LlavaOneVisionAdapter:
+def wrap(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+         image_processor) -> LlavaOneVisionAdapter:
     """A LLaVA-OneVision checkpoint; its image processor gives the normalisation."""
     return LlavaOneVisionAdapter(name, model, tokenizer, image_processor.image_mean, image_processor.image_std)
 

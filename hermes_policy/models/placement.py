@@ -234,6 +234,6 @@ def devices_of(model: torch.nn.Module) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-__all__ = ["DEVICE_TYPES", "STRATEGIES", "Placement", "check_device", "devices_of", "dispatch", "from_pretrained_kwargs",
-           "parse_device_map", "parse_max_memory", "resolve_device",
+__all__ = ["DEVICE_TYPES", "STRATEGIES", "Placement", "check_device", "devices_of", "dispatch",
+           "from_pretrained_kwargs", "parse_device_map", "parse_max_memory", "resolve_device",
            "placement_from_options"]

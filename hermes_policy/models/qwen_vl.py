@@ -57,7 +57,8 @@ class QwenVLAdapter(ConditionalGenerationAdapter):
 
     def _rotary_spec(self) -> RotarySpec:
         rotary = self.text_model.rotary_emb
-        return RotarySpec.multimodal(rotary.inv_freq, list(rotary.mrope_section), self.text_config.max_position_embeddings)
+        return RotarySpec.multimodal(rotary.inv_freq, list(rotary.mrope_section),
+                                     self.text_config.max_position_embeddings)
 
     def tokens_per_frame(self, height: int, width: int) -> int:
         gh, gw = self._merged_grid((height, width))

@@ -80,24 +80,24 @@ class Policy(ABC):
         """Budget of each layer; equal unless a subclass says otherwise."""
         return [self.budget] * num_layers
 
-    def observers(self) -> Sequence["AttentionObserver"]:
+    def observers(self) -> Sequence[AttentionObserver]:
         """Attention observers to attach while the stream is ingested."""
         return ()
 
-    def on_frames(self, session: "StreamingSession", frames: list) -> None:
+    def on_frames(self, session: StreamingSession, frames: list) -> None:
         """The frames of a chunk that was just written (before :meth:`after_chunk`); e.g. to keep thumbnails."""
 
     @abstractmethod
-    def after_chunk(self, session: "StreamingSession") -> None:
+    def after_chunk(self, session: StreamingSession) -> None:
         """Evict what the policy does not want to keep, now that a chunk is cached."""
 
-    def before_ask(self, session: "StreamingSession", question: str) -> None:
+    def before_ask(self, session: StreamingSession, question: str) -> None:
         """Question-time work before the prefill (e.g. ReKV retrieval); counted in TTFT.
 
         Whatever it changes in the cache must be undone by :meth:`after_ask`.
         """
 
-    def after_ask(self, session: "StreamingSession") -> None:
+    def after_ask(self, session: StreamingSession) -> None:
         """Undo :meth:`before_ask`; runs even when the question failed."""
 
     # -------------------------------------------------------------- helpers

@@ -45,7 +45,7 @@ class PolicyRegistry(dict):
             for module in BUILTIN_MODULES:
                 importlib.import_module(module)
 
-    def __getitem__(self, name: str) -> type["Policy"]:
+    def __getitem__(self, name: str) -> type[Policy]:
         self._load()
         return super().__getitem__(name)
 
@@ -85,7 +85,7 @@ class PolicyRegistry(dict):
 POLICIES: PolicyRegistry = PolicyRegistry()
 
 
-def register_policy(cls: type["Policy"]) -> type["Policy"]:
+def register_policy(cls: type[Policy]) -> type[Policy]:
     """Class decorator: make a policy constructible by its ``name``."""
     if dict.__contains__(POLICIES, cls.name):
         raise ValueError(f"policy {cls.name!r} is registered twice")
@@ -93,7 +93,7 @@ def register_policy(cls: type["Policy"]) -> type["Policy"]:
     return cls
 
 
-def make_policy(name: str, **params) -> "Policy":
+def make_policy(name: str, **params) -> Policy:
     """Build a registered policy by name; unknown names and bad parameters raise PolicyError."""
     if name not in POLICIES:
         raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")

@@ -120,7 +120,7 @@ class _WindowScorer:
     ``observe`` would then leave scores for rows that do not exist.
     """
 
-    def __init__(self, policy: "SnapKVPolicy") -> None:
+    def __init__(self, policy: SnapKVPolicy) -> None:
         self.policy = policy
         #: layer -> (rows the layer held before the forward, (S,) votes over those rows + the new ones)
         self.pending: dict[int, tuple[int, torch.Tensor]] = {}

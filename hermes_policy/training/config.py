@@ -95,7 +95,8 @@ class TrainConfig:
         if self.branches < 1 or not 0 <= self.gap_share <= 1 or self.max_stretch < 1:
             raise ValueError("need branches >= 1, 0 <= gap_share <= 1 and max_stretch >= 1")
         unknown = set(self.category_weights) - set(CATEGORIES)
-        if unknown or not any(w > 0 for w in self.category_weights.values()) or "real-time" not in self.category_weights:
+        if (unknown or not any(w > 0 for w in self.category_weights.values())
+                or "real-time" not in self.category_weights):
             raise ValueError(f"category_weights needs a positive weight for real-time, over {', '.join(CATEGORIES)}")
         if self.init_from is not None and not Path(self.init_from).is_dir():
             raise ValueError(f"init_from {self.init_from!r} is not a model directory")

@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import pytest
+from planted_results import eval_dir
 
 from analysis.errors import StudyError
 from analysis.results_figures import BENCH_FIGURES, EVAL_FIGURES, eval_tables, read_eval, write_result_figures
 from hermes_lab.cli import main
-from planted_results import eval_dir
 
 
 def test_eval_figures_in_every_format_with_their_tables(tmp_path):

@@ -36,7 +36,8 @@ def rotated(case: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch
 def blocks(case: dict, keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(frames, Hkv, D): hermes-lab's mean key of each frame."""
     p, b = case["n_init"], case["block_size"]
-    return torch.stack([block_mean_key(ROTARY, keys[:, :, p + f * b : p + (f + 1) * b], positions[:, p + f * b : p + (f + 1) * b])
+    return torch.stack([block_mean_key(ROTARY, keys[:, :, p + f * b : p + (f + 1) * b],
+                                       positions[:, p + f * b : p + (f + 1) * b])
                         for f in range(case["frames"])])
 
 
@@ -65,7 +66,8 @@ def _window_cache(case: dict) -> CompactCache:
     """ReKV's stream in a one-layer cache: the init rows as the sink, every frame still in the window."""
     keys = T[f"{case['case']}.keys"]
     p, b, n = case["n_init"], case["block_size"], keys.shape[-2]
-    meta = TokenMeta.cat([TokenMeta.text(p)] + [TokenMeta.frame_tokens(f, float(f), 0, b) for f in range(case["frames"])])
+    meta = TokenMeta.cat([TokenMeta.text(p)]
+                         + [TokenMeta.frame_tokens(f, float(f), 0, b) for f in range(case["frames"])])
     cache = CompactCache(1, ROTARY)
     write(cache, torch.arange(n)[None], meta, [keys], [torch.randn(keys.shape)])
     return cache

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from planted_results import eval_dir
 from streamlit.testing.v1 import AppTest
 
 from dashboard.results import discover
 from dashboard.settings import ENV_ARGS, Settings, parse_args
 from hermes_lab.cli import main
-from planted_results import eval_dir
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 

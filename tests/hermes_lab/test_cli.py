@@ -26,9 +26,11 @@ def test_stream_json_answers_each_timed_question(capsys):
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device", "recurrent_bytes", "weights", "answers"}
+    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device",
+                           "recurrent_bytes", "weights", "answers"}
     assert result["family"] == "qwen2-vl"
-    assert (result["model"], result["policy"], result["budget"], result["frames"]) == ("tiny-qwen2-vl", "sink-window", 24, 16)
+    assert (result["model"], result["policy"], result["budget"], result["frames"]) == (
+        "tiny-qwen2-vl", "sink-window", 24, 16)
     assert [a["question"] for a in result["answers"]] == ["What?", "And now?"]
     # a question at T is asked once the stream reaches T: the last frame before it is at most T
     assert [a["time"] for a in result["answers"]] == [2.0, 5.5]
@@ -126,7 +128,8 @@ def test_bench_prints_one_row_per_policy_and_length(capsys):
         stages = r["vision_ms_per_frame"] + r["lm_ms_per_frame"] + r["policy_ms_per_frame"]
         assert 0 < stages <= r["ingest_ms_per_frame"] * 1.05
         # full never exceeds a budget; 6 frames do not fill 8 tokens' worth at 1+ tokens/frame only for full
-        assert (r["ingest_full_ms_per_frame"] is None) == (r["policy"] == "full" or r["tokens_per_frame"] * r["frames"] <= 8)
+        assert (r["ingest_full_ms_per_frame"] is None) == (
+            r["policy"] == "full" or r["tokens_per_frame"] * r["frames"] <= 8)
         assert sum(r["kv_bytes_by_device"].values()) == r["kv_bytes"]
         assert r["ttft_ms"] > 0 and r["kv_bytes"] > 0 and r["peak_rss_bytes"] > 2**20
     by = {(r["policy"], r["frames"]): r for r in rows}
@@ -172,7 +175,8 @@ def test_study_derive_figures_chain(capsys, tmp_path):
                "--queries", "both", "--out", str(study))[0] == 0
     assert run(capsys, "derive", "--study", str(study), "--out", str(tmp_path / "p.json"), "--budget", "16")[0] == 0
     assert run(capsys, "figures", "--study", str(study), "--out", str(tmp_path / "fig"), "--format", "png")[0] == 0
-    code, out, _ = run(capsys, "stream", "--model", "tiny-qwen2.5-vl", "--video", "synthetic:seed=5,frames=12,size=64x64",
+    code, out, _ = run(capsys, "stream", "--model", "tiny-qwen2.5-vl",
+                       "--video", "synthetic:seed=5,frames=12,size=64x64",
                        "--spec", str(tmp_path / "p.json"), "--json", "--max-new-tokens", "2")
     assert code == 0 and json.loads(out)["policy"] == "hermes"
     code, _, err = run(capsys, "derive", "--study", str(tmp_path / "nothing"), "--out", str(tmp_path / "q.json"))

@@ -241,15 +241,16 @@ def test_sizes_past_their_limits_are_refused_with_the_limit(tmp_path_factory, ca
         args = ["bench", "--model", NO_MODEL, "--video", VIDEO, "--frames", str(MAX_STREAM_FRAMES + excess)]
         limit = f"{MAX_STREAM_FRAMES:,}"
     elif case == "ask length":
-        args = ["stream", "--model", NO_MODEL, "--video", VIDEO, "--ask", "1:" + "x" * (MAX_QUESTION_CHARS + excess % 5000)]
+        args = ["stream", "--model", NO_MODEL, "--video", VIDEO,
+                "--ask", "1:" + "x" * (MAX_QUESTION_CHARS + 1 + excess % 5000)]
         limit = f"{MAX_QUESTION_CHARS:,}"
     else:
         q = {"time": 1.0, "question": "What?", "options": ["a", "b"], "answer": "A"}
         if case == "dataset question length":
-            q["question"] = "x" * (MAX_QUESTION_CHARS + excess % 5000)
+            q["question"] = "x" * (MAX_QUESTION_CHARS + 1 + excess % 5000)
             limit = f"{MAX_QUESTION_CHARS:,}"
         elif case == "dataset option length":
-            q["options"] = ["a", "y" * (MAX_QUESTION_CHARS + excess % 5000)]
+            q["options"] = ["a", "y" * (MAX_QUESTION_CHARS + 1 + excess % 5000)]
             limit = f"{MAX_QUESTION_CHARS:,}"
         else:
             q["time"] = float(MAX_STREAM_SECONDS + excess)

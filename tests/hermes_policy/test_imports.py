@@ -56,7 +56,8 @@ def test_policy_registry_loads_the_builtins_on_first_read() -> None:
 
 def test_moved_modules_still_import_from_their_old_paths() -> None:
     """evaluate.py, sweep.py and models/train_embedded.py became rooms of their own; the old names keep working."""
-    from hermes_policy import eval as eval_pkg, training
+    from hermes_policy import eval as eval_pkg
+    from hermes_policy import training
     from hermes_policy.eval import sweep
     from hermes_policy.evaluate import ClozeScorer, EvalResult, PolicyRecipe, evaluate
     from hermes_policy.models.train_embedded import TrainConfig, _branch, install_model, train

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
+from conftest import _tiny
 
 from hermes_policy import SessionConfig, StreamingSession
-
-from conftest import _tiny
 
 
 def test_qwen_video_positions_match_get_rope_index(frames):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import _tiny, assert_whole_units, has_frame_text, unit_sizes
 
 from hermes_policy import BudgetError, PolicyError, SessionConfig, SessionError, StreamingSession, make_policy
 from hermes_policy.policies import PolicySpec
 from hermes_policy.video import Frame
-
-from conftest import _tiny, assert_whole_units, has_frame_text, unit_sizes
 
 
 def tokens_per_frame(adapter, frames) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from hermes_policy import SessionConfig, StreamingSession
 from conftest import close
 from oracles import full_sequence, reference_logits
+
+from hermes_policy import SessionConfig, StreamingSession
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])

@@ -11,14 +11,13 @@ as prefilling the question at once, which is what the session does).
 from __future__ import annotations
 
 import torch
+from conftest import close
 from transformers import AttentionInterface
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from hermes_policy import StreamingSession
-from hermes_policy.policies import keep_rows
 from hermes_policy.mc_format import format_question
-
-from conftest import close
+from hermes_policy.policies import keep_rows
 
 
 def _eager_single_query(module, query, key, value, attention_mask, **kwargs):

@@ -19,8 +19,8 @@ from hermes_policy.eval import (
     evaluate,
     scorer_for,
 )
-from hermes_policy.models.base import EncodedChunk
 from hermes_policy.mc_format import LETTER_OPENER, WordLetter, decode_to_opener, format_question, word_letter
+from hermes_policy.models.base import EncodedChunk
 
 
 class _CharTokenizer:

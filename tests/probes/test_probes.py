@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from conftest import _tiny, close
+from oracles import full_sequence
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.tokens import TokenMeta
@@ -14,9 +16,6 @@ from probes.capture import PSEUDO_PROMPTS, StudyConfig, capture
 from probes.observer import AttentionProbe, attached
 from probes.recording import Recording, RecordingError
 from probes.reducers import lag_autocorrelation, reduce_rows
-
-from conftest import _tiny, close
-from oracles import full_sequence
 
 
 class RowGrabber:

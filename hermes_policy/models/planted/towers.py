@@ -21,7 +21,8 @@ CODE = 4
 
 
 class MarkedPatchTower(nn.Module):
-    """Stands in for Qwen's vision tower: per merged patch, a pixel projection (fixed norm) plus a per-position embedding.
+    """Stands in for Qwen's vision tower: per merged patch, a pixel projection (fixed norm) plus a per-position
+    embedding.
 
     Same call as ``model.model.visual``: ``(pixel_values (N, C·T·P·P), grid_thw (G, 3))`` -> an output whose
     ``pooler_output`` is (N / merge², hidden), merged tokens row-major over each temporal group. With

@@ -151,7 +151,8 @@ def planted_rows(heads: tuple[PlantedHead, ...], cfg: PlantedConfig, s: Scales,
             q[base + half + s.recency_pair, s.basis.text] = per_position * scale / (theta * b) / t_hat
         if head.anchor_slot >= 0:
             # ±b on the key, so the gap between the marked position and the rest is 2·a·b/√dh
-            q[base + MARKER_PAIRS[head.anchor_slot], s.basis.text] = cfg.strength * head.anchor_gap * scale / (2 * b) / t_hat
+            q[base + MARKER_PAIRS[head.anchor_slot], s.basis.text] = (
+                cfg.strength * head.anchor_gap * scale / (2 * b) / t_hat)
         rows = torch.tensor([base + j for j in noise_dims])
         q[rows] = _noise(gen, len(rows), s.basis, sigma)
     return q, k

@@ -30,7 +30,8 @@ class FakeLLM(torch.nn.Module):
 
 
 def release_object(cls, L, P, kv_size, heads, head_dim, base, max_pos, streaming):
-    """An instance of the release's class with only the attributes its pruning methods read (set as load_model sets them)."""
+    """An instance of the release's class with only the attributes its pruning methods read (set as load_model
+    sets them)."""
     obj = object.__new__(cls)
     torch.nn.Module.__init__(obj)
     obj.device = torch.device("cpu")
@@ -130,7 +131,7 @@ def run_stream(name, *, L=10, P=3, kv_size=12, chunks=6, n=8, heads=4, kv_heads=
         pruned = obj.kv_cache[0][0].shape[2] > obj.kv_size
         if pruned:
             obj.apply_kv_cache_pruning_strict(keep)
-        for layer, (score, k) in enumerate(rec.calls):
+        for layer, (score, _k) in enumerate(rec.calls):
             tensors[f"chunk{c}.score.{layer}"] = score
         steps.append({
             "chunk": c,
@@ -171,7 +172,7 @@ def run_unequal(name="unequal", L=10, P=2, kv_size=5, heads=2, seed=7):
         tensors[f"attn.mixed.{layer}"] = visual_mean(mixed[layer], lengths[layer])
     with TopkRecorder() as rec:
         keep = obj.prune_kv_cache_by_attention(local, glob, mixed, num_keep=kv_size)
-    for layer, (score, k) in enumerate(rec.calls):
+    for layer, (score, _k) in enumerate(rec.calls):
         tensors[f"score.{layer}"] = score
     meta = {"scenario": name, "num_layers": L, "prefix": P, "kv_size": kv_size, "rows": lengths,
             "keep_rows": [list(map(int, x)) for x in keep], "topk_k": [k for _, k in rec.calls], "seed": seed}

@@ -101,7 +101,8 @@ def two_runs(task_dir, tmp_path_factory):
     runs = {}
     for policy, budget in (("sink-window", 18), ("hermes", 36)):
         out = tmp_path_factory.mktemp(f"lmms_{policy}")
-        done = lmms_eval(task_dir, out, f"model=embedded,policy={policy},budget={budget},stream_log={out}/streams.jsonl")
+        done = lmms_eval(task_dir, out,
+                         f"model=embedded,policy={policy},budget={budget},stream_log={out}/streams.jsonl")
         assert done.returncode == 0 and "Error during evaluation" not in done.stderr, done.stderr[-4000:]
         runs[policy] = (budget, out, *results_of(out))
     return runs
@@ -109,7 +110,7 @@ def two_runs(task_dir, tmp_path_factory):
 
 def test_every_task_runs_and_reports_its_budget(two_runs):
     seen = {}
-    for policy, (budget, out, results, samples) in two_runs.items():
+    for policy, (budget, out, results, _samples) in two_runs.items():
         assert set(results["results"]) >= set(TASKS.split(","))
         assert 0.0 <= results["results"]["hermes_tiny_mc"]["acc,none"] <= 1.0
         assert results["results"]["hermes_files"]["answered,none"] >= 0.0

@@ -1,4 +1,5 @@
-"""The lmms-eval plugin's streaming core (hermes_policy.lmms.streams), without lmms-eval: it runs in the default suite."""
+"""The lmms-eval plugin's streaming core (hermes_policy.lmms.streams), without lmms-eval: it runs in the default
+suite."""
 
 from __future__ import annotations
 

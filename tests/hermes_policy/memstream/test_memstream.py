@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import _tiny
 
 from hermes_policy import BudgetError, ModelError, PolicyError, SessionConfig, StreamingSession, make_policy
 from hermes_policy.memstream import (
@@ -31,8 +32,6 @@ from hermes_policy.policies.memstream import HermesMemStreamPolicy, MemStreamPol
 from hermes_policy.policies.rekv import rekv_state
 from hermes_policy.video import Frame, SyntheticVideo
 from hermes_policy.video.synthetic import COLOURS
-
-from conftest import _tiny
 
 QUESTION = "What happened in the video?"
 RED, GREEN, BLUE = COLOURS["red"], COLOURS["green"], COLOURS["blue"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny, close
 
 from hermes_policy import SessionConfig, StreamingSession
 from hermes_policy.mc_format import format_question
-from conftest import _tiny, close
 
 QUESTION = "What is happening?"
 PLACEHOLDER = {"tiny-internvl": "<IMG_CONTEXT>", "tiny-smolvlm": "<image>"}

@@ -18,8 +18,9 @@ from hermes_policy.video import SyntheticVideo
 
 
 def _logits(adapter, policy: str) -> tuple[torch.Tensor, StreamingSession]:
-    session = StreamingSession(adapter, None if policy == "full" else make_policy(policy, budget=2 * adapter.tokens_per_frame(64, 64)),
-                               SessionConfig(chunk_frames=2, reindex="eager"))
+    session = StreamingSession(
+        adapter, None if policy == "full" else make_policy(policy, budget=2 * adapter.tokens_per_frame(64, 64)),
+        SessionConfig(chunk_frames=2, reindex="eager"))
     session.ingest(SyntheticVideo(seed=3, frames=8, width=64, height=64).frames())
     return session.question_logits("What colour is the circle?", ["red", "blue"]), session
 

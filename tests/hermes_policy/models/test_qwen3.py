@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny, assert_whole_units, close
+from oracles import full_sequence, qwen3_prompt, qwen3_reference_logits
 
 from hermes_policy import SessionConfig, StreamingSession, make_policy
 from hermes_policy.attention import ATTENTION_NAME
 from hermes_policy.embedding_probe import _project, decoder_layers
 from hermes_policy.models.base import EncodedChunk
 from hermes_policy.rope import RotarySpec
-from conftest import _tiny, assert_whole_units, close
-from oracles import full_sequence, qwen3_prompt, qwen3_reference_logits
 
 QWEN3 = ["tiny-qwen3-vl", "tiny-qwen3.5"]
 QUESTION = "What is happening?"

@@ -7,14 +7,13 @@ import json
 import huggingface_hub.constants
 import pytest
 import torch
+from conftest import _tiny
 from transformers import LlamaConfig, Qwen2_5_VLConfig
 
 from hermes_policy import ModelError, StreamingSession
 from hermes_policy.models import load_model
 from hermes_policy.models.qwen_vl import QwenVLAdapter
 from hermes_policy.models.registry import BUILTIN_MODELS
-
-from conftest import _tiny
 
 
 @pytest.fixture
@@ -36,7 +35,8 @@ def test_unreachable_hub_id_is_a_clear_error(offline):
 
 
 def test_unsupported_architecture_fails_before_loading_weights(tmp_path):
-    LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2).save_pretrained(tmp_path)
+    LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                num_attention_heads=2).save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="architecture 'llama'.*not supported"):
         load_model(str(tmp_path))
 
@@ -118,9 +118,9 @@ def test_pickle_weights_load_only_when_asked(tmp_path, frames, capsys):
 
 
 def test_a_pickle_that_is_not_plain_tensors_is_one_line_even_when_allowed(tmp_path, capsys):
-    from hermes_lab.cli import main
-
     import pickle
+
+    from hermes_lab.cli import main
 
     _pickle_checkpoint(tmp_path, pickle.dumps(print))  # a global, which the weights-only unpickler refuses
     assert main(["stream", "--model", str(tmp_path), "--allow-pickle-weights"]) == 2

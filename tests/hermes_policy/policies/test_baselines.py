@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from conftest import _tiny, assert_whole_units, has_frame_text, unit_sizes
 
 from hermes_policy import BudgetError, PolicyError, SessionConfig, StreamingSession, make_policy
+from hermes_policy.policies import snapkv as snapkv_module
 from hermes_policy.policies.rekv import (
     ReKVPolicy,
     block_mean_key,
@@ -17,13 +19,10 @@ from hermes_policy.policies.rekv import (
     select_blocks,
     unrotate,
 )
-from hermes_policy.policies import snapkv as snapkv_module
+from hermes_policy.policies.scoring import top_units
 from hermes_policy.policies.snapkv import SnapKVPolicy, pool_votes
 from hermes_policy.tokens import TokenMeta
 from hermes_policy.video import SyntheticVideo
-
-from hermes_policy.policies.scoring import top_units
-from conftest import _tiny, assert_whole_units, has_frame_text, unit_sizes
 
 QUESTION = "What happened in the video?"
 

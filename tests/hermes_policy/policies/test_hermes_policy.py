@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny, assert_whole_units, has_frame_text
 
 from hermes_policy import PolicyError, SessionConfig, StreamingSession, make_policy
 from hermes_policy.policies import PolicySpec
 from hermes_policy.policies.hermes import SUMMARY_FRAME, fixed_layers, minmax, resample
-
-from conftest import _tiny, assert_whole_units, has_frame_text
 
 
 def per_frame(adapter, frames) -> int:
@@ -122,7 +121,8 @@ def test_summary_slot_is_the_mean_of_rotated_evicted_keys_and_values(frames):
     assert len(kept_video) == 8
     dropped = torch.tensor([int(i) for i in before_video if int(before_p[0, i]) not in kept_video])
     assert dropped.numel() == before_video.numel() - 8
-    assert int(cache.positions(2)[0, slot]) == int(before_p[0, dropped[0]]), "the slot sits where the oldest evicted was"
+    assert int(cache.positions(2)[0, slot]) == int(before_p[0, dropped[0]]), (
+        "the slot sits where the oldest evicted was")
     target = cache.positions(2)[:, slot : slot + 1]
     rotated = adapter.rotary.rotate(before_k[:, :, dropped], target - before_p[:, dropped])
     assert torch.allclose(cache.keys(2)[:, :, slot], rotated.mean(dim=2), atol=1e-5)
@@ -148,7 +148,8 @@ def test_spec_drives_tiers_and_budget_shares(frames):
     assert [session.cache.video_count(i) for i in range(4)] == [4, 8, 12, 16 - summaries]
     with pytest.raises(PolicyError, match="describes 5 layers"):
         unnamed = [{k: v for k, v in e.items() if k != "layer"} for e in layers[:3] + layers[:2]]
-        StreamingSession(_tiny("tiny-qwen2-vl"), PolicySpec("hermes", {"budget": 10}, layers=unnamed).build()).ingest(frames[:4])
+        StreamingSession(_tiny("tiny-qwen2-vl"),
+                         PolicySpec("hermes", {"budget": 10}, layers=unnamed).build()).ingest(frames[:4])
     with pytest.raises(PolicyError, match="in depth order"):  # a decoder layer named twice
         PolicySpec("hermes", {"budget": 10}, layers=layers[:3] + layers[:2]).build()
 

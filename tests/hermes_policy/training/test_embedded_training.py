@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import TINY, _tiny_train_config
 
 from analysis.training_curves import plot_curve
 from hermes_policy.errors import ModelError
 from hermes_policy.models import embedded
 from hermes_policy.models.byte_tokenizer import bpe_tokenizer
 from hermes_policy.models.scratch import ScratchConfig, build_scratch, is_scratch_dir, load_scratch, save_scratch
-from hermes_policy.training import TrainConfig, tokenizer_corpus, train
 from hermes_policy.session import SessionConfig, StreamingSession
+from hermes_policy.training import TrainConfig, tokenizer_corpus, train
 from hermes_policy.video import open_video
-
-from tiny_training import TINY, _tiny_train_config
 
 
 @pytest.fixture(scope="module")
