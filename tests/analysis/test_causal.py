@@ -27,8 +27,8 @@ MODEL = "tiny-embedded"
 
 @pytest.fixture(scope="module")
 def items():
-    """Two 12-frame streams, two questions each (tiny models read bytes: questions are long)."""
-    out = synthesize(5, 2, 12, size=(64, 64), per_category=1, progress=False)
+    """Two 8-frame streams, two questions each (tiny models read bytes: questions are long)."""
+    out = synthesize(5, 2, 8, size=(64, 64), per_category=1, progress=False)
     for item in out:
         item.questions = item.questions[-2:]
     return out
@@ -36,7 +36,7 @@ def items():
 
 @pytest.fixture(scope="module")
 def run(items):
-    return map_streams(_tiny(MODEL), items, CausalConfig(bins=3, layers="2"), progress=False,
+    return map_streams(_tiny(MODEL), items, CausalConfig(bins=3, layers="2", scoring="cloze"), progress=False,
                        model=MODEL)
 
 
@@ -139,7 +139,7 @@ def test_causal_command_writes_the_map_and_derive_reads_it(items, tmp_path, caps
     write_dataset(items[:1], data / "dataset.jsonl", home=data)
     out = tmp_path / "map"
     code = cli_main(["causal", "--data", str(data), "--out", str(out), "--model", MODEL, "--bins", "3",
-                     "--layers", "1", "--no-positions", "--format", "svg", "--naive-check", "1"])
+                     "--layers", "1", "--no-positions", "--format", "svg", "--naive-check", "1", "--scoring", "cloze"])
     assert code == 0, capsys.readouterr().err
     said = capsys.readouterr().out
     assert "tiers by answer effect" in said and "fewer" in said
@@ -171,7 +171,7 @@ def test_a_planted_model_is_scored_by_both_instruments():
     from analysis.causal_validate import format_report, report, run_causal_validation
     from analysis.validate import ValidateConfig
 
-    result = run_causal_validation(ValidateConfig(("embedded",), 1, 1000, frames=24), progress=False)
+    result = run_causal_validation(ValidateConfig(("embedded",), 1, 1000, frames=16), progress=False)
     (row,) = result.rows
     assert row["layer_total"] > 0 and 0 <= row["causal.layer_correct"] <= row["layer_total"]
     assert {"causal_concentration", "concentration", "attention_predicted"} <= set(result.heads[0])
