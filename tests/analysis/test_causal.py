@@ -180,3 +180,13 @@ def test_a_planted_model_is_scored_by_both_instruments():
     assert set(scores["attention"]) == set(scores["causal"])
     assert scores["causal"]["anchor_auroc"] > 0.5 and not math.isnan(scores["causal"]["recency_spearman"])
     assert "attention | causal" in format_report(doc)
+
+
+def test_patching_swaps_rows_in_from_the_next_stream(items):
+    """--mode patch: stream i's rows of a bin come from stream i + 1, row for row (same frames and size)."""
+    run = map_streams(_tiny(MODEL), items, CausalConfig(bins=2, layers="1", positions=False, mode="patch",
+                                                        scoring="cloze"), progress=False)
+    e = pd.DataFrame(run.effects)
+    assert len(e) == 4 * 2 and np.isfinite(e["delta"]).all() and (e["delta"].abs() > 0).any()
+    with pytest.raises(StudyError, match="second stream"):
+        map_streams(_tiny(MODEL), items[:1], CausalConfig(mode="patch"), progress=False)
