@@ -55,7 +55,7 @@ def comparison_table(comparisons: list[dict]):
     from rich.table import Table
 
     reference = comparisons[0]["reference"] if comparisons else ""
-    table = Table(title=f"paired with {reference}, question by question (95% CI over videos; exact McNemar)",
+    table = Table(title=f"paired with {escape(reference)}, question by question (95% CI over videos; exact McNemar)",
                   title_justify="left")
     for head, justify in (("run", "left"), ("category", "left"), ("n", "right"), ("Δ accuracy", "right"),
                           ("95% CI", "right"), ("wins / losses", "right"), ("p", "right")):

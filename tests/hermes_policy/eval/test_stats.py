@@ -96,3 +96,19 @@ def test_compare_to_another_run_and_to_a_missing_one():
     result.compare_to = "nope"
     with pytest.raises(Exception, match="no run of that name"):
         result.comparisons()
+
+
+def test_the_paired_table_names_a_spec_reference_verbatim():
+    """``hermes[attn]@0.1`` is a run name, not rich markup: the title must print its brackets."""
+    import io
+
+    from rich.console import Console
+
+    from hermes_policy.eval.report import comparison_table
+
+    console = Console(file=io.StringIO(), width=200)
+    console.print(comparison_table([{"run": "hermes[causal]@0.1", "reference": "hermes[attn]@0.1",
+                                     "category": "overall", "n": 4, "delta": 0.1, "ci": [0.0, 0.2],
+                                     "p_value": 0.5, "run_only": 1, "reference_only": 0}]))
+    text = console.file.getvalue()
+    assert "paired with hermes[attn]@0.1" in text and "hermes[causal]@0.1" in text
