@@ -237,14 +237,18 @@ def _dodged(df: pd.DataFrame, x: str, order: Sequence[str]) -> dict[str, float]:
     return {line: (i - (len(order) - 1) / 2) * step for i, line in enumerate(order)}
 
 
-def _mpl_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str]) -> None:
-    """One line per ``line`` of ``df`` along ``x``, its interval [lo, hi] as a band, its points dodged."""
+def _dodged_lines(df: pd.DataFrame, x: str, colours: dict[str, str]):
+    """(line, its index among the lines, its rows sorted by ``x``, its dodged x values), line by line."""
     order = list(colours)
     shift = _dodged(df, x, order)
     for line, g in df.groupby("line", sort=False):
         g = g.sort_values(x)
-        i = order.index(line)
-        xs = g[x] + shift[line]
+        yield line, order.index(line), g, g[x] + shift[line]
+
+
+def _mpl_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str]) -> None:
+    """One line per ``line`` of ``df`` along ``x``, its interval [lo, hi] as a band, its points dodged."""
+    for line, i, g, xs in _dodged_lines(df, x, colours):
         if len(g) > 1:
             ax.fill_between(xs, g[lo], g[hi], color=colours[line], alpha=0.15, linewidth=0)
         else:  # one budget: a band of one point is a line no one sees, so its interval is an error bar
@@ -392,12 +396,7 @@ def _band(fig: go.Figure, xs: Sequence[float], lo: Sequence[float], hi: Sequence
 
 def _plotly_lines(fig: go.Figure, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, colours: dict[str, str],
                   row: int, col: int, legend: bool) -> None:
-    order = list(colours)
-    shift = _dodged(df, x, order)
-    for line, g in df.groupby("line", sort=False):
-        g = g.sort_values(x)
-        i = order.index(line)
-        xs = g[x] + shift[line]
+    for line, i, g, xs in _dodged_lines(df, x, colours):
         single = len(g) == 1  # one budget: its interval as an error bar (a band of one point is invisible)
         if not single:
             _band(fig, xs, g[lo], g[hi], colours[line], row, col)
