@@ -83,7 +83,8 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
                   "--spec": "path"}),
         "derive": (["derive", "--study", f["rec_ok"], "--out", out + ".json"],
                    {"--study": "path", "--budget": "number", "--method": "string", "--query": "string",
-                    "--min-decay": "number", "--min-concentration": "number"}),
+                    "--min-decay": "number", "--min-concentration": "number", "--causal": "path",
+                    "--effect": "string"}),
         "figures": (["figures", "--study", f["rec_ok"], "--out", out, "--format", "png"],
                     {"--study": "path", "--eval": "path", "--bench": "path", "--format": "string"}),
         "data synth": (["data", "synth", "--frames", "8", "--videos", "1", "--out", out],
@@ -97,6 +98,12 @@ def commands(out: str) -> dict[str, tuple[list[str], dict[str, str]]]:
                      {"--family": "string", "--configs": "number", "--seed": "number", "--frames": "string",
                       "--strength": "string", "--chunk": "number", "--format": "string", "--min-decay": "number",
                       "--min-concentration": "number"}),
+        # the causal map (a valid call stops at the missing model, before any work)
+        "causal": (["causal", "--model", NO_MODEL, "--data", f["data"], "--out", out],
+                   {"--data": "path", "--limit": "number", "--bins": "number", "--layers": "string",
+                    "--mode": "string", "--scoring": "string", "--chunk-frames": "number", "--study": "path",
+                    "--anchor-heads": "number", "--naive-check": "number", "--format": "string",
+                    "--min-drop": "number", "--min-direct": "number"}),
         # only hostile folders: a valid one would start the Streamlit server
         "dashboard": (["dashboard", "--model", NO_MODEL, "--eval", f["dir"]],
                       {"--eval": "path", "--bench": "path", "--device-map": "string", "--max-memory": "string"}),
