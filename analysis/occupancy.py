@@ -24,6 +24,7 @@ import torch
 
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import SessionError
+from hermes_policy.head_cache import HeadCache
 from hermes_policy.models.base import ModelAdapter
 from hermes_policy.policies.base import Policy
 from hermes_policy.policies.hermes import SUMMARY_FRAME
@@ -47,7 +48,10 @@ class Occupancy:
             of a fused Qwen-VL pair, whose tokens carry the pair's first frame).
         tokens: (T, L) int64 rows per layer (system prefix and summary slot included).
         kv_bytes: (T,) int64 key/value bytes held.
-        summary: (T, L) int64 evicted tokens folded into the layer's summary slot (0 = no slot).
+        summary: (T, L) int64 evicted tokens folded into the layer's summary slot (0 = no slot); a per-head
+            run: summed over the layer's heads.
+        head_tokens: (T, L, Hkv) int64 rows each KV head holds, for a run with a per-head cache
+            (granularity head; ``held`` is then averaged over the heads); None for a per-layer cache.
     """
 
     policy: dict
@@ -59,6 +63,7 @@ class Occupancy:
     tokens: np.ndarray
     kv_bytes: np.ndarray
     summary: np.ndarray
+    head_tokens: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:
@@ -78,15 +83,23 @@ def held_shares(cache: CompactCache, num_frames: int, tokens_per_frame: int) -> 
     """(L, F) share of each frame's ``tokens_per_frame`` patch tokens that each layer holds now.
 
     Only patch tokens (``patch >= 0``) count, so per-frame text (timestamps)
-    and policy-owned slots never inflate a share.
+    and policy-owned slots never inflate a share. A per-head cache: the share averaged over the layer's heads.
     """
     out = np.zeros((cache.num_layers, num_frames), dtype=np.float32)
     for layer in range(cache.num_layers):
-        meta = cache.meta(layer)
-        frames = meta.frame[(meta.frame >= 0) & (meta.patch >= 0)].long()
-        counts = torch.bincount(frames, minlength=num_frames)[:num_frames]
-        out[layer] = counts.numpy() / tokens_per_frame
+        metas = _layer_metas(cache, layer)
+        for meta in metas:
+            frames = meta.frame[(meta.frame >= 0) & (meta.patch >= 0)].long()
+            counts = torch.bincount(frames, minlength=num_frames)[:num_frames]
+            out[layer] += counts.numpy() / tokens_per_frame / len(metas)
     return out
+
+
+def _layer_metas(cache: CompactCache, layer: int) -> list:
+    """The layer's row metadata: one per KV head for a per-head cache, else the layer's one."""
+    if isinstance(cache, HeadCache):
+        return [cache.head_meta(layer, h) for h in range(cache.num_kv_heads)]
+    return [cache.meta(layer)]
 
 
 def summary_counts(cache: CompactCache) -> np.ndarray:
@@ -95,8 +108,14 @@ def summary_counts(cache: CompactCache) -> np.ndarray:
     A slot is a row tagged ``SUMMARY_FRAME``; the fold count is what the
     hermes policy keeps in ``cache.policy_state["summary_count"]``.
     """
-    folded = cache.policy_state.get("summary_count", {})
     out = np.zeros(cache.num_layers, dtype=np.int64)
+    if isinstance(cache, HeadCache):  # per head, keyed "layer:head"
+        for key, count in cache.policy_state.get("head_summary_count", {}).items():
+            layer, head = map(int, key.split(":"))
+            if bool((cache.head_meta(layer, head).frame == SUMMARY_FRAME).any()):
+                out[layer] += int(count)
+        return out
+    folded = cache.policy_state.get("summary_count", {})
     for layer in range(cache.num_layers):
         if bool((cache.meta(layer).frame == SUMMARY_FRAME).any()):
             out[layer] = int(folded.get(layer, 0))
@@ -129,7 +148,7 @@ def run_occupancy(
     size = session.chunk_frames
     group = adapter.frames_per_group
     total = len(frames)
-    held, tokens, kv, summary, steps, times = [], [], [], [], [], []
+    held, tokens, kv, summary, steps, times, heads = [], [], [], [], [], [], []
     cuts = sorted(set(flush_after))
     start = 0
     while start < total:
@@ -146,6 +165,8 @@ def run_occupancy(
         shares[:, ~(streamed & unit)] = math.nan
         held.append(shares)
         tokens.append(session.cache.lengths())
+        if isinstance(session.cache, HeadCache):
+            heads.append(session.cache.all_head_lengths())
         kv.append(session.cache.kv_bytes)
         summary.append(summary_counts(session.cache))
         steps.append(session.frames_seen)
@@ -162,6 +183,7 @@ def run_occupancy(
         tokens=np.asarray(tokens, dtype=np.int64),
         kv_bytes=np.asarray(kv, dtype=np.int64),
         summary=np.stack(summary),
+        head_tokens=np.asarray(heads, dtype=np.int64) if heads else None,
     )
 
 

@@ -63,6 +63,11 @@ def render() -> None:
                 st.plotly_chart(plots.occupancy_heatmap(run.held[step], label), theme=None, key=f"occ_map_{label}")
                 st.caption(f"{run.kv_bytes[step] / 2**20:.2f} MiB KV · rows per layer "
                            f"{run.tokens[step].min()}–{run.tokens[step].max()}")
+                if run.head_tokens is not None:  # a per-head cache: each KV head's own count
+                    heads = run.head_tokens[step]
+                    st.plotly_chart(plots.head_lengths_heatmap(heads, label), theme=None, key=f"occ_heads_{label}")
+                    st.caption(f"per-head cache · rows per KV head {heads.min()}–{heads.max()} "
+                               "(shares above are averaged over each layer's heads)")
 
     st.subheader("Side by side")
     table = compare(runs, step)

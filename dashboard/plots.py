@@ -258,6 +258,17 @@ def occupancy_heatmap(held: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
+def head_lengths_heatmap(lengths: np.ndarray, title: str) -> go.Figure:
+    """(L, Hkv) rows each KV head holds after one step, for a run with a per-head cache."""
+    L, H = lengths.shape
+    fig = go.Figure(_heatmap(lengths.astype(float), list(range(H)), list(range(L)), "rows",
+                             "layer %{y}<br>KV head %{x}<br>%{z:.0f} rows"))
+    fig.update_layout(**layout(2.4, f"{title}: rows per KV head"))
+    fig.update_xaxes(title_text="KV head", **_counts(H))
+    fig.update_yaxes(title_text="layer", autorange="reversed", **_counts(L))
+    return fig
+
+
 def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str, x_title: str, y_title: str,
           marker_x: float | None = None) -> go.Figure:
     """One line per named series (``name -> (x, y)``), coloured from the shared map; an optional vertical marker."""
@@ -277,6 +288,7 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: 
 
 
 __all__ = [
-    "age_heatmap", "fit_width", "frame_by_layer", "frame_strip", "layout", "lines", "occupancy_heatmap", "palette",
+    "age_heatmap", "fit_width", "frame_by_layer", "frame_strip", "head_lengths_heatmap", "layout", "lines",
+    "occupancy_heatmap", "palette",
     "position_profile", "raw_heatmap", "thumbnail_strip", "truth_vs_measured",
 ]

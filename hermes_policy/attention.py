@@ -84,6 +84,9 @@ class AttentionEvent:
         segments: independent queries packed in this forward (None: the new tokens are one sequence).
         mask: the forward's own (q, S) or (Hq, q, S) key mask at this layer (:data:`KeyMask`), which then
             replaces the causal mask and segments in :meth:`attention`; None: causal.
+        heads: on a per-head cache (:class:`~hermes_policy.head_cache.HeadCache`), each KV head's committed
+            rows ``c_h``: ``key`` is then padded, head ``h``'s cached keys in columns ``[0, c_h)`` and the new
+            ones last, and ``mask`` hides the padding (read a head's attention as ``[..., :c_h]``).
     """
 
     layer: int
@@ -96,6 +99,7 @@ class AttentionEvent:
     tag: str = ""
     segments: tuple[Segment, ...] | None = None
     mask: torch.Tensor | None = field(default=None, repr=False)
+    heads: tuple[int, ...] | None = None
     _memo: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -379,6 +383,10 @@ def hermes_attention(
     layer = getattr(module, "layer_idx", None)
     if ctx is not None and layer is not None:
         layer = ctx.cache.cache_layer(layer)  # observers count cache layers (a hybrid's attention layers)
+    if ctx is not None and layer is not None and ctx.cache.granularity == "head":
+        if attention_mask is not None or ctx.key_mask is not None:
+            raise ValueError("a per-head cache builds its own masks; padding masks and key masks are not supported")
+        return _head_attention(ctx, layer, query, scale, dropout, segments), None
     shift = ctx.cache.layer_shift(layer) if ctx is not None and layer is not None else 0
     if shift:
         # per-layer tails: the cache moved this layer's new keys to its own positions; the queries follow
@@ -408,6 +416,56 @@ def hermes_attention(
     return out, None
 
 
+def _head_attention(ctx: StreamingContext, layer: int, query: torch.Tensor, scale: float, dropout: float,
+                    segments) -> torch.Tensor:
+    """(1, Hq, q, D) queries against a per-head cache layer -> (1, q, Hq, D).
+
+    Each group of ``Hq / Hkv`` query heads attends to its own KV head's rows (no padding, no mask beyond the
+    right-aligned causal one); with per-layer tails each group is first rotated by its head's shift.
+    """
+    cache = ctx.cache
+    keys, values = cache.attended(layer)
+    hkv = len(keys)
+    group = query.shape[1] // hkv
+    groups = []
+    for h, shift in enumerate(cache.head_shifts(layer)):
+        q = query[:, h * group : (h + 1) * group]
+        if shift:
+            q = cache.rotary.rotate(q, torch.full((cache.rotary.n_axes, q.shape[-2]), shift))
+        groups.append(q)
+    out = torch.cat([_attend(q, k[None, None], v[None, None], None, scale, dropout, segments)
+                     for q, k, v in zip(groups, keys, values)], dim=2)
+    watchers = ctx.observers_for(layer) if ctx.subscriptions else []
+    if watchers:
+        committed = cache.head_lengths(layer)
+        key, valid = padded_heads(keys, committed)
+        base = right_aligned_causal_mask(query.shape[-2], key.shape[-2], device=key.device, segments=segments)
+        notify(ctx, layer, watchers, torch.cat(groups, dim=1), key, padded_heads(values, committed)[0], scale,
+               mask=valid.repeat_interleave(group, 0)[:, None, :] & base, heads=tuple(committed))
+    return out
+
+
+def padded_heads(rows: Sequence[torch.Tensor], committed: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head (c_h + n, D) rows, the n new ones last in every head, as one padded (1, Hkv, P, D) tensor.
+
+    Head ``h``'s cached rows fill columns ``[0, c_h)`` and the new rows the last n, P = max c_h + n, so the
+    right-aligned causal mask still applies to the new columns; for observers only (attention never pads).
+
+    Returns:
+        the padded rows, and the (Hkv, P) bool mask of real (not padding) columns.
+    """
+    n = rows[0].shape[0] - committed[0]
+    width = max(committed) + n
+    out = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    cols = torch.arange(width, device=out.device)
+    valid = torch.zeros(len(rows), width, dtype=torch.bool, device=out.device)
+    for h, (r, c) in enumerate(zip(rows, committed)):
+        out[h, :c] = r[:c]
+        out[h, width - n :] = r[c:]
+        valid[h] = (cols < c) | (cols >= width - n)
+    return out[None], valid
+
+
 def _attend_key_mask(query, key, value, mask: torch.Tensor, scaling: float) -> torch.Tensor:
     """(1, Hq, q, D) x (1, Hkv, S, D) under a (q, S) or (Hq, q, S) key mask -> (1, q, Hq, D)."""
     q, s = query.shape[-2], key.shape[-2]
@@ -430,6 +488,7 @@ def notify(
     scale: float,
     probs: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    heads: tuple[int, ...] | None = None,
 ) -> None:
     """Hand one layer's attention inputs to ``watchers`` as an :class:`AttentionEvent`.
 
@@ -437,6 +496,7 @@ def notify(
         query: (1, Hq, q, D); key, value: (1, Hkv, S, D), the q new keys last.
         probs: (Hq, q, S) probabilities of every query row, when the caller already has them.
         mask: the forward's key mask at this layer, if it has one (:data:`KeyMask`).
+        heads: a per-head cache's committed rows per KV head (``key`` is then padded; see :class:`AttentionEvent`).
     """
     event = AttentionEvent(
         layer=layer,
@@ -449,6 +509,7 @@ def notify(
         tag=ctx.tag,
         segments=ctx.segments,
         mask=mask,
+        heads=heads,
     )
     if probs is not None:
         event._memo[tuple(range(query.shape[-2]))] = probs

@@ -145,22 +145,23 @@ def video_for(video: str, frames: int, size: tuple[int, int] | None = None):
     return open_video(video, max_frames=frames, size=size)
 
 
-def policy_for(name: str, budget: int | None, spec: Path | None):
-    """The spec configures the policy it names; the others are built from ``name`` and ``budget``."""
+def policy_for(name: str, budget: int | None, spec: Path | None, granularity: str | None = None):
+    """The spec configures the policy it names; the others are built from ``name`` and ``budget``;
+    ``granularity`` (``--granularity``) sets every policy's cache layout."""
     if spec is not None and PolicySpec.load(spec).policy == name:
-        return policy_from_args(name, budget, spec)
+        return policy_from_args(name, budget, spec, granularity)
     takes_budget = name in POLICIES and POLICIES[name].requires_budget
     if takes_budget and budget is None:
         raise BudgetError(f"bench: policy {name!r} needs --budget")
-    return policy_from_args(name, budget if takes_budget else None)
+    return policy_from_args(name, budget if takes_budget else None, granularity=granularity)
 
 
 def run_cell(
     adapter: ModelAdapter, video: str, frames: int, policy_name: str, budget: int | None, spec: Path | None,
     chunk_frames: int, questions: tuple[str, ...] = QUESTIONS, progress: bool = True,
-    size: tuple[int, int] | None = None, ttft_repeats: int = 3,
+    size: tuple[int, int] | None = None, ttft_repeats: int = 3, granularity: str | None = None,
 ) -> BenchRow:
-    policy = policy_for(policy_name, budget, spec)
+    policy = policy_for(policy_name, budget, spec, granularity)
     source = video_for(video, frames, size)
     gc.collect()
     gpus = range(torch.cuda.device_count()) if torch.cuda.is_available() else range(0)
@@ -208,8 +209,9 @@ def run_cell(
     del session
     if session_frames < frames:
         print(f"note: {video} has {session_frames} frames; the {frames}-frame cell measured those", file=sys.stderr)
+    default = type(policy).__dataclass_fields__["granularity"].default
     return BenchRow(
-        policy=policy_name,
+        policy=policy_name if policy.granularity == default else f"{policy_name}[{policy.granularity}]",
         frames=session_frames,  # what was streamed: a short video gives fewer frames than asked for
         budget=getattr(policy, "budget", None),
         ttft_ms=round(statistics.median(ttfts), 3),
@@ -278,7 +280,7 @@ def write_rows(out: Path, rows: list[BenchRow], model: str) -> None:
 
 
 def check_arguments(names: list[str], budget: int | None, spec: Path | None, video: str, lengths: list[int],
-                    size: tuple[int, int] | None = None) -> None:
+                    size: tuple[int, int] | None = None, granularity: str | None = None) -> None:
     """Open the video and build every policy once, so a bad video, name, budget or spec fails before the (slow)
     model load, on one rank, instead of once per cell on every rank."""
     video_for(video, max(lengths), size)
@@ -287,7 +289,7 @@ def check_arguments(names: list[str], budget: int | None, spec: Path | None, vid
     for name in names:
         if name not in POLICIES:
             raise PolicyError(f"unknown policy {name!r}; available: {', '.join(sorted(POLICIES))}")
-        policy_for(name, cell_budget(name, budget), spec)
+        policy_for(name, cell_budget(name, budget), spec, granularity)
 
 
 def cell_budget(name: str, budget: int | None) -> int | None:
@@ -309,10 +311,10 @@ def warm_up(adapter: ModelAdapter, video: str, chunk_frames: int, size: tuple[in
 
 def measure(adapter: ModelAdapter, cell: Cell, video: str, budget: int | None, spec: Path | None,
             chunk_frames: int, progress: bool = True, size: tuple[int, int] | None = None,
-            ttft_repeats: int = 3) -> BenchRow:
+            ttft_repeats: int = 3, granularity: str | None = None) -> BenchRow:
     """One cell, measured the same way in one process and on any rank."""
     return run_cell(adapter, video, cell.frames, cell.policy, cell_budget(cell.policy, budget), spec, chunk_frames,
-                    progress=progress, size=size, ttft_repeats=ttft_repeats)
+                    progress=progress, size=size, ttft_repeats=ttft_repeats, granularity=granularity)
 
 
 def merge_shares(cells: list[Cell], shares: list[dict]) -> list[BenchRow]:

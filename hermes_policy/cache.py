@@ -80,6 +80,9 @@ def _restore(layer: LinearAttentionCacheLayerMixin, snapshot: dict) -> None:
 class CompactCache(DynamicCache):
     """Per-layer keys, values, positions and token metadata.
 
+    Every KV head of a layer holds the same rows; :class:`~hermes_policy.head_cache.HeadCache` is the
+    per-head layout.
+
     Args:
         num_layers: cache layers: the model's decoder layers that hold keys and values.
         rotary: how positions map to key rotations (re-indexing needs it).
@@ -89,6 +92,9 @@ class CompactCache(DynamicCache):
     Shapes: layer ``l`` holds keys/values of shape (1, Hkv, S_l, D), positions
     (A, S_l) long with A = ``rotary.n_axes``, and ``S_l`` metadata rows.
     """
+
+    #: what one set of kept rows belongs to: a layer here, a (layer, KV head) in a HeadCache
+    granularity = "layer"
 
     def __init__(self, num_layers: int, rotary: RotarySpec, layer_types: list[str] | None = None) -> None:
         if layer_types is not None and LINEAR_ATTENTION in layer_types:
@@ -116,6 +122,9 @@ class CompactCache(DynamicCache):
         self.policy_state: dict = {}
         #: place each layer's new rows one past its own last row (see the module docstring); a policy sets it
         self.layer_tails = False
+        #: bumped by every edit of committed rows (eviction, rebuilt or rewritten rows, re-index): whether a
+        #: policy step changed the cache is ``version != version before``
+        self.version = 0
 
     # ------------------------------------------------------------------ reading
     def kv_layer(self, layer: int) -> DynamicLayer:
@@ -254,15 +263,24 @@ class CompactCache(DynamicCache):
     def to_dynamic(self) -> DynamicCache:
         """A plain transformers ``DynamicCache`` holding copies of the committed keys and values (and a hybrid's
         recurrent state): what a stock model would attend to, for oracles that run without this cache."""
+        plain = self.recurrent_copy()
+        for i, m in enumerate(self.kv_layers):
+            plain.update(*self._dense_kv(i), m)
+        return plain
+
+    def recurrent_copy(self) -> DynamicCache:
+        """A plain ``DynamicCache`` holding a copy of a hybrid's recurrent state and no keys or values yet."""
         plain = DynamicCache()
         if self.recurrent_layers:
             Cache.__init__(plain, layers=[LinearAttentionLayer() if m in self.recurrent_layers else DynamicLayer()
                                           for m in range(len(self.layers))])
             for m in self.recurrent_layers:
                 _restore(plain.layers[m], _snapshot(self.layers[m]))
-        for i, m in enumerate(self.kv_layers):
-            plain.update(self.keys(i).clone(), self.values(i).clone(), m)
         return plain
+
+    def _dense_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the layer's committed (1, Hkv, S, D) keys and values."""
+        return self.keys(layer).clone(), self.values(layer).clone()
 
     # ------------------------------------------------------------ transactions
     def begin(self, positions: torch.Tensor, meta: TokenMeta) -> None:
@@ -370,6 +388,7 @@ class CompactCache(DynamicCache):
         kv.values = kv.values.index_select(-2, device_keep)
         self._positions[layer] = self._positions[layer].index_select(1, keep)
         self._meta[layer] = self._meta[layer].select(keep)
+        self.version += 1
 
     def crop(self, tokens_to_remove: int) -> None:
         """Drop the newest ``-tokens_to_remove`` committed rows of every layer (transformers' convention).
@@ -408,6 +427,7 @@ class CompactCache(DynamicCache):
         kv = self.kv_layer(layer)
         kv.keys[..., row, :] = key.to(kv.keys.dtype)
         kv.values[..., row, :] = value.to(kv.values.dtype)
+        self.version += 1
 
     def replace_layer(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, meta: TokenMeta
@@ -429,6 +449,7 @@ class CompactCache(DynamicCache):
         kv.keys, kv.values = keys, values
         self._positions[layer] = positions.to(torch.long).cpu()
         self._meta[layer] = meta
+        self.version += 1
 
     def set_row_meta(self, layer: int, row: int, *, frame: int, patch: int, time: float) -> None:
         """Relabel one committed row (e.g. a row repurposed as a summary slot)."""
@@ -453,6 +474,7 @@ class CompactCache(DynamicCache):
         kv = self.kv_layer(layer)
         kv.keys = self.rotary.rotate(kv.keys, delta.to(kv.keys.device))
         self._positions[layer] = new
+        self.version += 1
 
     def reindex_all(self) -> None:
         """Dense re-index of every layer (eager re-indexing calls this after each prune)."""

@@ -18,6 +18,7 @@ from hermes_policy.cli_options import (
     DistTimeoutOption,
     FrameSizeOption,
     GpusPerRankOption,
+    GranularityOption,
     MaxMemoryOption,
     OffloadFolderOption,
     OverwriteOption,
@@ -99,6 +100,7 @@ def register(app: typer.Typer) -> None:
         spec: Annotated[Path | None, typer.Option(
             help="a PolicySpec JSON (overrides --policy; --budget overrides its budget)")] = None,
         fps: Annotated[float | None, fps_option("sampling rate")] = None,
+        granularity: GranularityOption = None,
         ask: Annotated[list[str] | None, typer.Option(help="'SECONDS:question', repeatable")] = None,
         chunk_frames: Annotated[int, typer.Option(help="frames prefilled per forward")] = 4,
         max_new_tokens: Annotated[int, typer.Option(help="answer length limit")] = 32,
@@ -117,7 +119,7 @@ def register(app: typer.Typer) -> None:
         # without --ask, one question once the whole stream is in
         questions = ([TimedQuestion.parse(a) for a in ask] if ask
                      else [TimedQuestion(float("inf"), "What is happening?")])
-        mem_policy = policy_from_args(policy, budget, spec)
+        mem_policy = policy_from_args(policy, budget, spec, granularity)
         config = SessionConfig(chunk_frames=chunk_frames, max_new_tokens=max_new_tokens, reindex=reindex)
         source = open_video(video, fps=fps)
         placement = placement_from_options(device, device_map, max_memory, offload_folder)
@@ -137,6 +139,7 @@ def register(app: typer.Typer) -> None:
             "family": adapter.family,
             "policy": mem_policy.name,
             "budget": getattr(mem_policy, "budget", None),
+            "granularity": mem_policy.granularity,
             "frames": session.frames_seen,
             "kv_bytes": session.kv_bytes,
             "kv_bytes_by_device": session.cache.kv_bytes_by_device,
@@ -145,6 +148,8 @@ def register(app: typer.Typer) -> None:
             "weights": adapter.weights,
             "answers": [a.to_dict() for a in answers],
         }
+        if session.cache.granularity == "head":
+            result["head_tokens"] = session.cache.all_head_lengths()  # per layer, each KV head's rows
         if failure is not None:
             result["error"] = str(failure)
         if as_json:
@@ -175,6 +180,7 @@ def register(app: typer.Typer) -> None:
         budget: Annotated[int | None, typer.Option(help="video tokens per layer for budgeted policies")] = 512,
         spec: Annotated[Path | None, typer.Option(
             help="PolicySpec JSON; configures the --policies entry it names")] = None,
+        granularity: GranularityOption = None,
         chunk_frames: Annotated[int, typer.Option(help="frames per ingest forward")] = 4,
         frame_size: FrameSizeOption = None,
         ttft_repeats: Annotated[int, typer.Option(help="times each of the questions is asked; TTFT is the "
@@ -226,7 +232,7 @@ def register(app: typer.Typer) -> None:
         size = None if frame_size is None else parse_frame_size(frame_size)
         if ttft_repeats < 1:
             raise BenchError(f"--ttft-repeats must be at least 1, got {ttft_repeats}")
-        check_arguments(names, budget, spec, video, lengths, size)
+        check_arguments(names, budget, spec, video, lengths, size, granularity)
         if out is not None:
             check_output(out, overwrite, BenchError)
         cells = plan_cells(names, lengths)
@@ -255,6 +261,7 @@ def register(app: typer.Typer) -> None:
 
             def run(cell: Cell, progress: bool = True) -> BenchRow:
                 return measure(adapter, cell, video, budget, spec, chunk_frames, progress=progress, size=size,
+                               granularity=granularity,
                                ttft_repeats=ttft_repeats)
 
             if env.distributed:

@@ -82,6 +82,9 @@ DistTimeoutOption = Annotated[float, bounded(
 FrameSizeOption = Annotated[str | None, typer.Option(
     help="WIDTHxHEIGHT: scale the video's frames (or render the synthetic scene) to this size before the model's "
          "own processor; default: the video's own size")]
+GranularityOption = Annotated[str | None, typer.Option(
+    help="layer: every KV head of a layer keeps the same rows; head: each KV head keeps its own (a per-head "
+         "cache; hermes and full). Default: the policy's own (hermes-head and hermes-adakv are per head)")]
 TrustRemoteCodeOption = Annotated[bool, typer.Option(help="allow a checkpoint's own Python code")]
 AllowPickleOption = Annotated[bool, typer.Option(
     "--allow-pickle-weights",

@@ -33,7 +33,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hermes_policy.attention import StreamingContext, attention_rows, notify, right_aligned_causal_mask
+from hermes_policy.attention import (
+    StreamingContext,
+    attention_rows,
+    notify,
+    padded_heads,
+    right_aligned_causal_mask,
+)
 from hermes_policy.cache import CompactCache
 from hermes_policy.errors import PolicyError
 from hermes_policy.models.base import EncodedChunk, ModelAdapter
@@ -123,14 +129,47 @@ def embedding_probe(
         if device not in masks:
             masks[device] = (right_aligned_causal_mask(n, n, device=device, segments=ctx.segments) if causal
                              else segment_mask(n, ctx.segments, device))
-        cos, sin = rotation[device, shift]
         x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
-        query = RotarySpec.apply(_project(attn, attn.q_proj, "q_norm", x, head_dim), cos, sin)
-        own_keys = RotarySpec.apply(_project(attn, attn.k_proj, "k_norm", x, head_dim), cos, sin)
+        query = _project(attn, attn.q_proj, "q_norm", x, head_dim)
+        own_keys = _project(attn, attn.k_proj, "k_norm", x, head_dim)
+        scale = getattr(attn, "scaling", head_dim**-0.5)
+        if cache.granularity == "head":
+            _notify_heads(adapter, cache, index, ctx, watchers, query, own_keys, packed, masks[device], scale)
+            continue
+        cos, sin = rotation[device, shift]
+        query, own_keys = RotarySpec.apply(query, cos, sin), RotarySpec.apply(own_keys, cos, sin)
         cached = cache.keys(index)
         key = torch.cat([cached, own_keys.to(cached.device, cached.dtype)], dim=2)
         query = query.to(key.device)
-        scale = getattr(attn, "scaling", head_dim**-0.5)
         mask = masks[device].to(key.device)
         probs = attention_rows(query[0], key[0], range(n), scale, ctx.segments, mask=mask)  # (Hq, n, S)
         notify(ctx, index, watchers, query, key, None, scale, probs)
+
+
+def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContext, watchers, query: torch.Tensor,
+                  own_keys: torch.Tensor, packed: EncodedChunk, prompt_mask: torch.Tensor, scale: float) -> None:
+    """:func:`embedding_probe` on a per-head cache: each KV head's group of queries, at that head's own
+    positions (tails move heads by different amounts), against the head's own keys; one padded event.
+
+    Args:
+        query: (1, Hq, n, D), own_keys: (1, Hkv, n, D), both before RoPE; prompt_mask: (n, n) bool.
+    """
+    hkv = own_keys.shape[1]
+    group = query.shape[1] // hkv
+    rotations: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    queries, keys = [], []
+    for h, shift in enumerate(cache.head_shifts(layer)):
+        if shift not in rotations:
+            rotations[shift] = adapter.rotary.cos_sin((packed.positions + shift).to(query.device))
+        cos, sin = rotations[shift]
+        cached = cache.head_keys(layer, h)
+        queries.append(RotarySpec.apply(query[:, h * group : (h + 1) * group], cos, sin))
+        keys.append(torch.cat([cached, RotarySpec.apply(own_keys[0, h], cos, sin).to(cached.device, cached.dtype)]))
+    committed = cache.head_lengths(layer)
+    key, valid = padded_heads(keys, committed)
+    query = torch.cat(queries, dim=1).to(key.device)
+    n = query.shape[-2]
+    base = torch.cat([torch.ones(n, key.shape[-2] - n, dtype=torch.bool, device=key.device),
+                      prompt_mask.to(key.device)], dim=1)
+    mask = valid.repeat_interleave(group, 0)[:, None, :] & base
+    notify(ctx, layer, watchers, query, key, None, scale, mask=mask, heads=tuple(committed))

@@ -33,6 +33,7 @@ from hermes_policy.attention import (
 from hermes_policy.cache import CompactCache
 from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS, PseudoQueryDepth, embedding_probe
 from hermes_policy.errors import SessionError
+from hermes_policy.head_cache import HeadCache
 from hermes_policy.inputs import check_text_length
 from hermes_policy.mc_format import (  # noqa: F401  (re-exported: imported from here before mc_format existed)
     LETTER_OPENER,
@@ -174,7 +175,8 @@ class StreamingSession:
         group = adapter.frames_per_group
         self.chunk_frames = -(-self.config.chunk_frames // group) * group
         adapter.set_attention(ATTENTION_NAME)
-        self.cache = CompactCache(adapter.num_layers, adapter.rotary, adapter.layer_types)
+        layout = HeadCache if self.policy.granularity == "head" else CompactCache
+        self.cache = layout(adapter.num_layers, adapter.rotary, adapter.layer_types)
         self.template = adapter.template(self.config.system_prompt)
         self._subscriptions: list[Subscription] = []
         self.frames_seen = 0
@@ -206,6 +208,9 @@ class StreamingSession:
             TypeError: something that is not an observer, before anything is attached.
             ValueError: an unknown phase or a bad layer, before anything is attached.
         """
+        if isinstance(self.cache, HeadCache):
+            raise SessionError("probes record per-layer rows, and this session keeps a per-head cache "
+                               "(granularity head), whose heads hold different rows; observe a per-layer run")
         layers = None if layers is None else list(layers)
         phases = None if phases is None else list(phases)
         if layers is not None:
@@ -271,7 +276,7 @@ class StreamingSession:
         self.next_position = max(self.next_position, chunk.end_position)
 
     def _ensure_prefix(self) -> None:
-        if self.cache.layers and self.cache.layer_len(0) > 0:
+        if self.cache.layer_len(0) > 0:
             return
         prefix = self.adapter.encode_text(self.template.prefix, self.next_position)
         self._write(prefix, "prefix")
@@ -334,25 +339,26 @@ class StreamingSession:
         self.tokens_per_frame = tokens_per_frame
         self.frames_seen += n
         self.stream_time = frames[-1].time
-        # a layer's positions tensor is replaced whenever its rows change (an eviction, or HERMES folding a
-        # row into a summary row without changing the count), so identity says whether the policy evicted
-        before = [self.cache.positions(i) for i in range(self.cache.num_layers)]
+        # every edit of committed rows bumps the version (an eviction, or HERMES folding a row into a summary
+        # row without changing the count), so it says whether the policy evicted
+        before = self.cache.version
         with self._stage("policy"):
             self.policy.on_frames(self, frames)
             self.policy.after_chunk(self)
             if self.cache.layer_tails:
                 # each layer continues from its own last row: the stream's next position is the cache's
                 self.next_position = self.cache.next_position
-            evicted = any(self.cache.positions(i) is not p for i, p in enumerate(before))
+            evicted = self.cache.version != before
             self._maybe_reindex(evicted)
-        self.timeline.append(
-            {
-                "frames": self.frames_seen,
-                "time": self.stream_time,
-                "kv_bytes": self.cache.kv_bytes,
-                "tokens": self.cache.lengths(),
-            }
-        )
+        entry = {
+            "frames": self.frames_seen,
+            "time": self.stream_time,
+            "kv_bytes": self.cache.kv_bytes,
+            "tokens": self.cache.lengths(),
+        }
+        if isinstance(self.cache, HeadCache):
+            entry["head_tokens"] = self.cache.all_head_lengths()  # per layer, each KV head's rows
+        self.timeline.append(entry)
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:

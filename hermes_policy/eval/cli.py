@@ -19,6 +19,7 @@ from hermes_policy.cli_options import (
     DeviceMapOption,
     DistTimeoutOption,
     GpusPerRankOption,
+    GranularityOption,
     MaxMemoryOption,
     OffloadFolderOption,
     TrustRemoteCodeOption,
@@ -95,6 +96,7 @@ def eval_command(
         help="PolicySpec JSON: the entry of its policy (a separate run NAME[stem] if --policy lists it too); "
              "repeat it to compare specs, each its own run NAME\\[stem] (e.g. --spec attn.json --spec "
              "causal.json --compare-to 'hermes\\[attn]@0.1')")] = None,
+    granularity: GranularityOption = None,
     limit: Annotated[int | None, typer.Option(help="evaluate only the first K videos")] = None,
     format: Annotated[str, typer.Option(help=f"data format: {', '.join(FORMATS)}")] = "auto",
     video_root: Annotated[Path | None, typer.Option(help="folder relative video paths resolve against")] = None,
@@ -176,7 +178,7 @@ def eval_command(
     outdir = EvalDir(out, rank=env.rank if env.distributed else None)
     if env.is_main:  # one run per folder: a second one would interleave its rows with ours
         hold_output_lock(out, EvalError)
-    recipes = build_recipes(policy, budget, budget_ratio, spec)
+    recipes = build_recipes(policy, budget, budget_ratio, spec, granularity)
     labels = [r.key for r in recipes]
     if compare_to is not None and compare_to not in [*labels, "full"]:
         raise EvalError(f"--compare-to {compare_to!r} is not one of this evaluation's runs: "

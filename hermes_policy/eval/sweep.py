@@ -50,7 +50,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def parse_list(text: str | None, option: str, cast: Callable[[str], Any] = str) 
 
 def build_recipes(
     policy: str, budget: str | None = None, budget_ratio: str | None = None,
-    spec: Path | Sequence[Path] | None = None,
+    spec: Path | Sequence[Path] | None = None, granularity: str | None = None,
 ) -> list[PolicyRecipe]:
     """The runs of a sweep, from the ``--policy``, ``--budget``, ``--budget-ratio`` and ``--spec`` options.
 
@@ -139,6 +139,8 @@ def build_recipes(
         if one.policy not in names:
             recipes += runs(lambda b, r, one=one, path=path: PolicyRecipe.from_spec(
                 one, b, r, source=str(path), variant=path.stem if several else None), one.policy)
+    if granularity is not None:  # --granularity: every run's cache layout (checked as each recipe is made)
+        recipes = [replace(r, params={**r.params, "granularity": granularity}) for r in recipes]
     labels = [r.key for r in recipes]
     if len(set(labels)) != len(labels):
         twice = sorted({x for x in labels if labels.count(x) > 1})

@@ -26,12 +26,21 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from hermes_policy.errors import BudgetError
+from hermes_policy.errors import BudgetError, PolicyError
 from hermes_policy.policies.registry import POLICIES, make_policy, register_policy  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from hermes_policy.attention import AttentionObserver
     from hermes_policy.session import StreamingSession
+
+#: cache layouts: one set of kept rows per layer, or per (layer, KV head)
+GRANULARITIES = ("layer", "head")
+
+
+def head_policies() -> list[str]:
+    """The registered policies that can keep a per-head cache."""
+    return sorted(name for name in POLICIES if "head" in POLICIES[name].granularities)
+
 
 @dataclass
 class Policy(ABC):
@@ -45,9 +54,19 @@ class Policy(ABC):
     #: with its default parameters and a budget larger than the stream, the policy is
     #: bit-identical to ``full`` (same cache, same answers); the contract test holds it to that
     exact_under_budget: ClassVar[bool] = False
+    #: the cache layouts the policy can prune: ``"layer"`` (every KV head of a layer keeps the same rows) and,
+    #: for policies that choose rows per KV head, ``"head"`` (:class:`~hermes_policy.head_cache.HeadCache`)
+    granularities: ClassVar[tuple[str, ...]] = ("layer",)
     budget: int | None = None
+    #: which cache layout the session keeps for this policy (one of :attr:`granularities`)
+    granularity: str = "layer"
 
     def __post_init__(self) -> None:
+        if self.granularity not in self.granularities:
+            if self.granularity in GRANULARITIES:
+                raise PolicyError(f"{self.name}: keeps one set of rows per layer; granularity {self.granularity!r} "
+                                  f"works with {', '.join(head_policies())}")
+            raise PolicyError(f"{self.name}: granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.budget is None:
             if self.requires_budget:
                 raise BudgetError(f"{self.name}: needs --budget ({self.budget_help})")
@@ -103,7 +122,10 @@ class Policy(ABC):
     # -------------------------------------------------------------- helpers
     def config(self) -> dict:
         """The policy's resolved configuration, JSON-ready."""
-        return {"policy": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        # a policy with one layout has nothing to say about it (and its configs stay as they were written)
+        single = len(self.granularities) == 1
+        return {"policy": self.name, **{f.name: getattr(self, f.name) for f in fields(self)
+                                        if not (single and f.name == "granularity")}}
 
 
 def keep_rows(is_video: torch.Tensor, video_keep: torch.Tensor, keep_other: bool = True) -> torch.Tensor:

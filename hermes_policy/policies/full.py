@@ -13,6 +13,7 @@ class FullPolicy(Policy):
     name = "full"
     requires_budget = False
     exact_under_budget = True
+    granularities = ("layer", "head")
 
     def after_chunk(self, session) -> None:
         return None

@@ -50,25 +50,30 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 
 from hermes_policy.attention import AttentionEvent, Subscription
 from hermes_policy.embedding_probe import PSEUDO_QUERY_DEPTHS
 from hermes_policy.errors import PolicyError
 from hermes_policy.policies.base import register_policy
+from hermes_policy.policies.hermes_heads import HEAD_BUDGETS, HeadPruning
+from hermes_policy.policies.hermes_scores import (  # noqa: F401  (re-exported: imported from here before)
+    MINMAX_EPS,
+    SUMMARY_FRAME,
+    TIER_QUERY,
+    WORKING_PARAMS,
+    minmax,
+    raw_score,
+    resample,
+    smooth,
+)
 from hermes_policy.policies.scoring import ScoringPolicy, top_units
 from hermes_policy.policies.spec import PARAM_RULES, check_layers, check_layers_fit, show
 from hermes_policy.tokens import NOT_A_PATCH
 
 DEFAULT_GAMMA = {"sensory": 0.1, "working": 0.3, "long-term": 0.4}
-#: frame value that marks a summary row of a long-term layer (not a frame of the stream)
-SUMMARY_FRAME = -2
 #: the tier bounds, as shares of the depth: sensory below int(0.1 L), long-term from int((1 - 0.3) L)
 SENSORY_SHARE = 0.1
 LONG_TERM_SHARE = 0.3
-#: added to the span in :func:`minmax`, as the release does (a constant vector maps to zeros)
-MINMAX_EPS = 1e-6
-
 #: The pseudo-queries HERMES scores with, in our words; ``mixed`` is built from these two (:func:`prompt_texts`).
 PROMPTS = {
     "local": "Describe the current scene in detail: the objects, the fine actions and where things are.",
@@ -79,15 +84,8 @@ HISTORY = {
     "local": "Recent details about ({exchange}). ",
     "global": "Earlier in this session ({exchange}). ",
 }
-TIER_QUERY = {"working": "mixed", "long-term": "global"}
 SUMMARY_MODES = ("release", "slot")
 POSITION_MODES = ("layer", "stream")
-
-#: working-band parameters as functions of the relative depth p inside the band
-WORKING_PARAMS = {
-    "llava-ov": lambda p: (1 - 0.9 * p, 20 - 19.5 * p),
-    "qwen2.5-vl": lambda p: (0.75 - 0.6 * p, 20 - 12 * p),
-}
 
 
 def tier_bounds(num_layers: int) -> tuple[int, int]:
@@ -113,49 +111,6 @@ def fixed_layers(num_layers: int, family: str = "llava-ov") -> list[dict[str, An
             alpha, k = WORKING_PARAMS[family]((i - short) / (long - short))
         layers.append({"layer": i, "tier": tier, "alpha": alpha, "k": k, "budget_share": 1 / num_layers})
     return layers
-
-
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    """(T,) -> (T,) in [0, 1): ``(x - min) / (max - min + 1e-6)``; a constant vector gives zeros."""
-    if x.numel() == 0:
-        return x
-    low = x.min()
-    return (x - low) / (x.max() - low + MINMAX_EPS)
-
-
-def resample(x: torch.Tensor, n: int) -> torch.Tensor:
-    """A (m,) profile linearly resampled onto n points (``align_corners=False``, as the release smooths)."""
-    if x.numel() == n:
-        return x
-    if n == 0 or x.numel() == 0:
-        return torch.zeros(n, dtype=x.dtype)
-    return F.interpolate(x.view(1, 1, -1), size=n, mode="linear", align_corners=False).view(-1)
-
-
-def raw_score(attn: torch.Tensor | None, t: int, alpha: float, k: float | None) -> torch.Tensor:
-    """(T,) unsmoothed score of a layer's T candidates (oldest first) from their (T,) attention.
-
-    The terms are added in the release's order, so a pure tier (alpha 0 or 1) gives bit-identical scores.
-    """
-    score = torch.zeros(t)
-    if alpha < 1:
-        if attn is None:
-            raise PolicyError("hermes: a layer that mixes in attention was not given its pseudo-query attention")
-        score = minmax(attn.float()) * (1 - alpha)
-    if alpha > 0:
-        d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
-        score = score + minmax(torch.exp(-float(k) * d)) * alpha
-    return score
-
-
-def smooth(raw: list[torch.Tensor], tiers: list[str], gamma: Mapping[str, float]) -> list[torch.Tensor]:
-    """Cross-layer smoothing from the second-to-last layer down: ``s_l <- (1 - g) s_l + g resample(s_{l+1})``,
-    ``g`` the weight of layer l's tier."""
-    out = list(raw)
-    for layer in range(len(raw) - 2, -1, -1):
-        g = float(gamma[tiers[layer]])
-        out[layer] = (1 - g) * raw[layer] + g * resample(out[layer + 1], raw[layer].numel())
-    return out
 
 
 def history_text(question: str, answer: str, options) -> str:
@@ -190,6 +145,9 @@ class _PseudoQueryScores:
         if event.phase != "probe" or not event.segments:
             return
         rows = event.attention()  # (H, q, S): the cached rows come first
+        if event.heads is not None:
+            self._observe_heads(event, rows)
+            return
         n_cached = event.n_key - event.n_query
         for seg in event.segments:
             if seg.tag in TIER_QUERY.values():
@@ -198,10 +156,19 @@ class _PseudoQueryScores:
                 mean = rows[:, seg.start : seg.stop, :n_cached].mean(dim=0).mean(dim=0)
                 self.scores[(event.layer, seg.tag)] = mean.cpu()
 
+    def _observe_heads(self, event: AttentionEvent, rows: torch.Tensor) -> None:
+        """A per-head cache's event: per KV head, the mean over its query group, then the prompt's rows."""
+        group = rows.shape[0] // len(event.heads)
+        for seg in event.segments:
+            if seg.tag in TIER_QUERY.values():
+                self.scores[(event.layer, seg.tag)] = [
+                    rows[h * group : (h + 1) * group, seg.start : seg.stop, :c].mean(dim=0).mean(dim=0).cpu()
+                    for h, c in enumerate(event.heads)]
+
 
 @register_policy
 @dataclass
-class HermesPolicy(ScoringPolicy):
+class HermesPolicy(HeadPruning, ScoringPolicy):
     """HERMES hierarchical memory; the defaults are the authors' release (see the module docstring).
 
     Attributes:
@@ -225,15 +192,21 @@ class HermesPolicy(ScoringPolicy):
         templated_prompts: wrap each prompt in the chat template as a question (hermes-lab's variant).
         causal_prompts: on the embedding path, mask a prompt's later tokens from its earlier ones
             (hermes-lab's variant; the release's sdpa path uses no mask there).
+        granularity: ``"layer"`` (the release: every KV head of a layer keeps the same rows) or ``"head"``
+            (each KV head scored and pruned on its own; :mod:`hermes_policy.policies.hermes_heads`).
+        head_budget: with ``granularity="head"``, ``"equal"`` (each head keeps the layer's budget) or
+            ``"adaptive"`` (AdaKV-style: the layer's total split by how concentrated each head's score is).
+        head_floor: with ``head_budget="adaptive"``, the share of an equal split every head keeps at least.
     """
 
     name = "hermes"
     exact_under_budget = True
+    granularities = ("layer", "head")
     #: the option values that reproduce the authors' release (all of them the defaults)
     RELEASE: ClassVar[dict[str, Any]] = {
         "layers": None, "gamma": dict(DEFAULT_GAMMA), "family": "llava-ov", "summary": True,
         "summary_mode": "release", "positions": "layer", "pseudo_query": "embedding", "prompts": None,
-        "history": True, "templated_prompts": False, "causal_prompts": False,
+        "history": True, "templated_prompts": False, "causal_prompts": False, "granularity": "layer",
     }
     layers: list[dict[str, Any]] | None = None
     gamma: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GAMMA))
@@ -246,6 +219,8 @@ class HermesPolicy(ScoringPolicy):
     history: bool = True
     templated_prompts: bool = False
     causal_prompts: bool = False
+    head_budget: Literal["equal", "adaptive"] = "equal"
+    head_floor: float = 0.2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -274,6 +249,17 @@ class HermesPolicy(ScoringPolicy):
                               f"texts, or null; got {show(self.prompts)}")
         if self.layers is not None:
             check_layers(self.layers, who)
+        if self.head_budget not in HEAD_BUDGETS:
+            raise PolicyError(f"{who}: head_budget must be one of {HEAD_BUDGETS}, got {show(self.head_budget)}")
+        if isinstance(self.head_floor, bool) or not isinstance(self.head_floor, (int, float)) or \
+                not 0 <= self.head_floor <= 1:
+            raise PolicyError(f"{who}: head_floor must be a number in [0, 1], got {show(self.head_floor)}")
+        if self.granularity == "head" and self.summary and self.summary_mode == "slot":
+            raise PolicyError(f"{who}: summary_mode 'slot' keeps one slot per layer; with granularity 'head' use "
+                              "summary_mode 'release' or summary false")
+        if self.head_budget == "adaptive" and self.granularity != "head":
+            raise PolicyError(f"{who}: head_budget 'adaptive' splits a layer's budget between its KV heads; it "
+                              "needs granularity 'head'")
         self._scorer = _PseudoQueryScores()
         #: the scorer watches only probes, and only the layers that mix in attention (set per chunk)
         self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
@@ -354,7 +340,13 @@ class HermesPolicy(ScoringPolicy):
         return dict(self._scorer.scores)
 
     # ---------------------------------------------------------------- prune
+    def _subscription(self, layers: frozenset[int]) -> Subscription:
+        return Subscription(self._scorer, layers=layers, phases=frozenset({"probe"}))
+
     def after_chunk(self, session) -> None:
+        if self.granularity == "head":
+            self.after_chunk_heads(session)
+            return
         cache = session.cache
         cache.layer_tails = self.positions == "layer"
         budgets = self.layer_budgets(cache.num_layers)
@@ -498,3 +490,23 @@ class HermesPolicy(ScoringPolicy):
         cache.set_row_meta(layer, slot, frame=SUMMARY_FRAME, patch=NOT_A_PATCH, time=math.nan)
         counts[layer] = count + n
         return new_slot
+
+
+@register_policy
+@dataclass
+class HermesHeadPolicy(HermesPolicy):
+    """``hermes`` with ``granularity="head"``: each KV head pruned by its own tier and scores, the layer's
+    budget per head (so the bytes equal per-layer ``hermes`` at the same budget)."""
+
+    name = "hermes-head"
+    granularity: str = "head"
+
+
+@register_policy
+@dataclass
+class HermesAdaKVPolicy(HermesPolicy):
+    """``hermes`` per KV head with the adaptive (AdaKV-style) split of each layer's budget between its heads."""
+
+    name = "hermes-adakv"
+    granularity: str = "head"
+    head_budget: Literal["equal", "adaptive"] = "adaptive"

@@ -214,6 +214,7 @@ class HermesMemStreamPolicy(HermesPolicy):
 
     name = "hermes-memstream"
     exact_under_budget = False  # key selection (tau = 0.95 by default) drops tokens whatever the budget
+    granularities = ("layer",)  # its key selection and patch compression edit whole layers
     tau: float | None = 0.95
     min_keep: int = 1
     patch_budget: int | None = None

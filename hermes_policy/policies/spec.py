@@ -30,7 +30,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -403,12 +403,19 @@ class PolicySpec:
         return cls.from_dict(data, f"spec {path}")
 
 
-def policy_from_args(name: str, budget: int | None, spec: str | Path | None = None) -> Policy:
-    """A policy as the CLI takes it: ``--policy NAME [--budget N] [--spec FILE]``.
+def policy_from_args(name: str, budget: int | None, spec: str | Path | None = None,
+                     granularity: str | None = None) -> Policy:
+    """A policy as the CLI takes it: ``--policy NAME [--budget N] [--spec FILE] [--granularity G]``.
 
     A spec builds its own policy and ``--budget`` overrides (or supplies) its budget;
     without a spec, ``full`` takes no budget and every other policy takes ``--budget``.
+    ``granularity`` (``layer`` / ``head``) overrides the policy's cache layout; a policy that has only
+    one refuses the other (PolicyError).
     """
     if spec is not None:
-        return PolicySpec.load(spec).build(budget)
-    return make_policy(name) if budget is None else make_policy(name, budget=budget)
+        policy = PolicySpec.load(spec).build(budget)
+    else:
+        policy = make_policy(name) if budget is None else make_policy(name, budget=budget)
+    if granularity is not None and granularity != policy.granularity:
+        policy = replace(policy, granularity=granularity)  # re-validated in __post_init__
+    return policy

@@ -387,6 +387,18 @@ def test_occupancy_compares_policies(monkeypatch, runs):
     assert np.isnan(window0[:, 4:]).all() and (window0[:, 2:4] == 1).all()
 
 
+def test_occupancy_shows_per_head_lengths_of_a_per_head_run(monkeypatch, runs):
+    at = launch(monkeypatch, runs, page="occupancy")
+    at.multiselect(key="occ_policies").set_value(["hermes", "hermes-adakv"])
+    at.number_input(key="occ_budget").set_value(8).run()
+    no_exception(at)
+    assert not errors(at)
+    heads = arr(chart(at, "occ_heads_hermes-adakv")["data"][0]["z"])
+    assert heads.ndim == 2 and heads.shape[1] >= 2  # layers x KV heads
+    assert all(c.key != "occ_heads_hermes" for c in at.get("plotly_chart"))  # a per-layer run has none
+    assert any("rows per KV head" in c.value for c in at.caption)
+
+
 def test_occupancy_bad_budget_errors_but_other_runs_show(monkeypatch, runs):
     at = launch(monkeypatch, runs, page="occupancy")
     at.multiselect(key="occ_policies").set_value(["full", "hermes"])
