@@ -151,25 +151,45 @@ def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContex
     """:func:`embedding_probe` on a per-head cache: each KV head's group of queries, at that head's own
     positions (tails move heads by different amounts), against the head's own keys; one padded event.
 
+    Each group's softmax runs over its head's own keys (no padding, no mask beyond the prompt's); the rows
+    are then laid into the event's padded (Hq, n, P) probabilities, zero on padding.
+
     Args:
         query: (1, Hq, n, D), own_keys: (1, Hkv, n, D), both before RoPE; prompt_mask: (n, n) bool.
     """
     hkv = own_keys.shape[1]
     group = query.shape[1] // hkv
+    n = query.shape[-2]
     rotations: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    queries, keys = [], []
+    committed = cache.head_lengths(layer)
+    queries, keys, probs = [], [], []
     for h, shift in enumerate(cache.head_shifts(layer)):
         if shift not in rotations:
             rotations[shift] = adapter.rotary.cos_sin((packed.positions + shift).to(query.device))
         cos, sin = rotations[shift]
         cached = cache.head_keys(layer, h)
-        queries.append(RotarySpec.apply(query[:, h * group : (h + 1) * group], cos, sin))
-        keys.append(torch.cat([cached, RotarySpec.apply(own_keys[0, h], cos, sin).to(cached.device, cached.dtype)]))
-    committed = cache.head_lengths(layer)
-    key, valid = padded_heads(keys, committed)
-    query = torch.cat(queries, dim=1).to(key.device)
-    n = query.shape[-2]
-    base = torch.cat([torch.ones(n, key.shape[-2] - n, dtype=torch.bool, device=key.device),
+        q = RotarySpec.apply(query[:, h * group : (h + 1) * group], cos, sin).to(cached.device)
+        k = torch.cat([cached, RotarySpec.apply(own_keys[0, h], cos, sin).to(cached.device, cached.dtype)])
+        scores = torch.matmul(q[0], k.T).float() * scale  # (G, n, S_h + n)
+        scores[..., -n:].masked_fill_(~prompt_mask.to(scores.device), float("-inf"))
+        queries.append(q)
+        keys.append(k)
+        probs.append(torch.softmax(scores, dim=-1))
+    if len(set(committed)) == 1:  # no padding: the event is a per-layer one, plus the head lengths
+        notify(ctx, layer, watchers, torch.cat(queries, dim=1), torch.stack(keys)[None], None, scale,
+               probs=torch.cat(probs), heads=tuple(committed))
+        return
+    key, _ = padded_heads(keys, committed)
+    width = key.shape[-2]
+    padded = probs[0].new_zeros(hkv * group, n, width)
+    for h, (p, c) in enumerate(zip(probs, committed)):
+        padded[h * group : (h + 1) * group, :, :c] = p[..., :c]
+        padded[h * group : (h + 1) * group, :, width - n :] = p[..., c:]
+    valid = torch.zeros(hkv, width, dtype=torch.bool, device=key.device)
+    for h, c in enumerate(committed):
+        valid[h, :c] = True
+    valid[:, width - n :] = True
+    base = torch.cat([torch.ones(n, width - n, dtype=torch.bool, device=key.device),
                       prompt_mask.to(key.device)], dim=1)
-    mask = valid.repeat_interleave(group, 0)[:, None, :] & base
-    notify(ctx, layer, watchers, query, key, None, scale, mask=mask, heads=tuple(committed))
+    notify(ctx, layer, watchers, torch.cat(queries, dim=1), key, None, scale, probs=padded,
+           mask=valid.repeat_interleave(group, 0)[:, None, :] & base, heads=tuple(committed))

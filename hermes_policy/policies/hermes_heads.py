@@ -83,15 +83,19 @@ def split_budget(scores: list[torch.Tensor], total: int, floor: int) -> list[int
     if rest < 0:
         raise PolicyError(f"hermes: a per-head floor of {floor} rows x {len(sizes)} heads passes the layer's "
                           f"{total}; lower head_floor")
-    values, owner = [], []
+    values, owner, rank = [], [], []
     for h, s in enumerate(scores):
         w = s.float().clamp_min(0)
         w = w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1 / max(w.numel(), 1))
         tail = torch.sort(w, descending=True).values[base[h]:]
         values.append(tail)
         owner.append(torch.full((tail.numel(),), h, dtype=torch.long))
-    pool, heads = torch.cat(values), torch.cat(owner)
-    taken = heads[torch.topk(pool, min(rest, pool.numel())).indices]
+        rank.append(torch.arange(tail.numel()))
+    pool, heads, ranks = torch.cat(values), torch.cat(owner), torch.cat(rank)
+    # equal values go to the heads in turn (each head's best remaining first), not all to one head
+    by_rank = torch.sort(ranks, stable=True).indices
+    order = by_rank[torch.sort(pool[by_rank], descending=True, stable=True).indices]
+    taken = heads[order[:rest]]
     counts = torch.bincount(taken, minlength=len(sizes)).tolist()
     return [b + c for b, c in zip(base, counts)]
 

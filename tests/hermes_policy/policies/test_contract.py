@@ -24,6 +24,7 @@ import torch
 
 from hermes_policy import StreamingSession
 from hermes_policy.errors import BudgetError
+from hermes_policy.head_cache import HeadCache
 from hermes_policy.policies import POLICIES, Policy, make_policy
 from hermes_policy.session import SessionConfig
 
@@ -71,10 +72,18 @@ def stream(adapter, policy: Policy, frames, each_chunk=None) -> StreamingSession
 def layers_of(session: StreamingSession) -> list[tuple]:
     """Copies of what every layer holds: keys, values, positions, metadata columns."""
     c = session.cache
+    if isinstance(c, HeadCache):  # a per-head cache: per layer, each KV head's own rows
+        return [[(c.head_keys(i, h).clone(), c.head_values(i, h).clone(), c.head_positions(i, h).clone(),
+                  copy.deepcopy(c.head_meta(i, h))) for h in range(c.num_kv_heads)] for i in range(c.num_layers)]
     return [
         (c.keys(i).clone(), c.values(i).clone(), c.positions(i).clone(), copy.deepcopy(c.meta(i)))
         for i in range(c.num_layers)
     ]
+
+
+def per_head(layers: list[tuple]) -> list[list[tuple]]:
+    """A per-layer cache's :func:`layers_of`, split by KV head as a per-head cache's reads."""
+    return [[(k[0, h], v[0, h], p, m) for h in range(k.shape[1])] for k, v, p, m in layers]
 
 
 def without_diagnostics(state: dict) -> dict:
@@ -156,5 +165,7 @@ def full_reference(adapter, frames) -> tuple:
 def test_exact_under_budget_equals_full(name, tiny, frames):
     layers, logits = full_reference(tiny, frames)
     session = stream(tiny, build(name, UNLIMITED), frames)
+    if isinstance(session.cache, HeadCache):
+        layers = per_head(layers)
     assert_same(layers, layers_of(session), f"{name}: layers under an unlimited budget")
     assert torch.equal(session.question_logits(QUESTION), logits), f"{name}: logits differ from full's"
