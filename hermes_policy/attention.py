@@ -427,17 +427,15 @@ def _head_attention(ctx: StreamingContext, layer: int, query: torch.Tensor, scal
     keys, values = cache.attended(layer)
     hkv = len(keys)
     group = query.shape[1] // hkv
-    groups = []
-    for h, shift in enumerate(cache.head_shifts(layer)):
-        q = query[:, h * group : (h + 1) * group]
-        if shift:
-            q = cache.rotary.rotate(q, torch.full((cache.rotary.n_axes, q.shape[-2]), shift))
-        groups.append(q)
+    rotation = cache.head_rotation(layer, query.device)
+    if rotation is not None:  # each group follows its head's tail shift (the rotation its new keys took)
+        cos, sin = rotation
+        query = cache.rotary.apply(query, cos.repeat_interleave(group, 0), sin.repeat_interleave(group, 0))
+    groups = [query[:, h * group : (h + 1) * group] for h in range(hkv)]
     if len({k.shape[0] for k in keys}) == 1:
         # every head holds as many rows (an equal per-head budget, mostly): one kernel call over the stacked
         # heads beats one per head (1.6x on a 36-token prefill here); the stack is a transient copy
-        out = _attend(torch.cat(groups, dim=1), torch.stack(keys)[None], torch.stack(values)[None], None, scale,
-                      dropout, segments)
+        out = _attend(query, torch.stack(keys)[None], torch.stack(values)[None], None, scale, dropout, segments)
     else:
         out = torch.cat([_attend(q, k[None, None], v[None, None], None, scale, dropout, segments)
                          for q, k, v in zip(groups, keys, values)], dim=2)
@@ -446,7 +444,7 @@ def _head_attention(ctx: StreamingContext, layer: int, query: torch.Tensor, scal
         committed = cache.head_lengths(layer)
         key, valid = padded_heads(keys, committed)
         base = right_aligned_causal_mask(query.shape[-2], key.shape[-2], device=key.device, segments=segments)
-        notify(ctx, layer, watchers, torch.cat(groups, dim=1), key, padded_heads(values, committed)[0], scale,
+        notify(ctx, layer, watchers, query, key, padded_heads(values, committed)[0], scale,
                mask=valid.repeat_interleave(group, 0)[:, None, :] & base, heads=tuple(committed))
     return out
 

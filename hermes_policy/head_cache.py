@@ -20,7 +20,7 @@ one, because a layer's heads hold different rows; :meth:`layer_len` is the longe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +35,7 @@ class _StagedHeads:
 
     lengths: list[list[int]]
     shifts: list[list[int]]
+    rotations: dict = field(default_factory=dict)  # (layer, device) -> the heads' tail rotation
 
 
 def _refuse(what: str, instead: str):
@@ -213,15 +214,29 @@ class HeadCache(CompactCache):
             self._init_heads(heads, key_states)
         elif heads != len(self._head_keys[layer]):
             raise ValueError(f"layer {layer} holds {len(self._head_keys[layer])} KV heads, got keys for {heads}")
-        shifts = self.head_shifts(layer)
-        n = key_states.shape[-2]
+        rotation = self.head_rotation(layer, key_states.device)
+        if rotation is not None:
+            key_states = RotarySpec.apply(key_states, *rotation)
         for h in range(heads):
-            k, v = key_states[0, h], value_states[0, h]
-            if shifts[h]:
-                k = self.rotary.rotate(k, torch.full((self.rotary.n_axes, n), shifts[h]))
-            self._head_keys[layer][h] = torch.cat([self._head_keys[layer][h], k])
-            self._head_values[layer][h] = torch.cat([self._head_values[layer][h], v])
+            self._head_keys[layer][h] = torch.cat([self._head_keys[layer][h], key_states[0, h]])
+            self._head_values[layer][h] = torch.cat([self._head_values[layer][h], value_states[0, h]])
         return key_states, value_states
+
+    def head_rotation(self, layer: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(Hkv, 1, R) cosines and sines that move a staged row of each head by that head's tail shift (one
+        angle per head, whatever the row: the shift is the same for all of them); None when no head moves.
+
+        Made once per layer and staged write, for the keys here and the queries in the attention function.
+        """
+        staged = self._heads_staged
+        if staged is None or not any(staged.shifts[layer]):
+            return None
+        key = (layer, str(device))
+        if key not in staged.rotations:
+            delta = torch.tensor(staged.shifts[layer])[None].expand(self.rotary.n_axes, -1)  # (A, Hkv)
+            cos, sin = self.rotary.cos_sin(delta.to(device))  # (Hkv, R)
+            staged.rotations[key] = (cos[:, None], sin[:, None])
+        return staged.rotations[key]
 
     def _init_heads(self, heads: int, like: torch.Tensor) -> None:
         """Make the empty per-head stores once the KV head count is known (every layer has the same)."""
