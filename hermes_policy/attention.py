@@ -87,6 +87,9 @@ class AttentionEvent:
         heads: on a per-head cache (:class:`~hermes_policy.head_cache.HeadCache`), each KV head's committed
             rows ``c_h``: ``key`` is then padded, head ``h``'s cached keys in columns ``[0, c_h)`` and the new
             ones last, and ``mask`` hides the padding (read a head's attention as ``[..., :c_h]``).
+        head_probs: on a per-head cache, when the caller computed them: per KV head, the (G, q, c_h + n)
+            probabilities of its group's query rows over that head's own keys (cached first, new last);
+            :meth:`attention` lays them into the padded form only when asked.
     """
 
     layer: int
@@ -100,6 +103,7 @@ class AttentionEvent:
     segments: tuple[Segment, ...] | None = None
     mask: torch.Tensor | None = field(default=None, repr=False)
     heads: tuple[int, ...] | None = None
+    head_probs: list[torch.Tensor] | None = field(default=None, repr=False)
     _memo: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -132,7 +136,9 @@ class AttentionEvent:
         q = self.n_query
         idx = tuple(range(q)) if rows is None else tuple(r % q for r in rows)
         if idx not in self._memo:
-            if self.mask is not None:
+            if self.head_probs is not None:
+                self._memo[idx] = _pad_head_probs(self.head_probs, self.heads, self.n_key, idx)
+            elif self.mask is not None:
                 self._memo[idx] = masked_attention_rows(self.query[0], self.key[0], idx, self.scaling, self.mask)
             else:
                 self._memo[idx] = attention_rows(self.query[0], self.key[0], idx, self.scaling, self.segments)
@@ -449,6 +455,21 @@ def _head_attention(ctx: StreamingContext, layer: int, query: torch.Tensor, scal
     return out
 
 
+def _pad_head_probs(probs: Sequence[torch.Tensor], committed: Sequence[int], width: int,
+                    rows: tuple[int, ...]) -> torch.Tensor:
+    """Per-head (G, q, c_h + n) probabilities as one (Hq, r, width) tensor laid out as :func:`padded_heads` lays
+    the keys (cached columns first, the n new ones last), zero on padding."""
+    index = torch.as_tensor(rows, device=probs[0].device)
+    group = probs[0].shape[0]
+    out = probs[0].new_zeros(group * len(probs), len(rows), width)
+    for h, (p, c) in enumerate(zip(probs, committed)):
+        p = p.index_select(1, index)
+        n = p.shape[-1] - c
+        out[h * group : (h + 1) * group, :, :c] = p[..., :c]
+        out[h * group : (h + 1) * group, :, width - n :] = p[..., c:]
+    return out
+
+
 def padded_heads(rows: Sequence[torch.Tensor], committed: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head (c_h + n, D) rows, the n new ones last in every head, as one padded (1, Hkv, P, D) tensor.
 
@@ -493,6 +514,7 @@ def notify(
     probs: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     heads: tuple[int, ...] | None = None,
+    head_probs: list[torch.Tensor] | None = None,
 ) -> None:
     """Hand one layer's attention inputs to ``watchers`` as an :class:`AttentionEvent`.
 
@@ -501,6 +523,7 @@ def notify(
         probs: (Hq, q, S) probabilities of every query row, when the caller already has them.
         mask: the forward's key mask at this layer, if it has one (:data:`KeyMask`).
         heads: a per-head cache's committed rows per KV head (``key`` is then padded; see :class:`AttentionEvent`).
+        head_probs: a per-head cache's per-head probabilities, when the caller has them (see :class:`AttentionEvent`).
     """
     event = AttentionEvent(
         layer=layer,
@@ -514,6 +537,7 @@ def notify(
         segments=ctx.segments,
         mask=mask,
         heads=heads,
+        head_probs=head_probs,
     )
     if probs is not None:
         event._memo[tuple(range(query.shape[-2]))] = probs

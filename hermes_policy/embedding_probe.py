@@ -151,8 +151,8 @@ def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContex
     """:func:`embedding_probe` on a per-head cache: each KV head's group of queries, at that head's own
     positions (tails move heads by different amounts), against the head's own keys; one padded event.
 
-    Each group's softmax runs over its head's own keys (no padding, no mask beyond the prompt's); the rows
-    are then laid into the event's padded (Hq, n, P) probabilities, zero on padding.
+    Each group's softmax runs over its head's own keys (no padding, no mask beyond the prompt's); the event
+    carries them per head (``head_probs``) and pads them only for an observer that reads ``attention()``.
 
     Args:
         query: (1, Hq, n, D), own_keys: (1, Hkv, n, D), both before RoPE; prompt_mask: (n, n) bool.
@@ -179,17 +179,6 @@ def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContex
         notify(ctx, layer, watchers, torch.cat(queries, dim=1), torch.stack(keys)[None], None, scale,
                probs=torch.cat(probs), heads=tuple(committed))
         return
-    key, _ = padded_heads(keys, committed)
-    width = key.shape[-2]
-    padded = probs[0].new_zeros(hkv * group, n, width)
-    for h, (p, c) in enumerate(zip(probs, committed)):
-        padded[h * group : (h + 1) * group, :, :c] = p[..., :c]
-        padded[h * group : (h + 1) * group, :, width - n :] = p[..., c:]
-    valid = torch.zeros(hkv, width, dtype=torch.bool, device=key.device)
-    for h, c in enumerate(committed):
-        valid[h, :c] = True
-    valid[:, width - n :] = True
-    base = torch.cat([torch.ones(n, width - n, dtype=torch.bool, device=key.device),
-                      prompt_mask.to(key.device)], dim=1)
-    notify(ctx, layer, watchers, torch.cat(queries, dim=1), key, None, scale, probs=padded,
-           mask=valid.repeat_interleave(group, 0)[:, None, :] & base, heads=tuple(committed))
+    # ragged heads: the rows stay per head; the event pads them only for an observer that asks
+    notify(ctx, layer, watchers, torch.cat(queries, dim=1), padded_heads(keys, committed)[0], None, scale,
+           heads=tuple(committed), head_probs=probs)

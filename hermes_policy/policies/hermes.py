@@ -144,10 +144,10 @@ class _PseudoQueryScores:
     def observe(self, event: AttentionEvent) -> None:
         if event.phase != "probe" or not event.segments:
             return
-        rows = event.attention()  # (H, q, S): the cached rows come first
         if event.heads is not None:
-            self._observe_heads(event, rows)
+            self._observe_heads(event)
             return
+        rows = event.attention()  # (H, q, S): the cached rows come first
         n_cached = event.n_key - event.n_query
         for seg in event.segments:
             if seg.tag in TIER_QUERY.values():
@@ -156,11 +156,16 @@ class _PseudoQueryScores:
                 mean = rows[:, seg.start : seg.stop, :n_cached].mean(dim=0).mean(dim=0)
                 self.scores[(event.layer, seg.tag)] = mean.cpu()
 
-    def _observe_heads(self, event: AttentionEvent, rows: torch.Tensor) -> None:
+    def _observe_heads(self, event: AttentionEvent) -> None:
         """A per-head cache's event: per KV head, the mean over its query group, then the prompt's rows."""
         hkv = len(event.heads)
         for seg in event.segments:
-            if seg.tag in TIER_QUERY.values():
+            if seg.tag in TIER_QUERY.values() and event.head_probs is not None:  # ragged: each head's own rows
+                self.scores[(event.layer, seg.tag)] = [
+                    p[:, seg.start : seg.stop, :c].mean(dim=1).mean(dim=0).cpu()
+                    for p, c in zip(event.head_probs, event.heads)]
+            elif seg.tag in TIER_QUERY.values():
+                rows = event.attention()  # (Hq, q, P), padded per head
                 # the prompt's rows first, then the group's heads: one pass over the rows (the means commute)
                 per_head = rows[:, seg.start : seg.stop].mean(dim=1).view(hkv, -1, rows.shape[-1]).mean(dim=1).cpu()
                 self.scores[(event.layer, seg.tag)] = [per_head[h, :c] for h, c in enumerate(event.heads)]

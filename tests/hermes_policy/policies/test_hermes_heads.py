@@ -81,3 +81,21 @@ def test_per_head_hermes_with_one_rule_for_every_head_equals_per_layer_hermes():
     a = heads.question_logits("What colour is the circle?")
     b = layered.question_logits("What colour is the circle?")
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_ragged_head_probabilities_pad_like_their_keys():
+    from hermes_policy.attention import _pad_head_probs, padded_heads
+
+    gen = torch.Generator().manual_seed(0)
+    committed, n, group = [3, 5], 2, 2
+    keys = [torch.randn(c + n, 4, generator=gen) for c in committed]
+    probs = [torch.softmax(torch.randn(group, n, c + n, generator=gen), -1) for c in committed]
+    key, valid = padded_heads(keys, committed)
+    padded = _pad_head_probs(probs, committed, key.shape[-2], (0, 1))
+    assert padded.shape == (4, 2, 7)
+    for h in range(len(committed)):
+        rows = padded[h * group : (h + 1) * group]
+        assert torch.equal(rows[..., valid[h]], probs[h])  # the real columns, in order
+        assert not bool(rows[..., ~valid[h]].any())  # zero on padding
+        assert torch.equal(key[0, h, valid[h]], keys[h])
+    assert torch.equal(_pad_head_probs(probs, committed, 7, (1,)), padded[:, 1:])
