@@ -43,6 +43,7 @@ Per-layer settings (tier, alpha, k, budget share) come from a PolicySpec
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -143,9 +144,16 @@ def raw_score(attn: torch.Tensor | None, t: int, alpha: float, k: float | None) 
             raise PolicyError("hermes: a layer that mixes in attention was not given its pseudo-query attention")
         score = minmax(attn.float()) * (1 - alpha)
     if alpha > 0:
-        d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
-        score = score + minmax(torch.exp(-float(k) * d)) * alpha
+        score = score + _recency_term(t, float(k), float(alpha))
     return score
+
+
+@functools.lru_cache(maxsize=256)
+def _recency_term(t: int, k: float, alpha: float) -> torch.Tensor:
+    """``minmax(exp(-k d)) * alpha`` over T candidates: the same every prune once the budget is full, so made
+    once per (T, k, alpha). Callers add to it and never write into it."""
+    d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
+    return minmax(torch.exp(-k * d)) * alpha
 
 
 def smooth(raw: list[torch.Tensor], tiers: list[str], gamma: Mapping[str, float]) -> list[torch.Tensor]:
@@ -274,6 +282,8 @@ class HermesPolicy(ScoringPolicy):
                               f"texts, or null; got {show(self.prompts)}")
         if self.layers is not None:
             check_layers(self.layers, who)
+        #: (depth, family) -> the fixed split's settings, made once (they are read per layer, several times a chunk)
+        self._fixed_memo: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self._scorer = _PseudoQueryScores()
         #: the scorer watches only probes, and only the layers that mix in attention (set per chunk)
         self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
@@ -292,7 +302,14 @@ class HermesPolicy(ScoringPolicy):
             check_layers_fit(self.layers, adapter, "hermes")
 
     def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:
-        layers = self.layers if self.layers is not None else fixed_layers(num_layers, self.family)
+        if self.layers is not None:
+            layers = self.layers
+        else:
+            # asked per layer several times a chunk: made once per (depth, family); callers only read it
+            key = (num_layers, self.family)
+            if key not in self._fixed_memo:
+                self._fixed_memo[key] = fixed_layers(num_layers, self.family)
+            layers = self._fixed_memo[key]
         if len(layers) != num_layers:
             raise PolicyError(f"hermes: the spec describes {len(layers)} layers but the model has {num_layers}")
         return layers
