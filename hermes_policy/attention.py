@@ -292,7 +292,8 @@ def attention_rows(
     # transformers' eager attention, scores are computed in the model dtype and softmaxed in float32.
     every_row = isinstance(rows, range) and rows == range(q)
     qs = (query if every_row else query.index_select(1, index)).reshape(hkv, group * r, d)
-    scores = torch.matmul(qs, key.transpose(-1, -2)).reshape(hq, r, s).float() * scaling
+    scores = torch.matmul(qs, key.transpose(-1, -2)).reshape(hq, r, s).float()
+    scores.mul_(scaling)  # in place: the float32 scores are this call's own tensor either way
     # only the new (last q) columns can be hidden from a new query row
     if mask is None:
         mask = right_aligned_causal_mask(q, q, index.tolist(), device=query.device, segments=segments)
@@ -396,7 +397,7 @@ def hermes_attention(
     shift = ctx.cache.layer_shift(layer) if ctx is not None and layer is not None else 0
     if shift:
         # per-layer tails: the cache moved this layer's new keys to its own positions; the queries follow
-        query = ctx.cache.rotary.rotate(query, torch.full((ctx.cache.rotary.n_axes, query.shape[-2]), shift))
+        query = ctx.cache.shift_rotate(query, shift)
     watchers = ctx.observers_for(layer) if ctx is not None and ctx.subscriptions else []
     if watchers and layer is None:
         raise RuntimeError("attention module has no layer_idx; cannot route observations")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
@@ -59,6 +59,8 @@ class _Staged:
     lengths: list[int]  # per-layer committed length when staging began
     recurrent: dict[int, dict] | None = None  # model layer -> its linear-attention state when staging began
     shifts: list[int] | None = None  # per cache layer, its tail shift (None: every layer at the staged positions)
+    #: (shift, rows, device) -> the (cos, sin) of that tail shift, made once per write for every layer that has it
+    rotations: dict = field(default_factory=dict)
 
 
 def _snapshot(layer: LinearAttentionCacheLayerMixin) -> dict:
@@ -176,9 +178,18 @@ class CompactCache(DynamicCache):
         layer = self._model_to_kv.get(layer_idx)
         shift = self.layer_shift(layer) if layer is not None else 0
         if shift:
-            n = key_states.shape[-2]
-            key_states = self.rotary.rotate(key_states, torch.full((self.rotary.n_axes, n), shift))
+            key_states = self.shift_rotate(key_states, shift)
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    def shift_rotate(self, x: torch.Tensor, shift: int) -> torch.Tensor:
+        """(..., n, D) ``x`` rotated ``shift`` positions on every axis (``rotary.rotate`` by a constant delta). Layers
+        with the same tail shift share one cos/sin per staged write (keys at :meth:`update`, queries in attention)."""
+        n = x.shape[-2]
+        memo = self._staged.rotations if self._staged is not None else {}
+        if (shift, n, x.device) not in memo:
+            memo[shift, n, x.device] = self.rotary.cos_sin(torch.full((self.rotary.n_axes, n), shift, device=x.device))
+        cos, sin = memo[shift, n, x.device]
+        return RotarySpec.apply(x, cos, sin)
 
     def key_meta(self, layer: int) -> TokenMeta:
         """Metadata of every key the layer's attention sees now, staged rows included."""

@@ -28,6 +28,7 @@ linear-attention layers have no attention and are not probed.
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import torch
@@ -90,6 +91,39 @@ def _project(attn: nn.Module, proj: nn.Module, norm_name: str, x: torch.Tensor, 
     return out.transpose(1, 2)
 
 
+class _Projections:
+    """A model's projected prompts: per prompt embedding (the last few seen), per layer, its queries and keys
+    before RoPE. HERMES asks the same prompts after every chunk, and only their positions move, so the
+    norm and the two projections are made once per prompt; the weights' version counters are part of the key,
+    so an in-place change of a layer's weights makes it project again."""
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[torch.Tensor, dict[int, tuple]]] = []
+
+    def of(self, embeds: torch.Tensor) -> dict[int, tuple]:
+        for seen, layers in self.entries:
+            if seen.shape == embeds.shape and seen.dtype == embeds.dtype and seen.device == embeds.device \
+                    and torch.equal(seen, embeds):
+                return layers
+        layers: dict[int, tuple] = {}
+        self.entries = [(embeds.detach().clone(), layers), *self.entries[: self.SIZE - 1]]
+        return layers
+
+
+_PROJECTIONS: weakref.WeakKeyDictionary[nn.Module, _Projections] = weakref.WeakKeyDictionary()
+
+
+def _versions(layer: nn.Module) -> tuple[int, ...]:
+    """Where the weights a prompt's projection reads live (norm, q/k projections and norms), and their version
+    counters: a weight replaced or changed in place gives another key."""
+    attn = layer.self_attn
+    parts = [layer.input_layernorm, attn.q_proj, attn.k_proj, getattr(attn, "q_norm", None),
+             getattr(attn, "k_norm", None)]
+    return tuple((t.data_ptr(), t._version) for m in parts if m is not None for t in m.parameters(recurse=False))
+
+
 def segment_mask(n: int, segments, device=None) -> torch.Tensor:
     """(n, n) bool: prompt token i may see prompt token j when they are in the same segment (no causal order)."""
     seg = torch.zeros(n, dtype=torch.long, device=device)
@@ -117,6 +151,7 @@ def embedding_probe(
     # (segments never see each other)
     rotation: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
     masks: dict[torch.device, torch.Tensor] = {}
+    memo = _PROJECTIONS.setdefault(adapter.text_model, _Projections()).of(packed.embeds)
     for index, layer in enumerate(decoder_layers(adapter)):
         watchers = ctx.observers_for(index)
         if not watchers:
@@ -129,9 +164,13 @@ def embedding_probe(
         if device not in masks:
             masks[device] = (right_aligned_causal_mask(n, n, device=device, segments=ctx.segments) if causal
                              else segment_mask(n, ctx.segments, device))
-        x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
-        query = _project(attn, attn.q_proj, "q_norm", x, head_dim)
-        own_keys = _project(attn, attn.k_proj, "k_norm", x, head_dim)
+        versions = _versions(layer)
+        hit = memo.get(index)
+        if hit is None or hit[0] != versions or hit[1].device != device:
+            x = layer.input_layernorm(packed.embeds[None].to(device))  # (1, n, hidden)
+            hit = memo[index] = (versions, _project(attn, attn.q_proj, "q_norm", x, head_dim),
+                                 _project(attn, attn.k_proj, "k_norm", x, head_dim))
+        query, own_keys = hit[1], hit[2]  # before RoPE
         scale = getattr(attn, "scaling", head_dim**-0.5)
         if cache.granularity == "head":
             _notify_heads(adapter, cache, index, ctx, watchers, query, own_keys, packed, masks[device], scale)

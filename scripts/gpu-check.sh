@@ -11,15 +11,33 @@
 #       against HERMES's figures (TTFT under 30 ms and flat on LLaVA-OV-7B); targets are reported MET / MISSED,
 #       not failed. flash-attn is used when installed (the script says whether it is).
 #
+#   (e) attention rows: on one layer of the 7B shape (28/4 heads x 128, a 256-row chunk against 6256 keys), the
+#       fast path's output (flash-attn when installed, else sdpa) and the rows observers read, against eager
+#       attention in float32, in bf16 and fp32;
+#   (f) hermes against its floor: config:qwen2.5-vl-7b (448x448) in bf16 at 64 and 1024 frames under sink-window
+#       and hermes at budget 6000: TTFT, ingest frames/s, and hermes's ratios to sink-window (reported, not failed);
+#   (g) an eval sweep (embedded, sink-window and hermes at two budgets) under torchrun with 2 processes against one
+#       process: the same accuracies and predictions, and the wall time of each (on CUDA with 2+ GPUs; with one
+#       GPU the two ranks cannot each take a GPU, so it runs on the CPU with gloo and says so).
+# (e)-(g) write their numbers into ONE JSON and ONE table: $GPU_CHECK_OUT/gpu-check.json and gpu-check.md
+# (default gpu-check-out/, git-ignored), with the PASS/FAIL summary of every check that ran.
+#
 # Without a GPU it says so and runs a DRY RUN on the CPU: (a) with gloo and 2 processes, (c) on the CPU in both
-# dtypes, (d) on the tiny Qwen2.5-VL and LLaVA-OV models at 8 and 32 frames, so the script itself is exercised
-# on any machine. Usage: scripts/gpu-check.sh   (PYTHON=... to pick the interpreter; default .venv)
+# dtypes, (d) on the tiny Qwen2.5-VL and LLaVA-OV models at 8 and 32 frames, (e) on a small shape, (f) on the tiny
+# Qwen2.5-VL at 8 and 32 frames, (g) on the CPU, so the script itself is exercised on any machine
+# (tests/hermes_lab/test_gpu_check_script.py dry-runs (e)-(g)).
+# Usage: scripts/gpu-check.sh   (PYTHON=... to pick the interpreter, default .venv; CHECKS=efg to run some checks
+# only, default abcdefg; GPU_CHECK_OUT=DIR for the JSON and the table)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+CHECKS=${CHECKS:-abcdefg}
+OUT_DIR=${GPU_CHECK_OUT:-gpu-check-out}
+RESULTS=$WORK/results
+mkdir -p "$RESULTS" "$OUT_DIR"
 export TQDM_DISABLE=1 COLUMNS=200  # no progress bars in the log; help text unwrapped for the grep in (b)
 
 GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
@@ -42,6 +60,7 @@ SKIPPED=3  # the exit status of a check that had nothing to check
 check() {
     local name=$1
     shift
+    [[ $CHECKS == *"${name:1:1}"* ]] || return 0  # "(x) ...": run when CHECKS names x
     echo
     echo "== $name"
     set +e
@@ -218,13 +237,60 @@ PYEOF
     done
 }
 
+# ------------------------------------------------------------------ (e) attention rows vs eager
+rows_match_eager() {
+    local device=cpu shape=small
+    [ "$GPUS" -gt 0 ] && device=cuda shape=7b
+    for dtype in bfloat16 float32; do
+        "$PY" scripts/gpu_check.py rows --device "$device" --dtype "$dtype" --shape "$shape" \
+            --out "$RESULTS/e-rows-$dtype.json"
+    done
+}
+
+# ------------------------------------------------------------------ (f) hermes vs sink-window at 7B
+hermes_against_its_floor() {
+    local model size frames budget device
+    if [ "$GPUS" -gt 0 ]; then
+        model=config:qwen2.5-vl-7b size=448x448 frames=64,1024 budget=6000 device=cuda
+    else
+        model=tiny-qwen2.5-vl size=56x56 frames=8,32 budget=24 device=cpu
+    fi
+    echo "bench $model ($size) at $frames frames on $device, sink-window and hermes at budget $budget ..."
+    timeout 1200 "$PY" -m hermes_lab bench --model "$model" --dtype bfloat16 --device "$device" \
+        --video synthetic:seed=9,frames=64 --frame-size "$size" --frames "$frames" \
+        --policies sink-window,hermes --budget "$budget" --ttft-repeats 3 --json > "$WORK/floor.json" \
+        2> "$WORK/floor.err" || { tail -5 "$WORK/floor.err"; return 1; }
+    "$PY" scripts/gpu_check.py bench "$WORK/floor.json" --model "$model" --out "$RESULTS/f-bench.json"
+}
+
+# ------------------------------------------------------------------ (g) torchrun sweep vs one process
+sweep_against_one_process() {
+    local device=cpu
+    if [ "$GPUS" -ge 2 ]; then
+        device=cuda
+    else
+        echo "   $GPUS GPU(s): two ranks cannot each take a GPU, so the sweep runs on the CPU (gloo)"
+    fi
+    "$PY" -m hermes_lab data synth --seed 5 --videos 4 --frames 16 --per-category 1 --out "$WORK/sweep-qa" >/dev/null
+    "$PY" scripts/gpu_check.py sweep --data "$WORK/sweep-qa" --work "$WORK" --nproc 2 --device "$device" \
+        --eval-args "--model embedded --policy sink-window,hermes --budget-ratio 0.3,0.6 --chunk-frames 2" \
+        --out "$RESULTS/g-sweep.json"
+}
+
 START=$SECONDS
 check "(a) eval: torchrun x$NPROC ($BACKEND) == one process" eval_matches_single_process
 check "(b) device map split == unsplit model" device_map_matches_single_device
 check "(c) oracle tests on the device, float32 and bfloat16" oracles_on_device
 check "(d) full-size bench (targets reported, not failed)" full_size_bench
+check "(e) attention rows and output == eager" rows_match_eager
+check "(f) hermes vs sink-window at 7B (targets reported, not failed)" hermes_against_its_floor
+check "(g) eval sweep: torchrun x2 == one process" sweep_against_one_process
 
 echo
 echo "== summary ($((SECONDS - START)) s$([ "$GPUS" -eq 0 ] && echo ', DRY RUN: no GPU, CPU/gloo path only'))"
-printf '%s\n' "${SUMMARY[@]}"
+printf '%s\n' "${SUMMARY[@]}" | tee "$WORK/summary.txt"
+FLASH=$("$PY" -c "import flash_attn" 2>/dev/null && echo 1 || echo 0)
+"$PY" scripts/gpu_check.py report --results "$RESULTS" --summary "$WORK/summary.txt" --gpus "$GPUS" \
+    --flash-attn "$FLASH" --json "$OUT_DIR/gpu-check.json" --table "$OUT_DIR/gpu-check.md" >/dev/null
+echo "one JSON: $OUT_DIR/gpu-check.json; one table: $OUT_DIR/gpu-check.md"
 exit $FAILED

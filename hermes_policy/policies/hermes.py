@@ -265,6 +265,8 @@ class HermesPolicy(HeadPruning, ScoringPolicy):
         if self.head_budget == "adaptive" and self.granularity != "head":
             raise PolicyError(f"{who}: head_budget 'adaptive' splits a layer's budget between its KV heads; it "
                               "needs granularity 'head'")
+        #: (depth, family) -> the fixed split's settings, made once (they are read per layer, several times a chunk)
+        self._fixed_memo: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self._scorer = _PseudoQueryScores()
         #: the scorer watches only probes, and only the layers that mix in attention (set per chunk)
         self._watch = Subscription(self._scorer, phases=frozenset({"probe"}))
@@ -283,7 +285,14 @@ class HermesPolicy(HeadPruning, ScoringPolicy):
             check_layers_fit(self.layers, adapter, "hermes")
 
     def layer_settings(self, num_layers: int) -> list[dict[str, Any]]:
-        layers = self.layers if self.layers is not None else fixed_layers(num_layers, self.family)
+        if self.layers is not None:
+            layers = self.layers
+        else:
+            # asked per layer several times a chunk: made once per (depth, family); callers only read it
+            key = (num_layers, self.family)
+            if key not in self._fixed_memo:
+                self._fixed_memo[key] = fixed_layers(num_layers, self.family)
+            layers = self._fixed_memo[key]
         if len(layers) != num_layers:
             raise PolicyError(f"hermes: the spec describes {len(layers)} layers but the model has {num_layers}")
         return layers

@@ -7,6 +7,7 @@ score with exactly the same formulas. See :mod:`hermes_policy.policies.hermes` f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import torch
@@ -56,9 +57,16 @@ def raw_score(attn: torch.Tensor | None, t: int, alpha: float, k: float | None) 
             raise PolicyError("hermes: a layer that mixes in attention was not given its pseudo-query attention")
         score = minmax(attn.float()) * (1 - alpha)
     if alpha > 0:
-        d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
-        score = score + minmax(torch.exp(-float(k) * d)) * alpha
+        score = score + _recency_term(t, float(k), float(alpha))
     return score
+
+
+@functools.lru_cache(maxsize=256)
+def _recency_term(t: int, k: float, alpha: float) -> torch.Tensor:
+    """``minmax(exp(-k d)) * alpha`` over T candidates: the same every prune once the budget is full, so made
+    once per (T, k, alpha). Callers add to it and never write into it."""
+    d = (t - 1 - torch.arange(t, dtype=torch.float32)) / max(t - 1, 1)
+    return minmax(torch.exp(-k * d)) * alpha
 
 
 def smooth(raw: list[torch.Tensor], tiers: list[str], gamma: Mapping[str, float]) -> list[torch.Tensor]:
