@@ -201,10 +201,22 @@ def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContex
     n = query.shape[-2]
     rotations: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     committed = cache.head_lengths(layer)
+    shifts = cache.head_shifts(layer)
+    for shift in set(shifts):
+        rotations[shift] = adapter.rotary.cos_sin((packed.positions + shift).to(query.device))
+    if len(set(committed)) == 1:
+        # every head holds as many rows: the per-layer computation, with one (n, R) rotation per head
+        cos = torch.stack([rotations[s][0] for s in shifts])  # (Hkv, n, R)
+        sin = torch.stack([rotations[s][1] for s in shifts])
+        cached = torch.stack([cache.head_keys(layer, h) for h in range(hkv)])  # (Hkv, S, D)
+        query = RotarySpec.apply(query, cos.repeat_interleave(group, 0), sin.repeat_interleave(group, 0))
+        key = torch.cat([cached, RotarySpec.apply(own_keys[0], cos, sin).to(cached.device, cached.dtype)], dim=1)
+        query = query.to(key.device)
+        probs = attention_rows(query[0], key, range(n), scale, mask=prompt_mask.to(key.device))  # (Hq, n, S)
+        notify(ctx, layer, watchers, query, key[None], None, scale, probs=probs, heads=tuple(committed))
+        return
     queries, keys, probs = [], [], []
-    for h, shift in enumerate(cache.head_shifts(layer)):
-        if shift not in rotations:
-            rotations[shift] = adapter.rotary.cos_sin((packed.positions + shift).to(query.device))
+    for h, shift in enumerate(shifts):
         cos, sin = rotations[shift]
         cached = cache.head_keys(layer, h)
         q = RotarySpec.apply(query[:, h * group : (h + 1) * group], cos, sin).to(cached.device)
@@ -214,10 +226,6 @@ def _notify_heads(adapter: ModelAdapter, cache, layer: int, ctx: StreamingContex
         queries.append(q)
         keys.append(k)
         probs.append(torch.softmax(scores, dim=-1))
-    if len(set(committed)) == 1:  # no padding: the event is a per-layer one, plus the head lengths
-        notify(ctx, layer, watchers, torch.cat(queries, dim=1), torch.stack(keys)[None], None, scale,
-               probs=torch.cat(probs), heads=tuple(committed))
-        return
     # ragged heads: the rows stay per head; the event pads them only for an observer that asks
     notify(ctx, layer, watchers, torch.cat(queries, dim=1), padded_heads(keys, committed)[0], None, scale,
            heads=tuple(committed), head_probs=probs)
