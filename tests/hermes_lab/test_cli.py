@@ -18,6 +18,21 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_stream_granularity_head_reports_each_heads_rows(capsys):
+    code, out, _ = run(capsys, "stream", "--model", "tiny-qwen2-vl", "--video", "synthetic:seed=1,frames=16",
+                       "--policy", "hermes", "--budget", "24", "--granularity", "head", "--max-new-tokens", "2",
+                       "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["granularity"] == "head"
+    heads = result["head_tokens"]  # per layer, per KV head
+    assert len(heads) == 4 and all(len(row) == 2 for row in heads)
+    assert result["kv_bytes"] == sum(map(sum, heads)) * 16 * 2 * 4  # head_dim 16, keys and values, float32
+    code, _, err = run(capsys, "stream", "--model", "tiny-qwen2-vl", "--video", "synthetic:seed=1,frames=16",
+                       "--policy", "sink-window", "--budget", "24", "--granularity", "head")
+    assert code == 2 and err.count("\n") == 1 and "works with full, hermes" in err
+
+
 def test_stream_json_answers_each_timed_question(capsys):
     code, out, _ = run(
         capsys, "stream", "--model", "tiny-qwen2-vl", "--video", "synthetic:seed=1,frames=16",
@@ -26,8 +41,9 @@ def test_stream_json_answers_each_timed_question(capsys):
     )
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"model", "family", "policy", "budget", "frames", "kv_bytes", "kv_bytes_by_device",
-                           "recurrent_bytes", "weights", "answers"}
+    assert set(result) == {"model", "family", "policy", "budget", "granularity", "frames", "kv_bytes",
+                           "kv_bytes_by_device", "recurrent_bytes", "weights", "answers"}
+    assert result["granularity"] == "layer" and "head_tokens" not in result
     assert result["family"] == "qwen2-vl"
     assert (result["model"], result["policy"], result["budget"], result["frames"]) == (
         "tiny-qwen2-vl", "sink-window", 24, 16)
