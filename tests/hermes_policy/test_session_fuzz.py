@@ -3,7 +3,7 @@
 Whatever the order, the cache keeps its invariants:
 
 * positions keep time order along each layer's rows (eviction keeps order; re-indexing keeps it dense);
-* token metadata has one entry per cached key, in every layer;
+* token metadata has one entry per cached key, in every layer (every KV head of a per-head cache);
 * after every ingest, no layer holds more video tokens than its budget;
 * a question rolls back bit-identically: keys, values, positions, metadata and the next position.
 
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hermes_policy import StreamingSession
+from hermes_policy.head_cache import HeadCache
 from hermes_policy.policies import POLICIES, keep_rows, make_policy
 from hermes_policy.session import SessionConfig
 from hermes_policy.video import SyntheticVideo
@@ -31,12 +32,20 @@ OPS = ("ingest 1", "ingest 3", "ingest 5", "ask", "evict", "reindex", "flush")
 EXAMPLES = 40
 
 
+def _row_sets(cache):
+    """Every set of rows the cache keeps: a (keys, values, positions, meta) per layer, or per (layer, KV head)
+    of a per-head cache."""
+    if isinstance(cache, HeadCache):
+        return [(cache.head_keys(i, h), cache.head_values(i, h), cache.head_positions(i, h), cache.head_meta(i, h))
+                for i in range(cache.num_layers) for h in range(cache.num_kv_heads)]
+    empty = torch.empty(0, 0)  # a layer nothing was written to yet has no key tensor
+    return [(cache.keys(i) if cache.layer_len(i) else empty, cache.values(i) if cache.layer_len(i) else empty,
+             cache.positions(i), cache.meta(i)) for i in range(cache.num_layers)]
+
+
 def _state(session: StreamingSession) -> list:
-    cache = session.cache
-    return [session.next_position] + [
-        (cache.keys(i).clone(), cache.values(i).clone(), cache.positions(i).clone(), cache.meta(i).frame.clone())
-        for i in range(cache.num_layers)
-    ]
+    return [session.next_position] + [(k.clone(), v.clone(), p.clone(), m.frame.clone())
+                                      for k, v, p, m in _row_sets(session.cache)]
 
 
 def _same(a: list, b: list) -> bool:
@@ -46,15 +55,18 @@ def _same(a: list, b: list) -> bool:
 
 
 def _check_invariants(session: StreamingSession, budgets) -> None:
-    cache = session.cache
-    for layer in range(cache.num_layers):
-        n = cache.layer_len(layer)
-        positions = cache.positions(layer)
-        assert positions.shape[-1] == n == len(cache.meta(layer).frame), "metadata out of step with the keys"
+    for layer, (keys, _, positions, meta) in enumerate(_row_sets(session.cache)):
+        n = keys.shape[-2]
+        assert positions.shape[-1] == n == len(meta.frame), "metadata out of step with the keys"
         # time order along the first axis (M-RoPE's temporal one: its spatial axes repeat within each frame);
         # a summary slot takes the place (and position) of the oldest row it replaced, so order still holds
         first = positions[0]
-        assert bool((first[1:] >= first[:-1]).all()), f"positions not in time order in layer {layer}"
+        assert bool((first[1:] >= first[:-1]).all()), f"positions not in time order in row set {layer}"
+
+
+def _random_keep(is_video: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    n_video = int(is_video.sum())
+    return keep_rows(is_video, torch.randperm(n_video, generator=gen)[: max(1, n_video // 2)].sort().values)
 
 
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
@@ -89,11 +101,13 @@ def test_any_interleaving_keeps_the_cache_invariants(policy, family, ops, budget
             assert _same(before, _state(session)), "a question changed the cache"
         elif op == "evict" and session.frames_seen:
             # an outside eviction of random video rows (as a probe or a user might): invariants must hold
-            for layer in range(session.cache.num_layers):
-                is_video = session.cache.meta(layer).is_video
-                n_video = int(is_video.sum())
-                keep = torch.randperm(n_video, generator=gen)[: max(1, n_video // 2)].sort().values
-                session.cache.evict(layer, keep_rows(is_video, keep))
+            cache = session.cache
+            for layer in range(cache.num_layers):
+                if isinstance(cache, HeadCache):  # each head its own random rows
+                    cache.evict_heads(layer, [_random_keep(cache.head_meta(layer, h).is_video, gen)
+                                              for h in range(cache.num_kv_heads)])
+                else:
+                    cache.evict(layer, _random_keep(cache.meta(layer).is_video, gen))
         elif op == "reindex" and session.frames_seen:
             session.cache.reindex_all()
             session.next_position = max(session.next_position, session.cache.next_position)
