@@ -438,14 +438,13 @@ def _head_attention(ctx: StreamingContext, layer: int, query: torch.Tensor, scal
     if rotation is not None:  # each group follows its head's tail shift (the rotation its new keys took)
         cos, sin = rotation
         query = cache.rotary.apply(query, cos.repeat_interleave(group, 0), sin.repeat_interleave(group, 0))
-    groups = [query[:, h * group : (h + 1) * group] for h in range(hkv)]
     if len({k.shape[0] for k in keys}) == 1:
         # every head holds as many rows (an equal per-head budget, mostly): one kernel call over the stacked
         # heads beats one per head (1.6x on a 36-token prefill here); the stack is a transient copy
         out = _attend(query, torch.stack(keys)[None], torch.stack(values)[None], None, scale, dropout, segments)
     else:
-        out = torch.cat([_attend(q, k[None, None], v[None, None], None, scale, dropout, segments)
-                         for q, k, v in zip(groups, keys, values)], dim=2)
+        out = torch.cat([_attend(query[:, h * group : (h + 1) * group], k[None, None], v[None, None], None, scale,
+                                 dropout, segments) for h, (k, v) in enumerate(zip(keys, values))], dim=2)
     watchers = ctx.observers_for(layer) if ctx.subscriptions else []
     if watchers:
         committed = cache.head_lengths(layer)

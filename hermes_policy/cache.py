@@ -473,19 +473,25 @@ class CompactCache(DynamicCache):
         Args:
             new_positions: (A, S_l) target positions; default: dense ranks of the current ones.
         """
+        kv = self.kv_layer(layer) if self.layer_len(layer) else None
+        moved = self._moved(self._positions[layer], kv.keys if kv is not None else None, new_positions)
+        if moved is not None:
+            kv.keys, self._positions[layer] = moved
+
+    def _moved(self, old: torch.Tensor, keys: torch.Tensor | None, new_positions: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Keys at (A, S) positions ``old`` rotated to ``new_positions`` (default: the dense ranks of ``old``), and
+        the new positions; None when nothing moves. Shared by the per-layer and the per-head re-index."""
         if self._staged is not None:
             raise RuntimeError("cannot re-index while a write is staged")
-        old = self._positions[layer]
         new = dense_positions(old) if new_positions is None else new_positions.to(torch.long).cpu()
         if new.shape != old.shape:
             raise ValueError(f"new positions must have shape {tuple(old.shape)}")
         delta = new - old
         if old.numel() == 0 or not bool(delta.any()):
-            return
-        kv = self.kv_layer(layer)
-        kv.keys = self.rotary.rotate(kv.keys, delta.to(kv.keys.device))
-        self._positions[layer] = new
+            return None
         self.version += 1
+        return self.rotary.rotate(keys, delta.to(keys.device)), new
 
     def reindex_all(self) -> None:
         """Dense re-index of every layer (eager re-indexing calls this after each prune)."""

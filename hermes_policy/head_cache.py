@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hermes_policy.cache import CompactCache, _restore
-from hermes_policy.rope import RotarySpec, dense_positions
+from hermes_policy.rope import RotarySpec
 from hermes_policy.tokens import TokenMeta
 
 
@@ -339,16 +339,6 @@ class HeadCache(CompactCache):
 
     def reindex_head(self, layer: int, head: int, new_positions: torch.Tensor | None = None) -> None:
         """Move one head's rows to ``new_positions`` ((A, S_lh); default its dense ranks), rotating its keys."""
-        if self._staged is not None:
-            raise RuntimeError("cannot re-index while a write is staged")
-        old = self._head_positions[layer][head]
-        new = dense_positions(old) if new_positions is None else new_positions.to(torch.long).cpu()
-        if new.shape != old.shape:
-            raise ValueError(f"new positions must have shape {tuple(old.shape)}")
-        delta = new - old
-        if old.numel() == 0 or not bool(delta.any()):
-            return
-        keys = self._head_keys[layer][head]
-        self._head_keys[layer][head] = self.rotary.rotate(keys, delta.to(keys.device))
-        self._head_positions[layer][head] = new
-        self.version += 1
+        moved = self._moved(self._head_positions[layer][head], self._head_keys[layer][head], new_positions)
+        if moved is not None:
+            self._head_keys[layer][head], self._head_positions[layer][head] = moved

@@ -121,9 +121,9 @@ class HeadPruning:
             out.append(row)
         return out
 
-    def head_kept(self, cache, layer: int, budget: int, tiers: list[str], scores: list[torch.Tensor] | None = None
-                  ) -> list[int]:
-        """Candidates each head of ``layer`` keeps (a long-term head's new summary row takes one more place).
+    def head_kept(self, budget: int, tiers: list[str], scores: list[torch.Tensor] | None = None) -> list[int]:
+        """Candidates each head of a layer (its heads' ``tiers``) keeps; a long-term head's new summary row
+        takes one more place.
 
         ``adaptive`` needs the heads' smoothed ``scores``; without them it answers the layer's total split
         equally, which is what decides whether the layer prunes at all.
@@ -136,7 +136,7 @@ class HeadPruning:
 
     def head_needs_prune(self, cache, layer: int, budget: int, tiers: list[str]) -> bool:
         counts = [int(self.candidates(cache.head_meta(layer, h)).sum()) for h in range(len(tiers))]
-        kept = self.head_kept(cache, layer, budget, tiers)
+        kept = self.head_kept(budget, tiers)
         if self.head_budget == "adaptive":
             return sum(counts) > sum(kept)
         return any(c > k for c, k in zip(counts, kept))
@@ -183,7 +183,7 @@ class HeadPruning:
         for layer, budget in enumerate(self.layer_budgets(cache.num_layers)):
             if not self.head_needs_prune(cache, layer, budget, tiers[layer]):
                 continue
-            kept = self.head_kept(cache, layer, budget, tiers[layer], self._scores[layer])
+            kept = self.head_kept(budget, tiers[layer], self._scores[layer])
             keeps, appended = [], {}
             for h, n_keep in enumerate(kept):
                 keep, dropped = self.choose_head_rows(cache, layer, h, n_keep)
